@@ -1,0 +1,315 @@
+"""Mapp Engage REST API emulator: a small Flask app served over real HTTP.
+
+Behaves like the Engage REST 2.0 contact calls described in
+/work/shared/reference/destinations.md section 1 ("destinations.md §1.x" below) and the
+tracking-consent how-to (/work/shared/reference/000_*.txt). Tests and the demo use it in
+place of the real vendor. Request handling is split into small checks and handlers so that
+runtime faults (rate limiting, 5xx, hangs, delayed visibility) can be added later, e.g. by
+inserting callables into ``app.extensions["engage_checks"]``.
+
+Run it with ``python -m emulators.engage --port 8025``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from flask import Flask, Response, current_app, jsonify, request
+from werkzeug.exceptions import HTTPException
+from werkzeug.serving import WSGIRequestHandler, make_server
+
+from emulators.engage_state import (
+    ApiError,
+    EngageState,
+    email_address,
+    invalid_parameter,
+    missing_parameter,
+    parse_attributes,
+    parse_json_object,
+    utc_now_iso,
+)
+
+__all__ = ["EmulatorServer", "EngageState", "create_emulator_app", "main"]
+
+logger = logging.getLogger("emulators.engage")
+
+DEFAULT_USERNAME = "api-user@example.com"
+DEFAULT_PASSWORD = "engage-demo-password"  # noqa: S105 - emulator demo credential, not a secret
+# destinations.md §1.1: the base path, optionally pinned to the incremental version v19.
+API_PREFIXES = ("/api/rest", "/api/rest/v19")
+PERMISSION_DENIED_MESSAGE = (
+    "Access denied: check that the corresponding system user account is Type 'API' or 'Hybrid'"
+)
+
+POLL_INTERVAL_SECONDS = 0.05
+DESCRIPTION = "Mapp Engage REST API emulator (contact/update, contact/create, contact/get)."
+
+Check = Callable[[], None]
+
+
+# --- request pre-checks (run in order for every /api/rest call) ------------------------------
+
+
+def _is_api_path(path: str) -> bool:
+    return path == API_PREFIXES[0] or path.startswith(API_PREFIXES[0] + "/")
+
+
+def _state() -> EngageState:
+    state: EngageState = current_app.extensions["engage_state"]
+    return state
+
+
+def _check_auth() -> None:
+    # destinations.md §1.1 / §1.3: Basic auth on every call; 401 missing header, 403 bad creds.
+    if "Authorization" not in request.headers:
+        raise ApiError(401, "PERMISSION_DENIED", "Authorization header is missing")
+    auth = request.authorization
+    valid = (
+        auth is not None
+        and auth.type == "basic"
+        and _state().check_credentials(auth.username or "", auth.password or "")
+    )
+    if not valid:
+        raise ApiError(403, "PERMISSION_DENIED", PERMISSION_DENIED_MESSAGE)
+
+
+def _check_route() -> None:
+    # Unknown path (404) or wrong method (405) wins over header checks once auth passed.
+    if request.routing_exception is not None:
+        raise request.routing_exception
+
+
+def _check_accept() -> None:
+    # destinations.md §1.1: an Accept header that rules out JSON gives 406.
+    accept = request.headers.get("Accept", "").strip()
+    if accept and request.accept_mimetypes.quality("application/json") <= 0:
+        raise ApiError(406, "INVALID_REQUEST", "Accept header must allow application/json")
+
+
+def _check_content_type() -> None:
+    # destinations.md §1.1: a bad Content-Type gives 415.
+    if request.method == "POST" and request.mimetype != "application/json":
+        raise ApiError(415, "INVALID_REQUEST", "Content-Type must be application/json")
+
+
+DEFAULT_CHECKS: tuple[Check, ...] = (_check_auth, _check_route, _check_accept, _check_content_type)
+
+
+def _preflight() -> None:
+    if _is_api_path(request.path):
+        for check in current_app.extensions["engage_checks"]:
+            check()
+
+
+def _record_request(response: Response) -> Response:
+    if _is_api_path(request.path):
+        entry = {
+            "method": request.method,
+            "path": request.path,
+            "query": request.args.to_dict(),
+            "status": response.status_code,
+            "at": utc_now_iso(),
+        }
+        _state().record_request(entry)
+    return response
+
+
+# --- API handlers (destinations.md §1.2) -----------------------------------------------------
+
+
+def contact_update() -> dict[str, Any]:
+    """POST contact/update?identifierType=EMAIL&unifiedIdentifierName=<email>."""
+    identifier_type = request.args.get("identifierType", "")
+    identifier = request.args.get("unifiedIdentifierName", "")
+    if not identifier_type or not identifier:
+        raise missing_parameter(
+            "unifiedIdentifierName",
+            "Parameter unifiedIdentifierName and identifierType are mandatory",
+        )
+    if identifier_type != "EMAIL":
+        raise invalid_parameter("identifierType", "Only identifierType EMAIL is emulated")
+    body = parse_json_object(request.get_data())
+    email_address(body)  # validated only; the contact is found by unifiedIdentifierName
+    return _state().update_contact(identifier, parse_attributes(body))
+
+
+def contact_create() -> dict[str, Any]:
+    """POST contact/create with {"emailAddress": ..., "attributes": [...]}."""
+    body = parse_json_object(request.get_data())
+    email = email_address(body)
+    if email is None:
+        raise missing_parameter("emailAddress", "Parameter emailAddress is mandatory")
+    return _state().create_contact(email, parse_attributes(body))
+
+
+def contact_get() -> dict[str, Any]:
+    """POST contact/get with {"type": "EMAIL", "value": "x@y"} (type must be uppercase)."""
+    body = parse_json_object(request.get_data())
+    kind, value = body.get("type"), body.get("value")
+    if not kind or not value:
+        raise missing_parameter("type", "Parameters type and value are mandatory")
+    if kind != "EMAIL":
+        raise invalid_parameter("type", "Only type EMAIL (uppercase) is supported by the emulator")
+    if not isinstance(value, str):
+        raise invalid_parameter("value", "value must be a string")
+    return _state().get_contact(value)
+
+
+API_OPERATIONS: dict[str, Callable[[], dict[str, Any]]] = {
+    "contact/update": contact_update,
+    "contact/create": contact_create,
+    "contact/get": contact_get,
+}
+
+
+# --- inspection endpoints (no auth) ---------------------------------------------------------
+
+
+def inspect_state() -> Response:
+    return jsonify(_state().snapshot())
+
+
+def inspect_contact(email: str) -> Response:
+    contact = _state().find_contact(email)
+    if contact is None:
+        raise ApiError(404, "NO_SUCH_OBJECT", "No such contact", objectType="Contact")
+    return jsonify(contact)
+
+
+def reset_state() -> tuple[str, int]:
+    _state().reset()
+    return "", 204
+
+
+# --- error rendering and app factory ---------------------------------------------------------
+
+
+def _api_error_response(error: ApiError) -> tuple[Response, int]:
+    response = jsonify(error.body())
+    if error.status == 401:
+        response.headers["WWW-Authenticate"] = 'Basic realm="Engage"'
+    return response, error.status
+
+
+def _http_error_response(error: HTTPException) -> tuple[Response, int]:
+    # destinations.md §1.3: bad URL gives 404 {"errorCode":"INVALID_REQUEST","message":"Not Found"}.
+    status = error.code or 500
+    actor = "SERVER" if status >= 500 else "CLIENT"
+    return _api_error_response(ApiError(status, "INVALID_REQUEST", error.name, error_actor=actor))
+
+
+def _register_routes(app: Flask) -> None:
+    for prefix in API_PREFIXES:
+        for name, view in API_OPERATIONS.items():
+            app.add_url_rule(f"{prefix}/{name}", f"{prefix}:{name}", view, methods=["POST"])
+    app.add_url_rule("/_emulator/state", view_func=inspect_state, methods=["GET"])
+    app.add_url_rule("/_emulator/contacts/<email>", view_func=inspect_contact, methods=["GET"])
+    app.add_url_rule("/_emulator/reset", view_func=reset_state, methods=["POST"])
+
+
+def create_emulator_app(
+    state: EngageState | None = None,
+    *,
+    username: str = DEFAULT_USERNAME,
+    password: str = DEFAULT_PASSWORD,
+) -> Flask:
+    """Build the emulator app; ``app.extensions["engage_state"]`` holds the EngageState."""
+    app = Flask(__name__)
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions["engage_state"] = state if state is not None else EngageState(username, password)
+    app.extensions["engage_checks"] = list(DEFAULT_CHECKS)
+    _register_routes(app)
+    app.before_request(_preflight)
+    app.after_request(_record_request)
+    app.register_error_handler(ApiError, _api_error_response)
+    app.register_error_handler(HTTPException, _http_error_response)
+    return app
+
+
+# --- serving --------------------------------------------------------------------------------
+
+
+def _redact_path(raw_path: str) -> str:
+    """Path without query string or e-mail segments, safe to log."""
+    path = raw_path.split("?", 1)[0]
+    if path.startswith("/_emulator/contacts/"):
+        return "/_emulator/contacts/<redacted>"
+    return path
+
+
+class _RedactingRequestHandler(WSGIRequestHandler):
+    """Access log with method, path and status only: never the query (it holds e-mails)."""
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        logger.info("%s %s %s", self.command, _redact_path(self.path), getattr(code, "value", code))
+
+    def log_error(self, format: str, *args: Any) -> None:
+        logger.warning("error while serving %s", _redact_path(getattr(self, "path", "")))
+
+
+class EmulatorServer:
+    """Serves a WSGI app on a real socket (threaded werkzeug server) in a background thread."""
+
+    def __init__(self, app: Flask, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._server = make_server(
+            host, port, app, threaded=True, request_handler=_RedactingRequestHandler
+        )
+        url_host = f"[{host}]" if ":" in host else host
+        self.url = f"http://{url_host}:{self._server.port}"
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> EmulatorServer:
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._server.serve_forever,
+                kwargs={"poll_interval": POLL_INTERVAL_SECONDS},  # fast stop() in tests
+                name="engage-emulator",
+                daemon=True,
+            )
+            self._thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        """Serve in the calling thread (used by the CLI) until interrupted."""
+        self._server.serve_forever()
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._server.shutdown()
+            self._thread.join(timeout=5)
+            self._thread = None
+        self._server.server_close()
+
+    def __enter__(self) -> EmulatorServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """CLI entry point: ``python -m emulators.engage [--host H] [--port P]``."""
+    parser = argparse.ArgumentParser(prog="engage-emulator", description=DESCRIPTION)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8025)
+    parser.add_argument(
+        "--username", default=os.environ.get("ENGAGE_EMULATOR_USERNAME", DEFAULT_USERNAME)
+    )
+    parser.add_argument(
+        "--password", default=os.environ.get("ENGAGE_EMULATOR_PASSWORD", DEFAULT_PASSWORD)
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    app = create_emulator_app(username=args.username, password=args.password)
+    server = EmulatorServer(app, args.host, args.port)
+    logger.info("Mapp Engage emulator listening on %s", server.url)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,227 @@
+"""In-memory state, error type and request-body validation of the Mapp Engage emulator.
+
+Nothing here depends on Flask; emulators/engage.py wires it into HTTP handlers.
+
+References are to /work/shared/reference/destinations.md (section 1, Mapp Engage).
+"""
+
+from __future__ import annotations
+
+import copy
+import hmac
+import json
+import threading
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+CALL_NAMES = ("update", "create", "get")
+# destinations.md §1.2 (user/updateProfileByEmail): custom attribute values max 2000 chars.
+MAX_ATTRIBUTE_VALUE_LENGTH = 2000
+
+
+def utc_now_iso() -> str:
+    """Current UTC time as an ISO 8601 string."""
+    return datetime.now(UTC).isoformat()
+
+
+def email_key(email: str) -> str:
+    """Key under which a contact is stored: e-mail addresses compare case-insensitively."""
+    return email.lower()
+
+
+class ApiError(Exception):
+    """An Engage error answer; rendered with the JSON envelope of destinations.md §1.3."""
+
+    def __init__(
+        self,
+        status: int,
+        error_code: str,
+        message: str,
+        *,
+        error_actor: str = "CLIENT",
+        **fields: str,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error_code = error_code
+        self.message = message
+        self.error_actor = error_actor
+        self.fields = fields
+
+    def body(self) -> dict[str, str]:
+        # destinations.md §1.3: errorActor/errorCode/message, plus objectType, propertyName,
+        # propertyValue, parameterName where relevant, and an errorId.
+        envelope = {
+            "errorActor": self.error_actor,
+            "errorCode": self.error_code,
+            "message": self.message,
+        }
+        envelope.update(self.fields)
+        envelope["errorId"] = str(uuid.uuid4())
+        return envelope
+
+
+def no_such_contact(identifier: str) -> ApiError:
+    """The 400 NO_SUCH_OBJECT answer for an unknown contact (destinations.md §1.2, §1.3)."""
+    return ApiError(
+        400,
+        "NO_SUCH_OBJECT",
+        f"Contact with identifier={identifier} does not exist.",
+        objectType="Contact",
+        propertyName="identifier",
+        propertyValue=identifier,
+    )
+
+
+def contact_json(contact: dict[str, Any]) -> dict[str, Any]:
+    """The public Contact body: contactId, emailAddress, attributes as name/value list."""
+    attributes = [{"name": n, "value": v} for n, v in contact["attributes"].items()]
+    return {
+        "contactId": contact["contactId"],
+        "emailAddress": contact["emailAddress"],
+        "attributes": attributes,
+    }
+
+
+def invalid_parameter(parameter: str, message: str, **fields: str) -> ApiError:
+    return ApiError(400, "INVALID_PARAMETER", message, parameterName=parameter, **fields)
+
+
+def missing_parameter(parameter: str, message: str) -> ApiError:
+    return ApiError(400, "MISSING_PARAMETER", message, parameterName=parameter)
+
+
+def parse_json_object(data: bytes) -> dict[str, Any]:
+    """Decode a JSON object body; destinations.md §1.3: else 400 "cannot deserialize value"."""
+    try:
+        body = json.loads(data or b"")
+    except (ValueError, UnicodeDecodeError):
+        body = None
+    if not isinstance(body, dict):
+        raise ApiError(400, "INVALID_REQUEST", "cannot deserialize value")
+    return body
+
+
+def parse_attributes(body: dict[str, Any]) -> dict[str, str]:
+    """Validate ``attributes`` ([{"name": str, "value": str}, ...]) into a name->value dict."""
+    raw = body.get("attributes", [])
+    shape_error = invalid_parameter(
+        "attributes", "attributes must be a list of {name, value} string pairs"
+    )
+    if not isinstance(raw, list):
+        raise shape_error
+    attributes: dict[str, str] = {}
+    for item in raw:
+        name = item.get("name") if isinstance(item, dict) else None
+        value = item.get("value") if isinstance(item, dict) else None
+        if not (isinstance(name, str) and name and isinstance(value, str)):
+            raise shape_error
+        if len(value) > MAX_ATTRIBUTE_VALUE_LENGTH:
+            message = f"Value of attribute {name} exceeds {MAX_ATTRIBUTE_VALUE_LENGTH} characters"
+            raise invalid_parameter("attributes", message, propertyName=name)
+        attributes[name] = value
+    return attributes
+
+
+def email_address(body: dict[str, Any]) -> str | None:
+    """The validated ``emailAddress`` of a body, or None when it is absent or empty."""
+    email = body.get("emailAddress")
+    if email is None or email == "":
+        return None
+    if not isinstance(email, str) or "@" not in email:
+        raise invalid_parameter("emailAddress", "emailAddress must be an e-mail address string")
+    return email
+
+
+class EngageState:
+    """Thread-safe in-memory store of contacts, the request log and per-call counters.
+
+    ``counts`` counts successful calls only; every request (including failures) is in
+    ``requests``.
+    """
+
+    def __init__(self, username: str, password: str) -> None:
+        self._username = username
+        self._password = password
+        self._lock = threading.Lock()
+        self._contacts: dict[str, dict[str, Any]] = {}
+        self._requests: list[dict[str, Any]] = []
+        self._counts = dict.fromkeys(CALL_NAMES, 0)
+        self._next_id = 1
+
+    def check_credentials(self, username: str, password: str) -> bool:
+        """Constant-time comparison of both parts of the Basic credentials."""
+        user_ok = hmac.compare_digest(username.encode(), self._username.encode())
+        password_ok = hmac.compare_digest(password.encode(), self._password.encode())
+        return user_ok and password_ok
+
+    def record_request(self, entry: dict[str, Any]) -> None:
+        with self._lock:
+            self._requests.append(entry)
+
+    def create_contact(self, email: str, attributes: dict[str, str]) -> dict[str, Any]:
+        with self._lock:
+            if email_key(email) in self._contacts:
+                # destinations.md §1.2: create on an existing contact gives 400.
+                raise ApiError(
+                    400,
+                    "INVALID_PARAMETER",
+                    "Such contact already exists",
+                    objectType="Contact",
+                    propertyName="emailAddress",
+                    propertyValue=email,
+                )
+            contact = {
+                "contactId": self._next_id,
+                "emailAddress": email,
+                "attributes": {},
+                "history": [],
+            }
+            self._next_id += 1
+            self._contacts[email_key(email)] = contact
+            return self._apply(contact, "create", attributes)
+
+    def update_contact(self, identifier: str, attributes: dict[str, str]) -> dict[str, Any]:
+        with self._lock:
+            contact = self._contacts.get(email_key(identifier))
+            if contact is None:
+                raise no_such_contact(identifier)
+            return self._apply(contact, "update", attributes)
+
+    def get_contact(self, identifier: str) -> dict[str, Any]:
+        with self._lock:
+            contact = self._contacts.get(email_key(identifier))
+            if contact is None:
+                raise no_such_contact(identifier)
+            self._counts["get"] += 1
+            return contact_json(contact)
+
+    def find_contact(self, email: str) -> dict[str, Any] | None:
+        """A deep copy of the stored contact (with history), or None."""
+        with self._lock:
+            return copy.deepcopy(self._contacts.get(email_key(email)))
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "contacts": copy.deepcopy(self._contacts),
+                "requests": copy.deepcopy(self._requests),
+                "counts": dict(self._counts),
+            }
+
+    def reset(self) -> None:
+        with self._lock:
+            self._contacts.clear()
+            self._requests.clear()
+            self._counts = dict.fromkeys(CALL_NAMES, 0)
+            self._next_id = 1
+
+    def _apply(self, contact: dict[str, Any], call: str, attributes: dict[str, str]) -> dict:
+        # Merge: attributes not named in the call are kept (the emulator does not model
+        # the possible wipe of destinations.md §0.3, which is UNVERIFIED for custom ones).
+        contact["attributes"].update(attributes)
+        entry = {"call": call, "attributes": dict(attributes), "at": utc_now_iso()}
+        contact["history"].append(entry)
+        self._counts[call] += 1
+        return contact_json(contact)

@@ -1,0 +1,1 @@
+"""marshmallow schemas: the canonical consent payload and the configuration file."""

@@ -1,0 +1,120 @@
+"""Schemas for `consent-relay.toml`. Every error names the key it is about.
+
+Unknown keys are rejected so that a typo (`secret` for `secrets`) stops start-up instead of
+silently running without the intended setting.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from typing import Any
+
+from marshmallow import (
+    RAISE,
+    Schema,
+    ValidationError,
+    fields,
+    validate,
+    validates,
+    validates_schema,
+)
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+SOURCE_KINDS = ("standard-webhooks",)
+DESTINATION_KINDS = ("mapp-engage",)
+# The Standard Webhooks spec asks for 24-64 random bytes; accept 16 as a floor for older senders.
+MIN_SECRET_BYTES = 16
+
+
+def decode_whsec(secret: str) -> bytes:
+    """The HMAC key of a Standard Webhooks secret: base64 of the part after `whsec_`."""
+    body = secret.removeprefix("whsec_")
+    padded = body + "=" * (-len(body) % 4)
+    try:
+        return base64.b64decode(padded, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ValidationError("Secret is not valid base64 after the whsec_ prefix.") from exc
+
+
+class _Strict(Schema):
+    class Meta:
+        unknown = RAISE
+
+
+class ServiceSchema(_Strict):
+    port = fields.Integer(load_default=8000, validate=validate.Range(min=1, max=65535))
+    database_url = fields.String(load_default=None, allow_none=True)
+    broker_url = fields.String(load_default=None, allow_none=True)
+    data_dir = fields.String(load_default="var")
+    max_body_bytes = fields.Integer(load_default=1024 * 1024, validate=validate.Range(min=1024))
+    timestamp_tolerance_seconds = fields.Integer(load_default=300, validate=validate.Range(min=1))
+    max_future_skew_seconds = fields.Integer(load_default=300, validate=validate.Range(min=0))
+    queue = fields.String(load_default="consent-relay", validate=validate.Regexp(NAME_PATTERN))
+    log_level = fields.String(
+        load_default="INFO", validate=validate.OneOf(["DEBUG", "INFO", "WARNING", "ERROR"])
+    )
+
+
+class DeliverySchema(_Strict):
+    sweep_interval_seconds = fields.Float(load_default=5.0, validate=validate.Range(min=0.2))
+    redispatch_after_seconds = fields.Float(load_default=30.0, validate=validate.Range(min=1))
+    lease_seconds = fields.Integer(load_default=180, validate=validate.Range(min=10))
+    first_retry_seconds = fields.Float(load_default=5.0, validate=validate.Range(min=1))
+    max_retry_seconds = fields.Float(load_default=3600.0, validate=validate.Range(min=1))
+    sweep_batch_size = fields.Integer(load_default=500, validate=validate.Range(min=1))
+
+
+class SourceSchema(_Strict):
+    kind = fields.String(required=True, validate=validate.OneOf(SOURCE_KINDS))
+    secrets = fields.List(fields.String(), required=True, validate=validate.Length(min=1))
+    source = fields.String(required=True, validate=validate.Length(min=1, max=255))
+    timestamp_tolerance_seconds = fields.Integer(validate=validate.Range(min=1))
+
+    @validates("secrets")
+    def _secrets_decode(self, value: list[str], **_: Any) -> None:
+        errors = {}
+        for index, secret in enumerate(value):
+            try:
+                key = decode_whsec(secret)
+            except ValidationError as exc:
+                errors[index] = exc.messages
+                continue
+            if len(key) < MIN_SECRET_BYTES:
+                errors[index] = [f"Secret must decode to at least {MIN_SECRET_BYTES} bytes."]
+        if errors:
+            raise ValidationError(errors)
+
+
+class EngageSchema(_Strict):
+    kind = fields.String(required=True, validate=validate.OneOf(DESTINATION_KINDS))
+    base_url = fields.Url(required=True, schemes={"http", "https"}, require_tld=False)
+    username = fields.String(required=True, validate=validate.Length(min=1))
+    password = fields.String(required=True, validate=validate.Length(min=1))
+    connect_timeout_seconds = fields.Float(load_default=5.0, validate=validate.Range(min=0.1))
+    # Engage: "some calls take more than 30 s; set client timeouts to match" (destinations.md §1.1)
+    read_timeout_seconds = fields.Float(load_default=40.0, validate=validate.Range(min=0.1))
+
+
+class ConfigFileSchema(_Strict):
+    service = fields.Nested(ServiceSchema, load_default=lambda: ServiceSchema().load({}))
+    delivery = fields.Nested(DeliverySchema, load_default=lambda: DeliverySchema().load({}))
+    sources = fields.Dict(
+        keys=fields.String(validate=validate.Regexp(NAME_PATTERN)),
+        values=fields.Nested(SourceSchema),
+        required=True,
+        validate=validate.Length(min=1),
+    )
+    destinations = fields.Dict(
+        keys=fields.String(validate=validate.Regexp(NAME_PATTERN)),
+        values=fields.Nested(EngageSchema),
+        required=True,
+        validate=validate.Length(min=1),
+    )
+
+    @validates_schema
+    def _retry_bounds(self, data: dict[str, Any], **_: Any) -> None:
+        delivery = data.get("delivery") or {}
+        if delivery.get("first_retry_seconds", 0) > delivery.get("max_retry_seconds", 1e18):
+            raise ValidationError("Must not exceed max_retry_seconds.", "delivery")

@@ -1,0 +1,49 @@
+"""The canonical consent payload accepted by `POST /webhooks/<source>`.
+
+`occurred_at` is when the person decided. It is never the webhook timestamp, which
+Standard Webhooks defines as the time of the delivery *attempt* (webhook-gateways.md §1.1).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates
+
+CONSENT_STATES = ("granted", "denied", "withdrawn", "unknown")
+
+# Engage stores custom attribute values of up to 2000 characters (destinations.md §1.2);
+# source labels are short identifiers, so a tighter bound keeps the ledger tidy.
+MAX_LABEL_LENGTH = 255
+# RFC 5321: a forward path is at most 256 octets including the angle brackets.
+MAX_EMAIL_LENGTH = 254
+
+
+class ConsentDecisionSchema(Schema):
+    """One consent decision. Unknown fields are rejected, not silently dropped."""
+
+    class Meta:
+        unknown = RAISE
+
+    email = fields.Email(required=True, validate=validate.Length(max=MAX_EMAIL_LENGTH))
+    tracking_consent = fields.String(required=True, validate=validate.OneOf(CONSENT_STATES))
+    source = fields.String(validate=validate.Length(min=1, max=MAX_LABEL_LENGTH))
+    source_id = fields.String(validate=validate.Length(min=1, max=MAX_LABEL_LENGTH))
+    occurred_at = fields.AwareDateTime(format="iso")
+
+    def __init__(self, *, max_future_skew: dt.timedelta = dt.timedelta(minutes=5), **kwargs: Any):
+        super().__init__(**kwargs)
+        self.max_future_skew = max_future_skew
+
+    @validates("occurred_at")
+    def _not_in_the_future(self, value: dt.datetime, **_: Any) -> None:
+        # A decision dated in the future would outrank every later real decision under
+        # last-decision-wins, so a withdrawal could never take effect. Allow clock skew only.
+        if value > dt.datetime.now(dt.UTC) + self.max_future_skew:
+            raise ValidationError("Must not be in the future.")
+
+
+def contact_key(email: str) -> str:
+    """The identity of a contact: its address compared case-insensitively."""
+    return email.strip().lower()

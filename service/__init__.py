@@ -1,0 +1,32 @@
+"""Consent Relay web service: the Flask app factory."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+
+from service import health, intake
+from service.config import Settings, load_settings
+from service.logs import configure_logging, demo_banner
+from service.problems import register_error_handlers
+from service.runtime import Runtime
+from workers.celery_app import create_celery_app
+
+
+def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the app. `test_config` may carry `SETTINGS` (a Settings) and Flask config keys."""
+    overrides = dict(test_config or {})
+    settings: Settings = overrides.pop("SETTINGS", None) or load_settings()
+    configure_logging(settings.log_level)
+    app = Flask(__name__)
+    app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes)
+    app.config.update(overrides)
+    app.extensions["consent_relay"] = Runtime.build(settings)
+    app.extensions["celery"] = create_celery_app(settings)
+    register_error_handlers(app)
+    app.register_blueprint(intake.bp)
+    app.register_blueprint(health.bp)
+    demo_banner(settings)
+    return app

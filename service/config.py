@@ -1,0 +1,231 @@
+"""Configuration in layers: embedded defaults, the TOML file, then the environment.
+
+Nothing here runs at import time: `load_settings()` is called by the app factory, the
+Celery entry point and the CLI, each with the environment it was given.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from marshmallow import ValidationError
+
+from schemas.config import ConfigFileSchema
+
+DEFAULT_CONFIG_PATH = "consent-relay.toml"
+VAR_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+# Demo mode: used only when no config file exists at the default path. The secret is public
+# on purpose (it is printed with the ready-made test command); demo mode says so loudly.
+DEMO_SOURCE_SECRET = "whsec_ZGVtby1vbmx5LXNlY3JldC1ub3QtZm9yLXByb2R1Y3Rpb24="  # noqa: S105 - public demo value
+DEMO_ENGAGE_PORT = 8025
+DEMO_ENGAGE_USERNAME = "api-user@example.com"
+DEMO_ENGAGE_PASSWORD = "engage-demo-password"  # noqa: S105 - emulator only
+DEMO_CONFIG: dict[str, Any] = {
+    "sources": {
+        "demo": {
+            "kind": "standard-webhooks",
+            "secrets": [DEMO_SOURCE_SECRET],
+            "source": "demo_form",
+        }
+    },
+    "destinations": {
+        "engage": {
+            "kind": "mapp-engage",
+            "base_url": f"http://127.0.0.1:{DEMO_ENGAGE_PORT}",
+            "username": DEMO_ENGAGE_USERNAME,
+            "password": DEMO_ENGAGE_PASSWORD,
+        }
+    },
+}
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names each offending key."""
+
+
+@dataclass(frozen=True)
+class SourceSettings:
+    name: str
+    kind: str
+    source: str
+    timestamp_tolerance_seconds: int
+    secrets: tuple[str, ...] = field(repr=False)
+
+
+@dataclass(frozen=True)
+class DestinationSettings:
+    name: str
+    kind: str
+    base_url: str
+    username: str
+    password: str = field(repr=False)
+    connect_timeout_seconds: float = 5.0
+    read_timeout_seconds: float = 40.0
+
+
+@dataclass(frozen=True)
+class DeliverySettings:
+    sweep_interval_seconds: float = 5.0
+    redispatch_after_seconds: float = 30.0
+    lease_seconds: int = 180
+    first_retry_seconds: float = 5.0
+    max_retry_seconds: float = 3600.0
+    sweep_batch_size: int = 500
+
+
+@dataclass(frozen=True)
+class Settings:
+    port: int
+    database_url: str
+    broker_url: str
+    data_dir: Path
+    max_body_bytes: int
+    timestamp_tolerance_seconds: int
+    max_future_skew_seconds: int
+    queue: str
+    log_level: str
+    delivery: DeliverySettings
+    sources: Mapping[str, SourceSettings]
+    destinations: Mapping[str, DestinationSettings]
+    config_path: Path | None
+    demo: bool
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Read the layers and validate them; raise ConfigError naming every bad key."""
+    env = os.environ if environ is None else environ
+    config_path, raw = _read_file(path, env)
+    expanded = _expand_vars(raw, env, ())
+    try:
+        data = ConfigFileSchema().load(expanded)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc.messages, config_path)) from exc
+    return _build(data, env, config_path)
+
+
+def _read_file(
+    path: str | os.PathLike[str] | None, env: Mapping[str, str]
+) -> tuple[Path | None, dict[str, Any]]:
+    explicit = path is not None or "CONSENT_RELAY_CONFIG" in env
+    candidate = Path(path or env.get("CONSENT_RELAY_CONFIG") or DEFAULT_CONFIG_PATH)
+    if not candidate.exists():
+        if explicit:
+            raise ConfigError(f"config file {candidate} does not exist (CONSENT_RELAY_CONFIG)")
+        return None, DEMO_CONFIG
+    try:
+        with candidate.open("rb") as handle:
+            return candidate, tomllib.load(handle)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{candidate}: not valid TOML: {exc}") from exc
+    except OSError as exc:
+        raise ConfigError(f"{candidate}: cannot be read: {exc.strerror}") from exc
+
+
+def _expand_vars(value: Any, env: Mapping[str, str], key: tuple[str, ...]) -> Any:
+    """Replace `${VAR}` in every string value, naming the key when VAR is undefined."""
+    if isinstance(value, dict):
+        return {k: _expand_vars(v, env, (*key, str(k))) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand_vars(v, env, (*key, str(i))) for i, v in enumerate(value)]
+    if not isinstance(value, str):
+        return value
+
+    def substitute(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in env:
+            raise ConfigError(f"{'.'.join(key)}: environment variable {name} is not defined")
+        return env[name]
+
+    return VAR_PATTERN.sub(substitute, value)
+
+
+def _describe(messages: Any, config_path: Path | None) -> str:
+    where = str(config_path) if config_path else "embedded demo config"
+    lines = [f"{key}: {message}" for key, message in _flatten(messages, ())]
+    return f"invalid configuration in {where}:\n  " + "\n  ".join(lines)
+
+
+def _flatten(messages: Any, prefix: tuple[str, ...]) -> list[tuple[str, str]]:
+    if isinstance(messages, dict):
+        out: list[tuple[str, str]] = []
+        for key, inner in messages.items():
+            # marshmallow nests Dict-field errors under "value" (and key errors under "key").
+            part = (
+                () if key in ("value", "_schema") else ("(name)",) if key == "key" else (str(key),)
+            )
+            out.extend(_flatten(inner, prefix + part))
+        return out
+    if isinstance(messages, list) and all(isinstance(m, str) for m in messages):
+        return [(".".join(prefix) or "(file)", " ".join(messages))]
+    return [(".".join(prefix), str(messages))]
+
+
+def _build(data: dict[str, Any], env: Mapping[str, str], config_path: Path | None) -> Settings:
+    service = data["service"]
+    data_dir = Path(service["data_dir"])
+    database_url = env.get("DATABASE_URL") or service["database_url"] or _default_db(data_dir)
+    broker_url = env.get("CELERY_BROKER_URL") or service["broker_url"] or "filesystem://"
+    port = _port(env.get("PORT"), service["port"])
+    tolerance = service["timestamp_tolerance_seconds"]
+    sources = {
+        name: SourceSettings(
+            name=name,
+            kind=src["kind"],
+            secrets=tuple(src["secrets"]),
+            source=src["source"],
+            timestamp_tolerance_seconds=src.get("timestamp_tolerance_seconds", tolerance),
+        )
+        for name, src in data["sources"].items()
+    }
+    destinations = {
+        name: DestinationSettings(name=name, **dest) for name, dest in data["destinations"].items()
+    }
+    return Settings(
+        port=port,
+        database_url=normalise_database_url(database_url),
+        broker_url=broker_url,
+        data_dir=data_dir,
+        max_body_bytes=service["max_body_bytes"],
+        timestamp_tolerance_seconds=tolerance,
+        max_future_skew_seconds=service["max_future_skew_seconds"],
+        queue=service["queue"],
+        log_level=service["log_level"],
+        delivery=DeliverySettings(**data["delivery"]),
+        sources=sources,
+        destinations=destinations,
+        config_path=config_path,
+        demo=config_path is None,
+    )
+
+
+def _default_db(data_dir: Path) -> str:
+    return f"sqlite:///{data_dir / 'consent-relay.db'}"
+
+
+def _port(env_value: str | None, file_value: int) -> int:
+    if env_value is None or env_value == "":
+        return file_value
+    if not env_value.isdigit() or not 0 < int(env_value) < 65536:
+        raise ConfigError(f"PORT: {env_value!r} is not a TCP port number")
+    return int(env_value)
+
+
+def normalise_database_url(url: str) -> str:
+    """Use the psycopg 3 driver for plain `postgresql://` and Heroku-style `postgres://` URLs."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url

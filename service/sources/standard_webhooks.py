@@ -1,0 +1,113 @@
+"""Standard Webhooks v1 (symmetric) verification.
+
+Spec: standard-webhooks `spec/standard-webhooks.md` v1.0.0 (webhook-sources.md §A1,
+webhook-gateways.md §1). We do not call `standardwebhooks.Webhook.verify` here because its
+tolerance is hard-coded to five minutes and it raises ValueError/binascii.Error on malformed
+headers (webhook-gateways.md §1.2); the package is used in tests and the CLI as the
+independent signer that this verifier must agree with.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from schemas.config import decode_whsec
+
+MAX_ID_LENGTH = 255
+MAX_SIGNATURE_HEADER = 4096
+
+
+class SignatureError(Exception):
+    """Verification failed. The message is safe to return to the caller."""
+
+
+@dataclass(frozen=True)
+class VerifiedDelivery:
+    delivery_id: str
+    timestamp: int
+
+
+def sign(key: bytes, delivery_id: str, timestamp: int, body: bytes) -> str:
+    """The `v1,<base64>` signature of one delivery (spec: `id.timestamp.body`)."""
+    signed = delivery_id.encode() + b"." + str(timestamp).encode() + b"." + body
+    digest = hmac.new(key, signed, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+def verify(
+    headers: Mapping[str, str],
+    body: bytes,
+    keys: Iterable[bytes],
+    tolerance_seconds: int,
+    now: float | None = None,
+) -> VerifiedDelivery:
+    """Check the three `webhook-*` headers against the raw body; fail closed."""
+    delivery_id = _delivery_id(headers.get("webhook-id"))
+    timestamp = _timestamp(headers.get("webhook-timestamp"), tolerance_seconds, now)
+    offered = _v1_signatures(headers.get("webhook-signature"))
+    for key in keys:
+        expected = base64.b64decode(sign(key, delivery_id, timestamp, body)[3:])
+        # Compare every offered signature, in constant time, against each active secret.
+        if any(hmac.compare_digest(expected, candidate) for candidate in offered):
+            return VerifiedDelivery(delivery_id=delivery_id, timestamp=timestamp)
+    raise SignatureError("No signature matches an active secret.")
+
+
+def _delivery_id(value: str | None) -> str:
+    if not value:
+        raise SignatureError("Missing webhook-id header.")
+    if len(value) > MAX_ID_LENGTH or not value.isprintable():
+        raise SignatureError("Malformed webhook-id header.")
+    return value
+
+
+def _timestamp(value: str | None, tolerance_seconds: int, now: float | None) -> int:
+    if not value:
+        raise SignatureError("Missing webhook-timestamp header.")
+    # Integer unix seconds only: the reference library floors "123.9" and signs a value
+    # other than the one sent (webhook-gateways.md §1.2).
+    if not value.isascii() or not value.isdigit() or len(value) > 12:
+        raise SignatureError("Malformed webhook-timestamp header.")
+    timestamp = int(value)
+    current = time.time() if now is None else now
+    if timestamp < current - tolerance_seconds:
+        raise SignatureError("Message timestamp too old.")
+    if timestamp > current + tolerance_seconds:
+        raise SignatureError("Message timestamp too new.")
+    return timestamp
+
+
+def _v1_signatures(value: str | None) -> list[bytes]:
+    if not value:
+        raise SignatureError("Missing webhook-signature header.")
+    if len(value) > MAX_SIGNATURE_HEADER:
+        raise SignatureError("Malformed webhook-signature header.")
+    found = []
+    for entry in value.split(" "):
+        version, _, encoded = entry.partition(",")
+        if version != "v1" or not encoded:
+            continue  # other schemes (v1a) and malformed entries never match
+        try:
+            found.append(base64.b64decode(encoded, validate=True))
+        except (binascii.Error, ValueError):
+            continue
+    if not found:
+        raise SignatureError("No v1 signature in webhook-signature header.")
+    return found
+
+
+class StandardWebhooksVerifier:
+    """Verifier bound to one configured source's secrets and tolerance."""
+
+    def __init__(self, secrets: Iterable[str], tolerance_seconds: int):
+        self._keys = tuple(decode_whsec(secret) for secret in secrets)
+        self._tolerance = tolerance_seconds
+
+    def __call__(self, headers: Mapping[str, str], body: bytes) -> VerifiedDelivery:
+        return verify(headers, body, self._keys, self._tolerance)

@@ -1,0 +1,82 @@
+"""The Celery application, configured from Settings (Flask's "Celery background tasks" pattern).
+
+At-least-once settings follow webhook-gateways.md §5.1 and §8.8: late acks, prefetch 1,
+publisher confirms on RabbitMQ, re-queue on a lost worker (RabbitMQ only: Redis has no
+redelivered flag). Long waits never live in the broker: the sweeper re-enqueues due work.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from celery import Celery
+
+from service.config import Settings
+from workers.names import SWEEP_TASK
+
+
+def broker_kind(broker_url: str) -> str:
+    scheme = broker_url.split("://", 1)[0].split("+", 1)[0]
+    return {"amqp": "amqp", "amqps": "amqp", "pyamqp": "amqp", "rediss": "redis"}.get(
+        scheme, scheme
+    )
+
+
+def transport_options(settings: Settings) -> dict[str, Any]:
+    kind = broker_kind(settings.broker_url)
+    if kind == "amqp":
+        # "Without this, messages can be silently dropped when the broker hits resource limits."
+        return {"confirm_publish": True}
+    if kind == "redis":
+        # Tasks are short (bounded by the lease); an hour covers any run without re-delivery.
+        return {"visibility_timeout": 3600}
+    if kind == "filesystem":
+        # The embedded default broker: no server needed. It can lose a message on a crash
+        # (webhook-gateways.md §5.3), which the ledger's sweeper makes harmless.
+        folder = Path(settings.data_dir, "broker").resolve()
+        (folder / "processed").mkdir(parents=True, exist_ok=True)
+        return {
+            "data_folder_in": str(folder),
+            "data_folder_out": str(folder),
+            "processed_folder": str(folder / "processed"),
+            "store_processed": False,
+            "polling_interval": 0.2,
+        }
+    return {}
+
+
+def create_celery_app(settings: Settings) -> Celery:
+    app = Celery("consent_relay", set_as_current=False)
+    kind = broker_kind(settings.broker_url)
+    hard_limit = max(settings.delivery.lease_seconds - 15, 5)
+    app.conf.update(
+        broker_url=settings.broker_url,
+        broker_transport_options=transport_options(settings),
+        broker_connection_retry_on_startup=True,
+        broker_connection_timeout=3,
+        task_default_queue=settings.queue,
+        task_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=True,
+        task_acks_late=True,
+        task_reject_on_worker_lost=kind == "amqp",
+        worker_prefetch_multiplier=1,
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        # A task must end before its lease can expire, so two writers never overlap.
+        task_time_limit=hard_limit,
+        task_soft_time_limit=max(hard_limit - 5, 1),
+        worker_hijack_root_logger=False,
+        beat_schedule={
+            "sweep-outbox": {
+                "task": SWEEP_TASK,
+                "schedule": settings.delivery.sweep_interval_seconds,
+                "options": {"expires": max(settings.delivery.sweep_interval_seconds * 2, 2)},
+            }
+        },
+        beat_schedule_filename=str(Path(settings.data_dir, "celerybeat-schedule")),
+    )
+    app.conf.consent_relay_settings = settings
+    import workers.tasks  # noqa: F401 - registers the shared tasks
+
+    return app

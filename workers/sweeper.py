@@ -1,0 +1,75 @@
+"""The outbox sweeper, run by Celery beat every few seconds.
+
+An accepted event must never depend on the broker keeping a message: the embedded transport
+can lose one on a crash and kombu's SQL transport can drop a publish (webhook-gateways.md
+§5.3). So the ledger is the source of truth and this re-enqueues every contact with pending
+outbox rows whose retry is due, whose lease is free, and that was not dispatched recently.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable
+
+from sqlalchemy import and_, or_, select, tuple_, update
+
+from service.db import insert_ignoring_conflicts
+from service.models import DeliveryState, Outbox
+from workers.delivery import DeliveryContext
+
+log = logging.getLogger(__name__)
+# Leave the intake's own enqueue a moment before the sweeper sends a second message.
+FRESH_GRACE = dt.timedelta(seconds=2)
+
+Publish = Callable[[str, int], None]
+
+
+def sweep(ctx: DeliveryContext, publish: Publish) -> int:
+    """Enqueue due contacts; return how many were enqueued."""
+    now = ctx.clock()
+    with ctx.sessions() as session:
+        due = due_contacts(session, ctx, now)
+        if not due:
+            session.rollback()
+            return 0
+        insert_ignoring_conflicts(
+            session, DeliveryState, [{"destination": d, "contact_id": c} for d, c in due]
+        )
+        session.execute(
+            update(DeliveryState)
+            .where(tuple_(DeliveryState.destination, DeliveryState.contact_id).in_(due))
+            .values(dispatched_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        session.commit()  # record the dispatch before publishing (enqueue after commit)
+    for destination, contact_id in due:
+        publish(destination, contact_id)
+    log.info("sweeper enqueued %d contacts", len(due))
+    return len(due)
+
+
+def due_contacts(session: object, ctx: DeliveryContext, now: dt.datetime) -> list[tuple[str, int]]:
+    settings = ctx.settings
+    redispatch = now - dt.timedelta(seconds=settings.redispatch_after_seconds)
+    query = (
+        select(Outbox.destination, Outbox.contact_id)
+        .outerjoin(
+            DeliveryState,
+            and_(
+                DeliveryState.destination == Outbox.destination,
+                DeliveryState.contact_id == Outbox.contact_id,
+            ),
+        )
+        .where(
+            Outbox.status == "pending",
+            Outbox.created_at <= now - FRESH_GRACE,
+            or_(DeliveryState.next_attempt_at.is_(None), DeliveryState.next_attempt_at <= now),
+            or_(DeliveryState.dispatched_at.is_(None), DeliveryState.dispatched_at <= redispatch),
+            or_(DeliveryState.lease_expires_at.is_(None), DeliveryState.lease_expires_at < now),
+        )
+        .group_by(Outbox.destination, Outbox.contact_id)
+        .order_by(Outbox.destination, Outbox.contact_id)
+        .limit(settings.sweep_batch_size)
+    )
+    return [(row[0], row[1]) for row in session.execute(query)]  # type: ignore[attr-defined]

@@ -1,0 +1,68 @@
+"""Celery tasks: thin shells over `workers.delivery` and `workers.sweeper`.
+
+Tasks carry ids only (destination name, contact id): no e-mail address in the broker or Flower.
+Retry and ack policy is declared here; long retries live in the ledger, not in the broker.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from typing import Any
+
+from celery import Celery, shared_task
+
+from service.config import Settings
+from service.runtime import Runtime
+from workers.delivery import DeliveryContext, deliver_contact
+from workers.engage import EngageClient
+from workers.names import DELIVER_TASK, SWEEP_TASK
+from workers.sweeper import sweep
+
+log = logging.getLogger(__name__)
+_contexts: dict[tuple[int, int], DeliveryContext] = {}
+BUSY_RETRY_SECONDS = 1
+BUSY_MAX_RETRIES = 10
+
+
+def delivery_context(app: Celery) -> DeliveryContext:
+    """One context per process (keyed by pid: prefork children must not share connections)."""
+    key = (os.getpid(), id(app))
+    if key not in _contexts:
+        settings: Settings = app.conf.consent_relay_settings
+        runtime = Runtime.build(settings)
+        writers = {name: EngageClient(dest) for name, dest in settings.destinations.items()}
+        _contexts[key] = DeliveryContext(runtime.sessions, writers, settings.delivery)
+    return _contexts[key]
+
+
+@shared_task(
+    bind=True,
+    name=DELIVER_TASK,
+    acks_late=True,
+    max_retries=BUSY_MAX_RETRIES,
+    ignore_result=True,
+)
+def deliver_contact_task(self: Any, destination: str, contact_id: int) -> str:
+    ctx = delivery_context(self.app)
+    if destination not in ctx.writers:
+        log.error("unknown destination=%s (configuration changed?)", destination)
+        return "unknown_destination"
+    owner = self.request.id or str(uuid.uuid4())
+    outcome = deliver_contact(ctx, destination, contact_id, owner)
+    if outcome == "busy" and self.request.retries < BUSY_MAX_RETRIES:
+        # Another task holds this contact; it re-checks for newer decisions before it lets go,
+        # so a short retry is enough (and the sweeper is the backstop).
+        raise self.retry(countdown=BUSY_RETRY_SECONDS)
+    return outcome
+
+
+@shared_task(bind=True, name=SWEEP_TASK, acks_late=True, ignore_result=True)
+def sweep_outbox_task(self: Any) -> int:
+    ctx = delivery_context(self.app)
+
+    def publish(destination: str, contact_id: int) -> None:
+        self.app.send_task(DELIVER_TASK, args=[destination, contact_id])
+
+    return sweep(ctx, publish)
