@@ -48,6 +48,8 @@ def transport_options(settings: Settings) -> dict[str, Any]:
 
 def create_celery_app(settings: Settings) -> Celery:
     app = Celery("consent_relay", set_as_current=False)
+    # beat keeps its schedule file in data_dir, whatever the broker.
+    Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     kind = broker_kind(settings.broker_url)
     hard_limit = max(settings.delivery.lease_seconds - 15, 5)
     app.conf.update(

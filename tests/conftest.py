@@ -1,0 +1,53 @@
+"""Fixtures for the real-parts tests: the Engage emulator over HTTP, and real services.
+
+PostgreSQL, Redis and RabbitMQ: skipped with the reason locally when unreachable, a failure
+when CI=true (see support.require_service).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from emulators.engage import EmulatorServer, create_emulator_app
+from support import require_service
+
+PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+REDIS_URL = "redis://127.0.0.1:6379/0"
+RABBIT_URL = "amqp://guest:guest@127.0.0.1:5672//"
+
+
+@pytest.fixture(scope="module")
+def engage() -> Iterator[str]:
+    """A running Engage emulator (real HTTP); yields its base URL."""
+    with EmulatorServer(create_emulator_app()) as server:
+        yield server.url
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session, dropped afterwards."""
+    require_service("PostgreSQL", "127.0.0.1", 5432)
+    name = f"consent_relay_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    require_service("Redis", "127.0.0.1", 6379)
+    return REDIS_URL
+
+
+@pytest.fixture(scope="session")
+def rabbit_url() -> str:
+    require_service("RabbitMQ", "127.0.0.1", 5672)
+    return RABBIT_URL

@@ -1,0 +1,200 @@
+"""Intake -> ledger -> real Celery worker -> Engage emulator over HTTP, on each supported stack.
+
+The web app runs in-process (the real app, ledger and broker publish); the worker and beat
+are real `celery` processes. Nothing of ours is mocked.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from service import create_app
+from service.config import load_settings
+from service.db import make_engine
+from service.ledger import Decision, record_decision
+from service.migrate import upgrade
+from service.models import Event, Outbox
+from support import (
+    Process,
+    celery_beat,
+    celery_worker,
+    decision,
+    emulator_contact,
+    signed_headers,
+    wait_for,
+    write_config,
+)
+
+pytestmark = pytest.mark.integration
+FAST_DELIVERY = {"sweep_interval_seconds": 0.5, "redispatch_after_seconds": 2,
+                 "first_retry_seconds": 1, "max_retry_seconds": 2}
+T0 = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
+
+
+@dataclass
+class Stack:
+    name: str
+    config: Path
+    workdir: Path
+    engage: str
+    client: Any
+    app: Any
+
+    def send(self, body: bytes, msg_id: str | None = None) -> Any:
+        msg_id = msg_id or f"msg_{uuid.uuid4().hex}"
+        return self.client.post("/webhooks/signup", data=body,
+                                headers=signed_headers(body, msg_id=msg_id))
+
+    def outbox_statuses(self, email: str) -> list[str]:
+        runtime = self.app.extensions["consent_relay"]
+        with runtime.sessions() as session:
+            rows = session.execute(
+                select(Outbox.status).join(Event, Event.id == Outbox.event_id)
+                .where(Event.email == email).order_by(Event.id)
+            )
+            return [row[0] for row in rows]
+
+
+def _urls(request: pytest.FixtureRequest, name: str) -> tuple[str | None, str | None]:
+    if name == "embedded":
+        return None, None
+    db = request.getfixturevalue("postgres_url")
+    broker = request.getfixturevalue("redis_url" if name == "postgres-redis" else "rabbit_url")
+    return db, broker
+
+
+@pytest.fixture(scope="module", params=["embedded", "postgres-redis", "postgres-rabbitmq"])
+def stack(request: pytest.FixtureRequest, engage: str,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    database_url, broker_url = _urls(request, request.param)
+    workdir = tmp_path_factory.mktemp(request.param)
+    config = write_config(workdir / "consent-relay.toml", data_dir=workdir / "var",
+                          engage_url=engage, database_url=database_url, broker_url=broker_url,
+                          queue=f"cr-test-{uuid.uuid4().hex[:8]}", delivery=FAST_DELIVERY)
+    settings = load_settings(config, environ={})
+    upgrade(make_engine(settings.database_url))
+    app = create_app({"SETTINGS": settings, "TESTING": True})
+    worker = celery_worker(config, workdir)
+    try:
+        yield Stack(request.param, config, workdir, engage, app.test_client(), app)
+    finally:
+        worker.stop()
+        _delete_queue(settings.broker_url, settings.queue)
+
+
+def _delete_queue(broker_url: str, queue: str) -> None:
+    if broker_url.startswith("amqp"):
+        from kombu import Connection
+
+        with Connection(broker_url) as conn:
+            conn.default_channel.queue_delete(queue)
+
+
+def _email() -> str:
+    return f"Person.{uuid.uuid4().hex[:8]}+Tag@Example.com"
+
+
+def _consent(stack: Stack, email: str) -> Any:
+    contact = emulator_contact(stack.engage, email)
+    return contact and contact["attributes"].get("tracking_consent")
+
+
+def test_new_contact_is_created_with_the_decision(stack: Stack) -> None:
+    email = _email()
+    response = stack.send(decision(email, "granted", source_id="form-7"))
+    assert response.status_code == 202, response.json
+    wait_for(lambda: _consent(stack, email) == "granted", what="delivery")
+    contact = emulator_contact(stack.engage, email)
+    assert contact["emailAddress"] == email  # as sent, not lower-cased
+    assert contact["attributes"] == {
+        "tracking_consent": "granted",
+        "tracking_consent_source": "registration_form",
+        "tracking_consent_source_id": "form-7",
+    }
+    wait_for(lambda: stack.outbox_statuses(email) == ["delivered"], what="outbox settled")
+
+
+def test_duplicate_delivery_is_written_once(stack: Stack) -> None:
+    email, msg_id = _email(), f"msg_{uuid.uuid4().hex}"
+    body = decision(email, "denied", occurred_at=T0)
+    first, second = stack.send(body, msg_id), stack.send(body, msg_id)
+    assert (first.status_code, second.status_code) == (202, 200)
+    assert second.json == {"event_id": first.json["event_id"], "duplicate": True}
+    wait_for(lambda: _consent(stack, email) == "denied", what="delivery")
+    wait_for(lambda: stack.outbox_statuses(email) == ["delivered"], what="outbox settled")
+    assert len(emulator_contact(stack.engage, email)["history"]) == 1
+
+
+def test_older_decision_arriving_later_never_wins(stack: Stack) -> None:
+    email = _email()
+    assert stack.send(decision(email, "withdrawn", occurred_at=T0)).status_code == 202
+    wait_for(lambda: _consent(stack, email) == "withdrawn", what="newer decision delivered")
+    stale = stack.send(decision(email, "granted", occurred_at=T0 - dt.timedelta(hours=1)))
+    assert stale.status_code == 202
+    wait_for(lambda: stack.outbox_statuses(email) == ["delivered", "superseded"],
+             what="stale decision superseded")
+    history = emulator_contact(stack.engage, email)["history"]
+    assert [h["attributes"]["tracking_consent"] for h in history] == ["withdrawn"]
+
+
+def test_burst_for_one_contact_ends_at_the_latest_decision(stack: Stack) -> None:
+    email = _email()
+    states = ["granted", "denied", "withdrawn", "unknown"]
+    events = [(T0 + dt.timedelta(minutes=i), states[i % 4]) for i in range(16)]
+    latest = max(events)[1]
+    random.Random(7).shuffle(events)
+    for occurred, state in events:
+        assert stack.send(decision(email, state, occurred_at=occurred)).status_code == 202
+    wait_for(lambda: stack.outbox_statuses(email).count("pending") == 0, what="all settled")
+    assert _consent(stack, email) == latest
+    statuses = stack.outbox_statuses(email)
+    assert statuses.count("delivered") >= 1 and len(statuses) == 16
+    assert len(emulator_contact(stack.engage, email)["history"]) <= 16
+
+
+def test_sweeper_delivers_an_event_whose_message_was_lost(stack: Stack) -> None:
+    """Recorded in the ledger but never published: beat's sweeper must deliver it."""
+    email = _email()
+    runtime = stack.app.extensions["consent_relay"]
+    with runtime.sessions() as session:
+        record_decision(session, source_name="signup", delivery_id=f"lost-{uuid.uuid4().hex}",
+                        webhook_timestamp=0, body_sha256="0" * 64,
+                        decision=Decision(email, "denied", "registration_form", None, T0),
+                        destinations=["engage"])
+    beat = celery_beat(stack.config, stack.workdir)
+    try:
+        wait_for(lambda: _consent(stack, email) == "denied", what="sweeper delivery")
+    finally:
+        beat.stop()
+    assert stack.outbox_statuses(email) == ["delivered"]
+
+
+def test_broker_down_at_intake_still_accepts_and_delivers(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """The broker is unreachable from the web process: 202 anyway, the sweeper delivers."""
+    if stack.name == "embedded":
+        pytest.skip("the embedded broker has no server to lose")
+    dead = write_config(tmp_path / "dead.toml", data_dir=tmp_path / "var", engage_url=stack.engage,
+                        database_url=load_settings(stack.config, environ={}).database_url,
+                        broker_url="redis://127.0.0.1:1/0", delivery=FAST_DELIVERY)
+    web = create_app({"SETTINGS": load_settings(dead, environ={}), "TESTING": True})
+    email = _email()
+    body = decision(email, "granted", occurred_at=T0)
+    response = web.test_client().post("/webhooks/signup", data=body,
+                                      headers=signed_headers(body, msg_id=uuid.uuid4().hex))
+    assert response.status_code == 202
+    beat: Process = celery_beat(stack.config, stack.workdir)
+    try:
+        wait_for(lambda: _consent(stack, email) == "granted", what="delivery after broker loss")
+    finally:
+        beat.stop()

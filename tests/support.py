@@ -1,0 +1,140 @@
+"""Helpers shared by the integration and end-to-end tests (imported as `support`)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import standardwebhooks
+
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # the Standard Webhooks docs test secret
+OTHER_SECRET = "whsec_b3RoZXItc2VjcmV0LWZvci1yb3RhdGlvbi10ZXN0cw=="
+
+
+def require_service(name: str, host: str, port: int) -> None:
+    """Skip with a visible reason locally; fail when CI=true (a missing service is a CI fault)."""
+    try:
+        socket.create_connection((host, port), timeout=2).close()
+    except OSError as exc:
+        message = f"{name} is not reachable on {host}:{port} ({exc})"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message + " and CI=true: the test environment is broken")
+        pytest.skip(message)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def write_config(path: Path, *, data_dir: Path, engage_url: str, database_url: str | None = None,
+                 broker_url: str | None = None, queue: str = "consent-relay",
+                 delivery: dict[str, Any] | None = None) -> Path:
+    service = [f'data_dir = "{data_dir}"', f'queue = "{queue}"']
+    if database_url:
+        service.append(f'database_url = "{database_url}"')
+    if broker_url:
+        service.append(f'broker_url = "{broker_url}"')
+    delivery_lines = [f"{k} = {v}" for k, v in (delivery or {}).items()]
+    path.write_text("\n".join([
+        "[service]", *service, "", "[delivery]", *delivery_lines, "",
+        "[destinations.engage]", 'kind = "mapp-engage"', f'base_url = "{engage_url}"',
+        'username = "api-user@example.com"', 'password = "engage-demo-password"', "",
+        "[sources.signup]", 'kind = "standard-webhooks"', f'secrets = ["{SECRET}", "{OTHER_SECRET}"]',
+        'source = "registration_form"', "",
+    ]))
+    return path
+
+
+def signed_headers(body: bytes, *, secret: str = SECRET, msg_id: str,
+                   when: dt.datetime | None = None) -> dict[str, str]:
+    now = when or dt.datetime.now(dt.UTC)
+    return {
+        "content-type": "application/json",
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(int(now.timestamp())),
+        "webhook-signature": standardwebhooks.Webhook(secret).sign(msg_id, now, body.decode()),
+    }
+
+
+def decision(email: str, consent: str, occurred_at: dt.datetime | None = None,
+             **extra: str) -> bytes:
+    payload: dict[str, Any] = {"email": email, "tracking_consent": consent, **extra}
+    if occurred_at is not None:
+        payload["occurred_at"] = occurred_at.isoformat()
+    return json.dumps(payload).encode()
+
+
+def emulator_contact(engage_url: str, email: str) -> dict[str, Any] | None:
+    response = requests.get(f"{engage_url}/_emulator/state", timeout=5)
+    return response.json()["contacts"].get(email.lower())
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+class Process:
+    """A child process with its output in a log file, stopped at teardown."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], cwd: Path, log: Path):
+        self.log = log
+        self._handle = log.open("wb")
+        self.proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=self._handle,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_output(self, text: str, timeout: float = 60.0) -> None:
+        def seen() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"process exited early:\n{self.output()[-4000:]}")
+            return text in self.output()
+
+        wait_for(seen, timeout, f"{text!r} in {self.log.name}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        self._handle.close()
+
+
+def celery_worker(config: Path, cwd: Path, concurrency: int = 2) -> Process:
+    env = {**os.environ, "CONSENT_RELAY_CONFIG": str(config)}
+    argv = [sys.executable, "-m", "celery", "-A", "workers.main", "worker", "--loglevel=INFO",
+            f"--concurrency={concurrency}", "--without-gossip", "--without-mingle"]
+    worker = Process(argv, env, cwd, cwd / f"worker-{time.monotonic_ns()}.log")
+    worker.wait_output("ready.")
+    return worker
+
+
+def celery_beat(config: Path, cwd: Path) -> Process:
+    env = {**os.environ, "CONSENT_RELAY_CONFIG": str(config)}
+    argv = [sys.executable, "-m", "celery", "-A", "workers.main", "beat", "--loglevel=INFO"]
+    beat = Process(argv, env, cwd, cwd / f"beat-{time.monotonic_ns()}.log")
+    beat.wait_output("beat: Starting")
+    return beat
