@@ -119,7 +119,7 @@ def load_settings(
 def _read_file(
     path: str | os.PathLike[str] | None, env: Mapping[str, str]
 ) -> tuple[Path | None, dict[str, Any]]:
-    explicit = path is not None or "CONSENT_RELAY_CONFIG" in env
+    explicit = path is not None or bool(env.get("CONSENT_RELAY_CONFIG"))
     candidate = Path(path or env.get("CONSENT_RELAY_CONFIG") or DEFAULT_CONFIG_PATH)
     if not candidate.exists():
         if explicit:

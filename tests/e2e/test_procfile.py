@@ -1,0 +1,188 @@
+"""End to end: `consent-relay run` starts the Procfile processes (honcho: gunicorn, celery
+worker, celery beat); an independent Engage emulator process stands in for Engage; signed
+events go over HTTP, as a sender would send them."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+from support import (
+    OTHER_SECRET,
+    Process,
+    decision,
+    emulator_contact,
+    free_port,
+    signed_headers,
+    wait_for,
+    write_config,
+)
+
+pytestmark = pytest.mark.e2e
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+T0 = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
+FAST = {"sweep_interval_seconds": 0.5, "redispatch_after_seconds": 2,
+        "first_retry_seconds": 1, "max_retry_seconds": 2}
+
+
+@dataclass
+class Relay:
+    url: str
+    engage: str
+    engage_port: int
+    workdir: Path
+    process: Process
+
+    def post(self, body: bytes, msg_id: str | None = None, **kw: str) -> requests.Response:
+        headers = signed_headers(body, msg_id=msg_id or f"msg_{uuid.uuid4().hex}", **kw)
+        return requests.post(f"{self.url}/webhooks/signup", data=body, headers=headers, timeout=10)
+
+
+def _emulator(port: int, workdir: Path) -> Process:
+    proc = Process([str(BIN / "engage-emulator"), "--port", str(port)], dict(os.environ),
+                   workdir, workdir / f"emulator-{uuid.uuid4().hex[:6]}.log")
+    wait_for(lambda: _answers(f"http://127.0.0.1:{port}/_emulator/state"), what="emulator")
+    return proc
+
+
+def _answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=1).ok
+    except requests.RequestException:
+        return False
+
+
+def _start_relay(workdir: Path, env: dict[str, str], port: int) -> Process:
+    argv = [str(BIN / "consent-relay"), "run", "--procfile", str(REPO / "Procfile")]
+    relay = Process(argv, {**os.environ, **env, "PORT": str(port)}, workdir, workdir / "run.log")
+    wait_for(lambda: _answers(f"http://127.0.0.1:{port}/healthz"), 60, "web /healthz")
+    relay.wait_output("ready.", 60)  # the celery worker
+    relay.wait_output("beat: Starting", 60)
+    return relay
+
+
+@pytest.fixture(scope="module")
+def relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Relay]:
+    workdir = tmp_path_factory.mktemp("e2e")
+    engage_port, port = free_port(), free_port()
+    emulator = _emulator(engage_port, workdir)
+    engage = f"http://127.0.0.1:{engage_port}"
+    config = write_config(workdir / "relay.toml", data_dir=workdir / "var", engage_url=engage,
+                          delivery=FAST)
+    process = _start_relay(workdir, {"CONSENT_RELAY_CONFIG": str(config)}, port)
+    yield Relay(f"http://127.0.0.1:{port}", engage, engage_port, workdir, process)
+    process.stop(signal.SIGTERM)
+    emulator.stop()
+
+
+def _email() -> str:
+    return f"E2E.{uuid.uuid4().hex[:8]}@Example.org"
+
+
+def _consent(relay: Relay, email: str) -> str | None:
+    contact = emulator_contact(relay.engage, email)
+    return contact["attributes"]["tracking_consent"] if contact else None
+
+
+def test_new_contact_reaches_engage(relay: Relay) -> None:
+    email = _email()
+    response = relay.post(decision(email, "granted", source="newsletter_form", source_id="v3"))
+    assert response.status_code == 202
+    assert set(response.json()) == {"event_id"}
+    wait_for(lambda: _consent(relay, email) == "granted", what="delivery")
+    attributes = emulator_contact(relay.engage, email)["attributes"]
+    assert attributes["tracking_consent_source"] == "newsletter_form"
+    assert attributes["tracking_consent_source_id"] == "v3"
+
+
+def test_duplicate_delivery_is_written_once(relay: Relay) -> None:
+    email, msg_id = _email(), f"msg_{uuid.uuid4().hex}"
+    body = decision(email, "denied", occurred_at=T0)
+    assert relay.post(body, msg_id).status_code == 202
+    wait_for(lambda: _consent(relay, email) == "denied", what="delivery")
+    # The sender retries later with a fresh timestamp and a rotated secret: still a duplicate.
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=60)
+    again = relay.post(body, msg_id, secret=OTHER_SECRET, when=later)
+    assert again.status_code == 200 and again.json()["duplicate"] is True
+    assert len(emulator_contact(relay.engage, email)["history"]) == 1
+
+
+def test_older_decision_after_newer_does_not_win(relay: Relay) -> None:
+    email = _email()
+    assert relay.post(decision(email, "withdrawn", occurred_at=T0)).status_code == 202
+    wait_for(lambda: _consent(relay, email) == "withdrawn", what="newer delivered")
+    old = decision(email, "granted", occurred_at=T0 - dt.timedelta(days=1))
+    assert relay.post(old).status_code == 202
+    newest = decision(email, "denied", occurred_at=T0 + dt.timedelta(minutes=1))
+    assert relay.post(newest).status_code == 202  # a later decision still flows afterwards
+    wait_for(lambda: _consent(relay, email) == "denied", what="newest delivered")
+    values = [h["attributes"]["tracking_consent"] for h in
+              emulator_contact(relay.engage, email)["history"]]
+    assert "granted" not in values and values[-1] == "denied"
+
+
+def test_forged_signature_writes_nothing(relay: Relay) -> None:
+    email = _email()
+    body = decision(email, "granted")
+    headers = signed_headers(body, msg_id="msg_forged",
+                             secret="whsec_Zm9yZ2VkLXNlY3JldC1ub3QtY29uZmlndXJlZA==")
+    response = requests.post(f"{relay.url}/webhooks/signup", data=body, headers=headers,
+                             timeout=10)
+    assert response.status_code == 401
+    assert response.headers["content-type"].startswith("application/problem+json")
+    tampered = relay.post(body)  # valid headers for `body`, then the body is changed in flight
+    assert tampered.status_code == 202
+    sig_ok = signed_headers(body, msg_id="msg_tamper")
+    bad = requests.post(f"{relay.url}/webhooks/signup", data=body.replace(b"granted", b"denied"),
+                        headers=sig_ok, timeout=10)
+    assert bad.status_code == 401
+    wait_for(lambda: _consent(relay, email) == "granted", what="the genuine event only")
+    history = emulator_contact(relay.engage, email)["history"]
+    assert [h["attributes"]["tracking_consent"] for h in history] == ["granted"]
+
+
+def test_engage_outage_then_recovery_loses_nothing(relay: Relay) -> None:
+    """Engage is down when the event arrives; it is retried from the ledger once Engage is back."""
+    requests.post(f"{relay.engage}/_emulator/reset", timeout=5)
+    outage_dir = relay.workdir / "outage"
+    outage_dir.mkdir()
+    # Stop the emulator that the relay points at, then accept an event while it is down.
+    subprocess.run(["pkill", "-f", f"engage-emulator --port {relay.engage_port}"], check=False)
+    wait_for(lambda: not _answers(f"{relay.engage}/_emulator/state"), what="emulator down")
+    email = _email()
+    assert relay.post(decision(email, "withdrawn")).status_code == 202
+    relay.process.wait_output("outcome=transient", 30)
+    _emulator(relay.engage_port, outage_dir)  # back, with empty state
+    wait_for(lambda: _consent(relay, email) == "withdrawn", 30, what="delivery after recovery")
+
+
+def test_demo_mode_prints_a_ready_command_that_works(tmp_path: Path) -> None:
+    """`make run` with no config file: loud demo banner, and its printed command delivers."""
+    port = free_port()
+    demo = _start_relay(tmp_path, {"CONSENT_RELAY_CONFIG": ""}, port)
+    try:
+        banner = demo.output()
+        assert "DEMO MODE" in banner
+        command = re.search(r"^\s+(\S*consent-relay send-test-event .*)$", banner, re.M)
+        assert command, banner[:2000]
+        sent = subprocess.run(shlex.split(command.group(1)), capture_output=True, text=True,
+                              env={**os.environ, "PORT": str(port), "CONSENT_RELAY_CONFIG": ""},
+                              cwd=tmp_path, timeout=30)
+        assert sent.returncode == 0 and sent.stdout.startswith("202"), sent.stdout + sent.stderr
+        wait_for(lambda: emulator_contact("http://127.0.0.1:8025", "jane.doe@example.com"),
+                 what="demo delivery to the emulator")
+    finally:
+        demo.stop()
