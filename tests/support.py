@@ -39,27 +39,51 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def write_config(path: Path, *, data_dir: Path, engage_url: str, database_url: str | None = None,
-                 broker_url: str | None = None, queue: str = "consent-relay",
-                 delivery: dict[str, Any] | None = None) -> Path:
+def write_config(
+    path: Path,
+    *,
+    data_dir: Path,
+    engage_url: str,
+    database_url: str | None = None,
+    broker_url: str | None = None,
+    queue: str = "consent-relay",
+    delivery: dict[str, Any] | None = None,
+) -> Path:
     service = [f'data_dir = "{data_dir}"', f'queue = "{queue}"']
     if database_url:
         service.append(f'database_url = "{database_url}"')
     if broker_url:
         service.append(f'broker_url = "{broker_url}"')
     delivery_lines = [f"{k} = {v}" for k, v in (delivery or {}).items()]
-    path.write_text("\n".join([
-        "[service]", *service, "", "[delivery]", *delivery_lines, "",
-        "[destinations.engage]", 'kind = "mapp-engage"', f'base_url = "{engage_url}"',
-        'username = "api-user@example.com"', 'password = "engage-demo-password"', "",
-        "[sources.signup]", 'kind = "standard-webhooks"', f'secrets = ["{SECRET}", "{OTHER_SECRET}"]',
-        'source = "registration_form"', "",
-    ]))
+    path.write_text(
+        "\n".join(
+            [
+                "[service]",
+                *service,
+                "",
+                "[delivery]",
+                *delivery_lines,
+                "",
+                "[destinations.engage]",
+                'kind = "mapp-engage"',
+                f'base_url = "{engage_url}"',
+                'username = "api-user@example.com"',
+                'password = "engage-demo-password"',
+                "",
+                "[sources.signup]",
+                'kind = "standard-webhooks"',
+                f'secrets = ["{SECRET}", "{OTHER_SECRET}"]',
+                'source = "registration_form"',
+                "",
+            ]
+        )
+    )
     return path
 
 
-def signed_headers(body: bytes, *, secret: str = SECRET, msg_id: str,
-                   when: dt.datetime | None = None) -> dict[str, str]:
+def signed_headers(
+    body: bytes, *, secret: str = SECRET, msg_id: str, when: dt.datetime | None = None
+) -> dict[str, str]:
     now = when or dt.datetime.now(dt.UTC)
     return {
         "content-type": "application/json",
@@ -69,8 +93,9 @@ def signed_headers(body: bytes, *, secret: str = SECRET, msg_id: str,
     }
 
 
-def decision(email: str, consent: str, occurred_at: dt.datetime | None = None,
-             **extra: str) -> bytes:
+def decision(
+    email: str, consent: str, occurred_at: dt.datetime | None = None, **extra: str
+) -> bytes:
     payload: dict[str, Any] = {"email": email, "tracking_consent": consent, **extra}
     if occurred_at is not None:
         payload["occurred_at"] = occurred_at.isoformat()
@@ -98,8 +123,14 @@ class Process:
     def __init__(self, argv: list[str], env: dict[str, str], cwd: Path, log: Path):
         self.log = log
         self._handle = log.open("wb")
-        self.proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=self._handle,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            argv,
+            env=env,
+            cwd=cwd,
+            stdout=self._handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -125,8 +156,18 @@ class Process:
 
 def celery_worker(config: Path, cwd: Path, concurrency: int = 2) -> Process:
     env = {**os.environ, "CONSENT_RELAY_CONFIG": str(config)}
-    argv = [sys.executable, "-m", "celery", "-A", "workers.main", "worker", "--loglevel=INFO",
-            f"--concurrency={concurrency}", "--without-gossip", "--without-mingle"]
+    argv = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "workers.main",
+        "worker",
+        "--loglevel=INFO",
+        f"--concurrency={concurrency}",
+        "--without-gossip",
+        "--without-mingle",
+    ]
     worker = Process(argv, env, cwd, cwd / f"worker-{time.monotonic_ns()}.log")
     worker.wait_output("ready.")
     return worker

@@ -34,8 +34,12 @@ pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 T0 = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
-FAST = {"sweep_interval_seconds": 0.5, "redispatch_after_seconds": 2,
-        "first_retry_seconds": 1, "max_retry_seconds": 2}
+FAST = {
+    "sweep_interval_seconds": 0.5,
+    "redispatch_after_seconds": 2,
+    "first_retry_seconds": 1,
+    "max_retry_seconds": 2,
+}
 
 
 @dataclass
@@ -52,8 +56,12 @@ class Relay:
 
 
 def _emulator(port: int, workdir: Path) -> Process:
-    proc = Process([str(BIN / "engage-emulator"), "--port", str(port)], dict(os.environ),
-                   workdir, workdir / f"emulator-{uuid.uuid4().hex[:6]}.log")
+    proc = Process(
+        [str(BIN / "engage-emulator"), "--port", str(port)],
+        dict(os.environ),
+        workdir,
+        workdir / f"emulator-{uuid.uuid4().hex[:6]}.log",
+    )
     wait_for(lambda: _answers(f"http://127.0.0.1:{port}/_emulator/state"), what="emulator")
     return proc
 
@@ -80,8 +88,9 @@ def relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Relay]:
     engage_port, port = free_port(), free_port()
     emulator = _emulator(engage_port, workdir)
     engage = f"http://127.0.0.1:{engage_port}"
-    config = write_config(workdir / "relay.toml", data_dir=workdir / "var", engage_url=engage,
-                          delivery=FAST)
+    config = write_config(
+        workdir / "relay.toml", data_dir=workdir / "var", engage_url=engage, delivery=FAST
+    )
     process = _start_relay(workdir, {"CONSENT_RELAY_CONFIG": str(config)}, port)
     yield Relay(f"http://127.0.0.1:{port}", engage, engage_port, workdir, process)
     process.stop(signal.SIGTERM)
@@ -129,25 +138,31 @@ def test_older_decision_after_newer_does_not_win(relay: Relay) -> None:
     newest = decision(email, "denied", occurred_at=T0 + dt.timedelta(minutes=1))
     assert relay.post(newest).status_code == 202  # a later decision still flows afterwards
     wait_for(lambda: _consent(relay, email) == "denied", what="newest delivered")
-    values = [h["attributes"]["tracking_consent"] for h in
-              emulator_contact(relay.engage, email)["history"]]
+    values = [
+        h["attributes"]["tracking_consent"]
+        for h in emulator_contact(relay.engage, email)["history"]
+    ]
     assert "granted" not in values and values[-1] == "denied"
 
 
 def test_forged_signature_writes_nothing(relay: Relay) -> None:
     email = _email()
     body = decision(email, "granted")
-    headers = signed_headers(body, msg_id="msg_forged",
-                             secret="whsec_Zm9yZ2VkLXNlY3JldC1ub3QtY29uZmlndXJlZA==")
-    response = requests.post(f"{relay.url}/webhooks/signup", data=body, headers=headers,
-                             timeout=10)
+    headers = signed_headers(
+        body, msg_id="msg_forged", secret="whsec_Zm9yZ2VkLXNlY3JldC1ub3QtY29uZmlndXJlZA=="
+    )
+    response = requests.post(f"{relay.url}/webhooks/signup", data=body, headers=headers, timeout=10)
     assert response.status_code == 401
     assert response.headers["content-type"].startswith("application/problem+json")
     tampered = relay.post(body)  # valid headers for `body`, then the body is changed in flight
     assert tampered.status_code == 202
     sig_ok = signed_headers(body, msg_id="msg_tamper")
-    bad = requests.post(f"{relay.url}/webhooks/signup", data=body.replace(b"granted", b"denied"),
-                        headers=sig_ok, timeout=10)
+    bad = requests.post(
+        f"{relay.url}/webhooks/signup",
+        data=body.replace(b"granted", b"denied"),
+        headers=sig_ok,
+        timeout=10,
+    )
     assert bad.status_code == 401
     wait_for(lambda: _consent(relay, email) == "granted", what="the genuine event only")
     history = emulator_contact(relay.engage, email)["history"]
@@ -178,11 +193,18 @@ def test_demo_mode_prints_a_ready_command_that_works(tmp_path: Path) -> None:
         assert "DEMO MODE" in banner
         command = re.search(r"^\s+(\S*consent-relay send-test-event .*)$", banner, re.M)
         assert command, banner[:2000]
-        sent = subprocess.run(shlex.split(command.group(1)), capture_output=True, text=True,
-                              env={**os.environ, "PORT": str(port), "CONSENT_RELAY_CONFIG": ""},
-                              cwd=tmp_path, timeout=30)
+        sent = subprocess.run(
+            shlex.split(command.group(1)),
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PORT": str(port), "CONSENT_RELAY_CONFIG": ""},
+            cwd=tmp_path,
+            timeout=30,
+        )
         assert sent.returncode == 0 and sent.stdout.startswith("202"), sent.stdout + sent.stderr
-        wait_for(lambda: emulator_contact("http://127.0.0.1:8025", "jane.doe@example.com"),
-                 what="demo delivery to the emulator")
+        wait_for(
+            lambda: emulator_contact("http://127.0.0.1:8025", "jane.doe@example.com"),
+            what="demo delivery to the emulator",
+        )
     finally:
         demo.stop()

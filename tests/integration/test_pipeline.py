@@ -35,8 +35,12 @@ from support import (
 )
 
 pytestmark = pytest.mark.integration
-FAST_DELIVERY = {"sweep_interval_seconds": 0.5, "redispatch_after_seconds": 2,
-                 "first_retry_seconds": 1, "max_retry_seconds": 2}
+FAST_DELIVERY = {
+    "sweep_interval_seconds": 0.5,
+    "redispatch_after_seconds": 2,
+    "first_retry_seconds": 1,
+    "max_retry_seconds": 2,
+}
 T0 = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
 
 
@@ -51,15 +55,18 @@ class Stack:
 
     def send(self, body: bytes, msg_id: str | None = None) -> Any:
         msg_id = msg_id or f"msg_{uuid.uuid4().hex}"
-        return self.client.post("/webhooks/signup", data=body,
-                                headers=signed_headers(body, msg_id=msg_id))
+        return self.client.post(
+            "/webhooks/signup", data=body, headers=signed_headers(body, msg_id=msg_id)
+        )
 
     def outbox_statuses(self, email: str) -> list[str]:
         runtime = self.app.extensions["consent_relay"]
         with runtime.sessions() as session:
             rows = session.execute(
-                select(Outbox.status).join(Event, Event.id == Outbox.event_id)
-                .where(Event.email == email).order_by(Event.id)
+                select(Outbox.status)
+                .join(Event, Event.id == Outbox.event_id)
+                .where(Event.email == email)
+                .order_by(Event.id)
             )
             return [row[0] for row in rows]
 
@@ -73,13 +80,20 @@ def _urls(request: pytest.FixtureRequest, name: str) -> tuple[str | None, str | 
 
 
 @pytest.fixture(scope="module", params=["embedded", "postgres-redis", "postgres-rabbitmq"])
-def stack(request: pytest.FixtureRequest, engage: str,
-          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(
+    request: pytest.FixtureRequest, engage: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
     database_url, broker_url = _urls(request, request.param)
     workdir = tmp_path_factory.mktemp(request.param)
-    config = write_config(workdir / "consent-relay.toml", data_dir=workdir / "var",
-                          engage_url=engage, database_url=database_url, broker_url=broker_url,
-                          queue=f"cr-test-{uuid.uuid4().hex[:8]}", delivery=FAST_DELIVERY)
+    config = write_config(
+        workdir / "consent-relay.toml",
+        data_dir=workdir / "var",
+        engage_url=engage,
+        database_url=database_url,
+        broker_url=broker_url,
+        queue=f"cr-test-{uuid.uuid4().hex[:8]}",
+        delivery=FAST_DELIVERY,
+    )
     settings = load_settings(config, environ={})
     upgrade(make_engine(settings.database_url))
     app = create_app({"SETTINGS": settings, "TESTING": True})
@@ -140,8 +154,10 @@ def test_older_decision_arriving_later_never_wins(stack: Stack) -> None:
     wait_for(lambda: _consent(stack, email) == "withdrawn", what="newer decision delivered")
     stale = stack.send(decision(email, "granted", occurred_at=T0 - dt.timedelta(hours=1)))
     assert stale.status_code == 202
-    wait_for(lambda: stack.outbox_statuses(email) == ["delivered", "superseded"],
-             what="stale decision superseded")
+    wait_for(
+        lambda: stack.outbox_statuses(email) == ["delivered", "superseded"],
+        what="stale decision superseded",
+    )
     history = emulator_contact(stack.engage, email)["history"]
     assert [h["attributes"]["tracking_consent"] for h in history] == ["withdrawn"]
 
@@ -166,10 +182,15 @@ def test_sweeper_delivers_an_event_whose_message_was_lost(stack: Stack) -> None:
     email = _email()
     runtime = stack.app.extensions["consent_relay"]
     with runtime.sessions() as session:
-        record_decision(session, source_name="signup", delivery_id=f"lost-{uuid.uuid4().hex}",
-                        webhook_timestamp=0, body_sha256="0" * 64,
-                        decision=Decision(email, "denied", "registration_form", None, T0),
-                        destinations=["engage"])
+        record_decision(
+            session,
+            source_name="signup",
+            delivery_id=f"lost-{uuid.uuid4().hex}",
+            webhook_timestamp=0,
+            body_sha256="0" * 64,
+            decision=Decision(email, "denied", "registration_form", None, T0),
+            destinations=["engage"],
+        )
     beat = celery_beat(stack.config, stack.workdir)
     try:
         wait_for(lambda: _consent(stack, email) == "denied", what="sweeper delivery")
@@ -178,20 +199,24 @@ def test_sweeper_delivers_an_event_whose_message_was_lost(stack: Stack) -> None:
     assert stack.outbox_statuses(email) == ["delivered"]
 
 
-def test_broker_down_at_intake_still_accepts_and_delivers(
-    stack: Stack, tmp_path: Path
-) -> None:
+def test_broker_down_at_intake_still_accepts_and_delivers(stack: Stack, tmp_path: Path) -> None:
     """The broker is unreachable from the web process: 202 anyway, the sweeper delivers."""
     if stack.name == "embedded":
         pytest.skip("the embedded broker has no server to lose")
-    dead = write_config(tmp_path / "dead.toml", data_dir=tmp_path / "var", engage_url=stack.engage,
-                        database_url=load_settings(stack.config, environ={}).database_url,
-                        broker_url="redis://127.0.0.1:1/0", delivery=FAST_DELIVERY)
+    dead = write_config(
+        tmp_path / "dead.toml",
+        data_dir=tmp_path / "var",
+        engage_url=stack.engage,
+        database_url=load_settings(stack.config, environ={}).database_url,
+        broker_url="redis://127.0.0.1:1/0",
+        delivery=FAST_DELIVERY,
+    )
     web = create_app({"SETTINGS": load_settings(dead, environ={}), "TESTING": True})
     email = _email()
     body = decision(email, "granted", occurred_at=T0)
-    response = web.test_client().post("/webhooks/signup", data=body,
-                                      headers=signed_headers(body, msg_id=uuid.uuid4().hex))
+    response = web.test_client().post(
+        "/webhooks/signup", data=body, headers=signed_headers(body, msg_id=uuid.uuid4().hex)
+    )
     assert response.status_code == 202
     beat: Process = celery_beat(stack.config, stack.workdir)
     try:
