@@ -38,6 +38,17 @@ def decode_whsec(secret: str) -> bytes:
         raise ValidationError("Secret is not valid base64 after the whsec_ prefix.") from exc
 
 
+# Room for the ledger writes around the HTTP calls, and for Celery's hard time limit.
+LEASE_MARGIN_SECONDS = 30
+
+
+def worst_case_write_seconds(destination: dict[str, Any]) -> float:
+    return 3 * (
+        destination.get("connect_timeout_seconds", 5.0)
+        + destination.get("read_timeout_seconds", 40.0)
+    )
+
+
 class _Strict(Schema):
     class Meta:
         unknown = RAISE
@@ -118,3 +129,17 @@ class ConfigFileSchema(_Strict):
         delivery = data.get("delivery") or {}
         if delivery.get("first_retry_seconds", 0) > delivery.get("max_retry_seconds", 1e18):
             raise ValidationError("Must not exceed max_retry_seconds.", "delivery")
+
+    @validates_schema
+    def _lease_outlasts_writes(self, data: dict[str, Any], **_: Any) -> None:
+        """A write (update, create, update) must end before the lease can pass to another
+        worker, or two writers could overlap and an older decision land last."""
+        lease = (data.get("delivery") or {}).get("lease_seconds", 180)
+        for name, dest in (data.get("destinations") or {}).items():
+            needed = worst_case_write_seconds(dest) + LEASE_MARGIN_SECONDS
+            if needed > lease:
+                raise ValidationError(
+                    f"Must be at least {needed:.0f} s: 3 calls x (connect + read timeout) of "
+                    f"destinations.{name} plus {LEASE_MARGIN_SECONDS} s.",
+                    "delivery.lease_seconds",
+                )

@@ -18,6 +18,16 @@ CONSENT_STATES = ("granted", "denied", "withdrawn", "unknown")
 MAX_LABEL_LENGTH = 255
 # RFC 5321: a forward path is at most 256 octets including the angle brackets.
 MAX_EMAIL_LENGTH = 254
+# Consent records predate nothing before the Unix epoch; earlier values are data errors (and
+# year-1 times with a positive offset cannot even be converted to UTC).
+EARLIEST = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def _printable(value: str) -> None:
+    # PostgreSQL rejects NUL in text, and control characters have no place in a label; refusing
+    # them here keeps a bad payload a 422 instead of a ledger error.
+    if not value.isprintable():
+        raise ValidationError("Must not contain control characters.")
 
 
 class ConsentDecisionSchema(Schema):
@@ -26,10 +36,12 @@ class ConsentDecisionSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    email = fields.Email(required=True, validate=validate.Length(max=MAX_EMAIL_LENGTH))
+    email = fields.Email(
+        required=True, validate=[validate.Length(max=MAX_EMAIL_LENGTH), _printable]
+    )
     tracking_consent = fields.String(required=True, validate=validate.OneOf(CONSENT_STATES))
-    source = fields.String(validate=validate.Length(min=1, max=MAX_LABEL_LENGTH))
-    source_id = fields.String(validate=validate.Length(min=1, max=MAX_LABEL_LENGTH))
+    source = fields.String(validate=[validate.Length(min=1, max=MAX_LABEL_LENGTH), _printable])
+    source_id = fields.String(validate=[validate.Length(min=1, max=MAX_LABEL_LENGTH), _printable])
     occurred_at = fields.AwareDateTime(format="iso")
 
     def __init__(self, *, max_future_skew: dt.timedelta = dt.timedelta(minutes=5), **kwargs: Any):
@@ -37,7 +49,13 @@ class ConsentDecisionSchema(Schema):
         self.max_future_skew = max_future_skew
 
     @validates("occurred_at")
-    def _not_in_the_future(self, value: dt.datetime, **_: Any) -> None:
+    def _plausible_time(self, value: dt.datetime, **_: Any) -> None:
+        try:
+            value = value.astimezone(dt.UTC)
+        except OverflowError as exc:
+            raise ValidationError("Must be a time after 1970-01-01T00:00:00Z.") from exc
+        if value < EARLIEST:
+            raise ValidationError("Must be a time after 1970-01-01T00:00:00Z.")
         # A decision dated in the future would outrank every later real decision under
         # last-decision-wins, so a withdrawal could never take effect. Allow clock skew only.
         if value > dt.datetime.now(dt.UTC) + self.max_future_skew:

@@ -83,8 +83,8 @@ class DeliverySettings:
 @dataclass(frozen=True)
 class Settings:
     port: int
-    database_url: str
-    broker_url: str
+    database_url: str = field(repr=False)  # may carry credentials
+    broker_url: str = field(repr=False)
     data_dir: Path
     max_body_bytes: int
     timestamp_tolerance_seconds: int
@@ -218,7 +218,7 @@ def _default_db(data_dir: Path) -> str:
 def _port(env_value: str | None, file_value: int) -> int:
     if env_value is None or env_value == "":
         return file_value
-    if not env_value.isdigit() or not 0 < int(env_value) < 65536:
+    if not (env_value.isascii() and env_value.isdigit()) or not 0 < int(env_value) < 65536:
         raise ConfigError(f"PORT: {env_value!r} is not a TCP port number")
     return int(env_value)
 

@@ -14,6 +14,8 @@ SQLITE_BUSY_TIMEOUT_MS = 15000
 
 
 def make_engine(database_url: str, **kwargs: Any) -> Engine:
+    # Statement parameters carry e-mail addresses: keep them out of exception messages and logs.
+    kwargs.setdefault("hide_parameters", True)
     url = make_url(database_url)
     if url.get_backend_name() != "sqlite":
         return create_engine(url, pool_pre_ping=True, **kwargs)

@@ -20,6 +20,8 @@ def configure_logging(level: str) -> None:
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(level)
+    # urllib3 logs request URLs at DEBUG; Engage URLs carry the e-mail address.
+    logging.getLogger("urllib3").setLevel(logging.WARNING)
     _configured = True
 
 
