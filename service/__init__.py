@@ -11,6 +11,7 @@ from service import health, intake
 from service.config import Settings, load_settings
 from service.logs import configure_logging, demo_banner
 from service.problems import register_error_handlers
+from service.publisher import Publisher
 from service.runtime import Runtime
 from workers.celery_app import create_celery_app
 
@@ -25,6 +26,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.config.update(overrides)
     app.extensions["consent_relay"] = Runtime.build(settings)
     app.extensions["celery"] = create_celery_app(settings)
+    app.extensions["publisher"] = Publisher(app.extensions["celery"])
     register_error_handlers(app)
     app.register_blueprint(intake.bp)
     app.register_blueprint(health.bp)

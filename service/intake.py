@@ -22,7 +22,6 @@ from service.ledger import Decision, Recorded, record_decision
 from service.problems import problem
 from service.runtime import Runtime
 from service.sources import SignatureError
-from workers.names import DELIVER_TASK
 
 log = logging.getLogger(__name__)
 bp = Blueprint("intake", __name__)
@@ -124,17 +123,10 @@ def _record_and_enqueue(
 
 
 def _enqueue(recorded: Recorded) -> None:
-    """Best effort: a broker failure is logged, the sweeper delivers the outbox row later."""
-    celery = current_app.extensions["celery"]
+    """After the commit; best effort (see service.publisher)."""
+    publisher = current_app.extensions["publisher"]
     for destination in recorded.destinations:
-        try:
-            celery.send_task(DELIVER_TASK, args=[destination, recorded.contact_id], retry=False)
-        except Exception:  # noqa: BLE001 - any broker error; the event is already committed
-            log.warning(
-                "enqueue failed, the sweeper will deliver event_id=%s",
-                recorded.event_id,
-                exc_info=True,
-            )
+        publisher.publish(destination, recorded.contact_id)
 
 
 def _is_json(mimetype: str) -> bool:

@@ -91,7 +91,11 @@ def _deliver_once(session: Session, ctx: DeliveryContext, job: Job) -> str:
         settle_outbox(session, job.destination, job.contact_id, latest, now)
         session.commit()
         return "up_to_date"
-    session.rollback()  # never hold a transaction (SQLite's write lock) across an HTTP call
+    # Never hold a transaction (on SQLite: the write lock) across the HTTP call. Detach the
+    # loaded rows first: a rollback expires them, and reading an expired attribute would
+    # silently begin a new transaction.
+    session.expunge_all()
+    session.rollback()
     if _backing_off(state, latest, now):
         return "waiting"
     started = ctx.clock()
@@ -208,12 +212,13 @@ def _record_failure(
 
 
 def backoff_seconds(attempts: int, settings: DeliverySettings) -> float:
-    """Exponential from first_retry_seconds, capped, with ±20% jitter (not full jitter, which
-    can retry at once: webhook-gateways.md §5.1, §8.4)."""
-    base = min(
-        settings.first_retry_seconds * 2 ** min(attempts - 1, 30), settings.max_retry_seconds
-    )
-    return base * random.uniform(0.8, 1.2)
+    """Exponential from first_retry_seconds with ±20% jitter (not full jitter, which can retry
+    at once: webhook-gateways.md §5.1, §8.4), never above max_retry_seconds."""
+    cap = settings.max_retry_seconds
+    value = min(settings.first_retry_seconds * 2 ** min(attempts - 1, 30), cap)
+    value *= random.uniform(0.8, 1.2)
+    # Never past the cap, but still spread below it so capped retries do not synchronise.
+    return value if value <= cap else cap * random.uniform(0.8, 1.0)
 
 
 def settle_outbox(

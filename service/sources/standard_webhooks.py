@@ -33,7 +33,7 @@ class VerifiedDelivery:
     timestamp: int
 
 
-def sign(key: bytes, delivery_id: str, timestamp: int, body: bytes) -> str:
+def sign(key: bytes, delivery_id: str, timestamp: int | str, body: bytes) -> str:
     """The `v1,<base64>` signature of one delivery (spec: `id.timestamp.body`)."""
     signed = delivery_id.encode() + b"." + str(timestamp).encode() + b"." + body
     digest = hmac.new(key, signed, hashlib.sha256).digest()
@@ -51,8 +51,10 @@ def verify(
     delivery_id = _delivery_id(headers.get("webhook-id"))
     timestamp = _timestamp(headers.get("webhook-timestamp"), tolerance_seconds, now)
     offered = _v1_signatures(headers.get("webhook-signature"))
+    # Sign the header value exactly as sent (a "0123" timestamp is signed as "0123").
+    raw_timestamp = headers.get("webhook-timestamp", "")
     for key in keys:
-        expected = base64.b64decode(sign(key, delivery_id, timestamp, body)[3:])
+        expected = base64.b64decode(sign(key, delivery_id, raw_timestamp, body)[3:])
         # Compare every offered signature, in constant time, against each active secret.
         if any(hmac.compare_digest(expected, candidate) for candidate in offered):
             return VerifiedDelivery(delivery_id=delivery_id, timestamp=timestamp)

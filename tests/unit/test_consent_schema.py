@@ -245,3 +245,37 @@ def test_contact_key_is_the_same_for_every_casing() -> None:
 def test_contact_key_keeps_distinct_addresses_distinct() -> None:
     assert contact_key("jane+a@example.com") != contact_key("jane+b@example.com")
     assert contact_key("jane@example.com") != contact_key("jane@example.org")
+
+
+# --- control characters and implausible times -------------------------------------------------
+
+
+@pytest.mark.parametrize("field", ["source", "source_id"])
+@pytest.mark.parametrize("value", ["a\x00b", "line\nbreak", "tab\there", "bell\x07"])
+def test_control_characters_in_labels_rejected(field: str, value: str) -> None:
+    assert errors_of({**MINIMAL, field: value}) == {field: ["Must not contain control characters."]}
+
+
+def test_control_characters_in_email_rejected() -> None:
+    errors = errors_of({**MINIMAL, "email": "ja\x00ne@example.com"})
+    assert "Must not contain control characters." in errors["email"]
+
+
+def test_non_ascii_printable_labels_accepted() -> None:
+    assert load({**MINIMAL, "source": "préférences ✓"})["source"] == "préférences ✓"
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["1969-12-31T23:59:59Z", "1900-01-01T00:00:00+00:00", "0001-01-01T00:00:00+01:00"],
+)
+def test_times_before_the_epoch_rejected(value: str) -> None:
+    # The last one cannot even be converted to UTC: still a 422-style error, not an exception.
+    assert errors_of({**MINIMAL, "occurred_at": value}) == {
+        "occurred_at": ["Must be a time after 1970-01-01T00:00:00Z."]
+    }
+
+
+def test_the_epoch_itself_is_accepted() -> None:
+    loaded = load({**MINIMAL, "occurred_at": "1970-01-01T00:00:00Z"})
+    assert loaded["occurred_at"] == dt.datetime(1970, 1, 1, tzinfo=dt.UTC)

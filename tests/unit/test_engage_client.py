@@ -51,7 +51,11 @@ PERMISSION_DENIED = envelope(
     "Access denied: check that the corresponding system user account is Type 'API' or 'Hybrid'",
 )
 RATE_LIMIT_JSON = json.dumps(
-    {"errorActor": "SERVER", "errorCode": "SYSTEM_ERROR", "message": "Database Access Limit Exceeded"}
+    {
+        "errorActor": "SERVER",
+        "errorCode": "SYSTEM_ERROR",
+        "message": "Database Access Limit Exceeded",
+    }
 )
 
 
@@ -65,7 +69,11 @@ RATE_LIMIT_JSON = json.dumps(
         (204, "", Verdict.OK),
         (400, NO_SUCH_OBJECT, Verdict.CONTACT_MISSING),
         (400, ALREADY_EXISTS, Verdict.CONTACT_EXISTS),
-        (400, envelope("INVALID_PARAMETER", "User with email does already exist"), Verdict.CONTACT_EXISTS),
+        (
+            400,
+            envelope("INVALID_PARAMETER", "User with email does already exist"),
+            Verdict.CONTACT_EXISTS,
+        ),
         (
             400,
             envelope("INVALID_PARAMETER", "Value of attribute x exceeds 2000 characters"),
@@ -91,7 +99,11 @@ RATE_LIMIT_JSON = json.dumps(
         (429, "", Verdict.TRANSIENT),
         (404, envelope("INVALID_REQUEST", "Not Found"), Verdict.REJECTED),
         (406, envelope("INVALID_REQUEST", "Not Acceptable"), Verdict.REJECTED),
-        (415, envelope("INVALID_REQUEST", "Content-Type must be application/json"), Verdict.REJECTED),
+        (
+            415,
+            envelope("INVALID_REQUEST", "Content-Type must be application/json"),
+            Verdict.REJECTED,
+        ),
         (301, "", Verdict.REJECTED),
     ],
 )
@@ -132,7 +144,9 @@ def test_rate_limit_phrase_counts_only_on_500() -> None:
 
 def test_error_hierarchy() -> None:
     assert issubclass(RateLimitedError, TransientError)
-    assert {cls.outcome for cls in (TransientError, RateLimitedError, AuthError, RejectedError)} == {
+    assert {
+        cls.outcome for cls in (TransientError, RateLimitedError, AuthError, RejectedError)
+    } == {
         "transient",
         "rate_limited",
         "auth",
@@ -155,7 +169,9 @@ def consent(
     return ConsentWrite(email=email, tracking_consent=decision, source=source, source_id=source_id)
 
 
-def destination(url: str, password: str = PASSWORD, read_timeout: float = 5.0) -> DestinationSettings:
+def destination(
+    url: str, password: str = PASSWORD, read_timeout: float = 5.0
+) -> DestinationSettings:
     return DestinationSettings(
         name="engage",
         kind="mapp-engage",
@@ -201,7 +217,9 @@ def test_existing_contact_is_updated(
     client.write(consent(decision="granted", source_id="first"))
     before = len(emulator_state()["requests"])
 
-    status = client.write(consent(decision="withdrawn", source="preference_center", source_id="second"))
+    status = client.write(
+        consent(decision="withdrawn", source="preference_center", source_id="second")
+    )
 
     assert status == 200
     state = emulator_state()
@@ -281,7 +299,7 @@ def test_closed_port_raises_transient_error() -> None:
     assert time.monotonic() - started < 5
 
 
-# --- emulator faults (extra checks inserted into the emulator app) ---------------------------------
+# --- emulator faults (extra checks inserted into the emulator app) -------------------------------
 
 
 @pytest.fixture

@@ -344,3 +344,16 @@ def test_signature_error_message_is_safe_to_return() -> None:
     message = str(caught.value)
     assert VECTOR_SIGNATURE[3:] not in message
     assert sign(OTHER_KEY, VECTOR_ID, VECTOR_TS, VECTOR_BODY)[3:] not in message
+
+
+def test_timestamp_is_signed_exactly_as_sent() -> None:
+    """A sender that zero-pads the timestamp signs the padded text; verify that text."""
+    key = decode_whsec(VECTOR_SECRET)
+    body = b'{"a": 1}'
+    signature = sign(key, "msg_pad", "01614265330", body)
+    headers = {
+        "webhook-id": "msg_pad",
+        "webhook-timestamp": "01614265330",
+        "webhook-signature": signature,
+    }
+    assert verify(headers, body, [key], 300, now=1614265330).timestamp == 1614265330
