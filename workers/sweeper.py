@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable
 
 from sqlalchemy import and_, or_, select, tuple_, update
+from sqlalchemy.orm import Session
 
 from service.db import insert_ignoring_conflicts
 from service.models import DeliveryState, Outbox
@@ -49,7 +50,7 @@ def sweep(ctx: DeliveryContext, publish: Publish) -> int:
     return len(due)
 
 
-def due_contacts(session: object, ctx: DeliveryContext, now: dt.datetime) -> list[tuple[str, int]]:
+def due_contacts(session: Session, ctx: DeliveryContext, now: dt.datetime) -> list[tuple[str, int]]:
     settings = ctx.settings
     redispatch = now - dt.timedelta(seconds=settings.redispatch_after_seconds)
     query = (
@@ -72,4 +73,4 @@ def due_contacts(session: object, ctx: DeliveryContext, now: dt.datetime) -> lis
         .order_by(Outbox.destination, Outbox.contact_id)
         .limit(settings.sweep_batch_size)
     )
-    return [(row[0], row[1]) for row in session.execute(query)]  # type: ignore[attr-defined]
+    return [(row[0], row[1]) for row in session.execute(query)]
