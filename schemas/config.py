@@ -43,10 +43,8 @@ LEASE_MARGIN_SECONDS = 30
 
 
 def worst_case_write_seconds(destination: dict[str, Any]) -> float:
-    return 3 * (
-        destination.get("connect_timeout_seconds", 5.0)
-        + destination.get("read_timeout_seconds", 40.0)
-    )
+    """Update, create, update: three calls, each bounded by its connect and read timeouts."""
+    return 3 * (destination["connect_timeout_seconds"] + destination["read_timeout_seconds"])
 
 
 class _Strict(Schema):
@@ -133,9 +131,12 @@ class ConfigFileSchema(_Strict):
     @validates_schema
     def _lease_outlasts_writes(self, data: dict[str, Any], **_: Any) -> None:
         """A write (update, create, update) must end before the lease can pass to another
-        worker, or two writers could overlap and an older decision land last."""
-        lease = (data.get("delivery") or {}).get("lease_seconds", 180)
-        for name, dest in (data.get("destinations") or {}).items():
+        worker, or two writers could overlap and an older decision land last.
+
+        Runs only when every field loaded (marshmallow's skip_on_field_errors), so the
+        defaults are already filled in by the fields' load_default."""
+        lease = data["delivery"]["lease_seconds"]
+        for name, dest in data["destinations"].items():
             needed = worst_case_write_seconds(dest) + LEASE_MARGIN_SECONDS
             if needed > lease:
                 raise ValidationError(
