@@ -49,12 +49,11 @@ def verify(
 ) -> VerifiedDelivery:
     """Check the three `webhook-*` headers against the raw body; fail closed."""
     delivery_id = _delivery_id(headers.get("webhook-id"))
-    timestamp = _timestamp(headers.get("webhook-timestamp"), tolerance_seconds, now)
+    timestamp, sent_timestamp = _timestamp(headers.get("webhook-timestamp"), tolerance_seconds, now)
     offered = _v1_signatures(headers.get("webhook-signature"))
-    # Sign the header value exactly as sent (a "0123" timestamp is signed as "0123").
-    raw_timestamp = headers.get("webhook-timestamp", "")
     for key in keys:
-        expected = base64.b64decode(sign(key, delivery_id, raw_timestamp, body)[3:])
+        # Sign the header value exactly as sent (a "0123" timestamp is signed as "0123").
+        expected = base64.b64decode(sign(key, delivery_id, sent_timestamp, body)[3:])
         # Compare every offered signature, in constant time, against each active secret.
         if any(hmac.compare_digest(expected, candidate) for candidate in offered):
             return VerifiedDelivery(delivery_id=delivery_id, timestamp=timestamp)
@@ -69,7 +68,8 @@ def _delivery_id(value: str | None) -> str:
     return value
 
 
-def _timestamp(value: str | None, tolerance_seconds: int, now: float | None) -> int:
+def _timestamp(value: str | None, tolerance_seconds: int, now: float | None) -> tuple[int, str]:
+    """The checked timestamp, and the header text it came from (which is what was signed)."""
     if not value:
         raise SignatureError("Missing webhook-timestamp header.")
     # Integer unix seconds only: the reference library floors "123.9" and signs a value
@@ -82,7 +82,7 @@ def _timestamp(value: str | None, tolerance_seconds: int, now: float | None) -> 
         raise SignatureError("Message timestamp too old.")
     if timestamp > current + tolerance_seconds:
         raise SignatureError("Message timestamp too new.")
-    return timestamp
+    return timestamp, value
 
 
 def _v1_signatures(value: str | None) -> list[bytes]:
