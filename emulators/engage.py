@@ -3,11 +3,12 @@
 Behaves like the Engage REST 2.0 contact calls described in
 /work/shared/reference/destinations.md section 1 ("destinations.md §1.x" below) and the
 tracking-consent how-to (/work/shared/reference/000_*.txt). Tests and the demo use it in
-place of the real vendor. Request handling is split into small checks and handlers so that
-runtime faults (rate limiting, 5xx, hangs, delayed visibility) can be added later, e.g. by
-inserting callables into ``app.extensions["engage_checks"]``.
+place of the real vendor. Every /api/rest call runs the callables of
+``app.extensions["engage_checks"]`` (any may raise ApiError), then its handler. Runtime faults
+(rate limit, 5xx, hangs, latency, delayed visibility, auth failures) live in engage_faults.py,
+which documents the order of the checks; ``/_emulator/faults`` changes them at run time.
 
-Run it with ``python -m emulators.engage --port 8025``.
+Run it with ``python -m emulators.engage --port 8025 [--rate-limit 10 ...]``.
 """
 
 from __future__ import annotations
@@ -23,18 +24,22 @@ from flask import Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.serving import WSGIRequestHandler, make_server
 
+from emulators import engage_faults
+from emulators.engage_faults import Faults, current_faults
 from emulators.engage_state import (
     ApiError,
     EngageState,
     email_address,
     invalid_parameter,
+    missing_authorization,
     missing_parameter,
     parse_attributes,
     parse_json_object,
+    permission_denied,
     utc_now_iso,
 )
 
-__all__ = ["EmulatorServer", "EngageState", "create_emulator_app", "main"]
+__all__ = ["EmulatorServer", "EngageState", "Faults", "create_emulator_app", "main", "parse_cli"]
 
 logger = logging.getLogger("emulators.engage")
 
@@ -42,9 +47,6 @@ DEFAULT_USERNAME = "api-user@example.com"
 DEFAULT_PASSWORD = "engage-demo-password"  # noqa: S105 - emulator demo credential, not a secret
 # destinations.md §1.1: the base path, optionally pinned to the incremental version v19.
 API_PREFIXES = ("/api/rest", "/api/rest/v19")
-PERMISSION_DENIED_MESSAGE = (
-    "Access denied: check that the corresponding system user account is Type 'API' or 'Hybrid'"
-)
 
 POLL_INTERVAL_SECONDS = 0.05
 DESCRIPTION = "Mapp Engage REST API emulator (contact/update, contact/create, contact/get)."
@@ -67,7 +69,7 @@ def _state() -> EngageState:
 def _check_auth() -> None:
     # destinations.md §1.1 / §1.3: Basic auth on every call; 401 missing header, 403 bad creds.
     if "Authorization" not in request.headers:
-        raise ApiError(401, "PERMISSION_DENIED", "Authorization header is missing")
+        raise missing_authorization()
     auth = request.authorization
     valid = (
         auth is not None
@@ -75,7 +77,7 @@ def _check_auth() -> None:
         and _state().check_credentials(auth.username or "", auth.password or "")
     )
     if not valid:
-        raise ApiError(403, "PERMISSION_DENIED", PERMISSION_DENIED_MESSAGE)
+        raise permission_denied()
 
 
 def _check_route() -> None:
@@ -97,7 +99,15 @@ def _check_content_type() -> None:
         raise ApiError(415, "INVALID_REQUEST", "Content-Type must be application/json")
 
 
-DEFAULT_CHECKS: tuple[Check, ...] = (_check_auth, _check_route, _check_accept, _check_content_type)
+# The order is documented in engage_faults.py: rate limit first (before auth), random 5xx last.
+DEFAULT_CHECKS: tuple[Check, ...] = (
+    *engage_faults.CHECKS_BEFORE_AUTH,
+    _check_auth,
+    _check_route,
+    _check_accept,
+    _check_content_type,
+    *engage_faults.CHECKS_AFTER_VALIDATION,
+)
 
 
 def _preflight() -> None:
@@ -144,7 +154,8 @@ def contact_create() -> dict[str, Any]:
     email = email_address(body)
     if email is None:
         raise missing_parameter("emailAddress", "Parameter emailAddress is mandatory")
-    return _state().create_contact(email, parse_attributes(body))
+    delay = current_faults().visibility_delay()
+    return _state().create_contact(email, parse_attributes(body), delay)
 
 
 def contact_get() -> dict[str, Any]:
@@ -160,10 +171,19 @@ def contact_get() -> dict[str, Any]:
     return _state().get_contact(value)
 
 
-API_OPERATIONS: dict[str, Callable[[], dict[str, Any]]] = {
-    "contact/update": contact_update,
-    "contact/create": contact_create,
-    "contact/get": contact_get,
+def get_api_version() -> dict[str, Any]:
+    """GET system/getApiVersion (destinations.md §1.1); the relay's auth probe while paused.
+
+    Our reference does not document the exact body; this minimal one names the version.
+    """
+    return {"version": "19"}
+
+
+API_OPERATIONS: dict[str, tuple[str, Callable[[], dict[str, Any]]]] = {
+    "contact/update": ("POST", contact_update),
+    "contact/create": ("POST", contact_create),
+    "contact/get": ("POST", contact_get),
+    "system/getApiVersion": ("GET", get_api_version),
 }
 
 
@@ -171,7 +191,7 @@ API_OPERATIONS: dict[str, Callable[[], dict[str, Any]]] = {
 
 
 def inspect_state() -> Response:
-    return jsonify(_state().snapshot())
+    return jsonify({**_state().snapshot(), "faults": current_faults().snapshot()})
 
 
 def inspect_contact(email: str) -> Response:
@@ -183,6 +203,7 @@ def inspect_contact(email: str) -> Response:
 
 def reset_state() -> tuple[str, int]:
     _state().reset()
+    current_faults().reset()
     return "", 204
 
 
@@ -205,11 +226,12 @@ def _http_error_response(error: HTTPException) -> tuple[Response, int]:
 
 def _register_routes(app: Flask) -> None:
     for prefix in API_PREFIXES:
-        for name, view in API_OPERATIONS.items():
-            app.add_url_rule(f"{prefix}/{name}", f"{prefix}:{name}", view, methods=["POST"])
+        for name, (method, view) in API_OPERATIONS.items():
+            app.add_url_rule(f"{prefix}/{name}", f"{prefix}:{name}", view, methods=[method])
     app.add_url_rule("/_emulator/state", view_func=inspect_state, methods=["GET"])
     app.add_url_rule("/_emulator/contacts/<email>", view_func=inspect_contact, methods=["GET"])
     app.add_url_rule("/_emulator/reset", view_func=reset_state, methods=["POST"])
+    engage_faults.register_routes(app)
 
 
 def create_emulator_app(
@@ -217,11 +239,13 @@ def create_emulator_app(
     *,
     username: str = DEFAULT_USERNAME,
     password: str = DEFAULT_PASSWORD,
+    faults: Faults | None = None,
 ) -> Flask:
-    """Build the emulator app; ``app.extensions["engage_state"]`` holds the EngageState."""
+    """Build the emulator app; ``app.extensions`` holds ``engage_state`` and ``engage_faults``."""
     app = Flask(__name__)
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["engage_state"] = state if state is not None else EngageState(username, password)
+    app.extensions["engage_faults"] = faults if faults is not None else Faults()
     app.extensions["engage_checks"] = list(DEFAULT_CHECKS)
     _register_routes(app)
     app.before_request(_preflight)
@@ -259,6 +283,7 @@ class EmulatorServer:
         self._server = make_server(
             host, port, app, threaded=True, request_handler=_RedactingRequestHandler
         )
+        self._faults: Faults | None = app.extensions.get("engage_faults")
         url_host = f"[{host}]" if ":" in host else host
         self.url = f"http://{url_host}:{self._server.port}"
         self._thread: threading.Thread | None = None
@@ -279,6 +304,9 @@ class EmulatorServer:
         self._server.serve_forever()
 
     def stop(self) -> None:
+        # Hung requests would otherwise keep their (daemon) threads for hang_seconds.
+        if self._faults is not None:
+            self._faults.release_hangs()
         if self._thread is not None:
             self._server.shutdown()
             self._thread.join(timeout=5)
@@ -292,8 +320,8 @@ class EmulatorServer:
         self.stop()
 
 
-def main(argv: list[str] | None = None) -> None:
-    """CLI entry point: ``python -m emulators.engage [--host H] [--port P]``."""
+def parse_cli(argv: list[str] | None = None) -> tuple[argparse.Namespace, Faults]:
+    """Parse the CLI flags into the arguments and the initial Faults (exits on bad values)."""
     parser = argparse.ArgumentParser(prog="engage-emulator", description=DESCRIPTION)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8025)
@@ -303,9 +331,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--password", default=os.environ.get("ENGAGE_EMULATOR_PASSWORD", DEFAULT_PASSWORD)
     )
+    engage_faults.add_arguments(parser)
     args = parser.parse_args(argv)
+    return args, engage_faults.from_arguments(parser, args)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """CLI entry point: ``python -m emulators.engage [--host H] [--port P] [fault flags]``."""
+    args, faults = parse_cli(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    app = create_emulator_app(username=args.username, password=args.password)
+    app = create_emulator_app(username=args.username, password=args.password, faults=faults)
     server = EmulatorServer(app, args.host, args.port)
     logger.info("Mapp Engage emulator listening on %s", server.url)
     server.serve_forever()

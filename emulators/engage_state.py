@@ -11,13 +11,20 @@ import copy
 import hmac
 import json
 import threading
+import time
 import uuid
-from datetime import UTC, datetime
+from collections import deque
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 CALL_NAMES = ("update", "create", "get")
 # destinations.md §1.2 (user/updateProfileByEmail): custom attribute values max 2000 chars.
 MAX_ATTRIBUTE_VALUE_LENGTH = 2000
+# Long benchmark runs send millions of requests: keep only the newest log entries in memory.
+REQUEST_LOG_LIMIT = 10_000
+PERMISSION_DENIED_MESSAGE = (
+    "Access denied: check that the corresponding system user account is Type 'API' or 'Hybrid'"
+)
 
 
 def utc_now_iso() -> str:
@@ -72,6 +79,16 @@ def no_such_contact(identifier: str) -> ApiError:
         propertyName="identifier",
         propertyValue=identifier,
     )
+
+
+def missing_authorization() -> ApiError:
+    """destinations.md §1.3: 401 when the Authorization header is missing."""
+    return ApiError(401, "PERMISSION_DENIED", "Authorization header is missing")
+
+
+def permission_denied() -> ApiError:
+    """destinations.md §1.1 / §1.3: 403 for invalid credentials or a wrong user type."""
+    return ApiError(403, "PERMISSION_DENIED", PERMISSION_DENIED_MESSAGE)
 
 
 def contact_json(contact: dict[str, Any]) -> dict[str, Any]:
@@ -138,15 +155,24 @@ class EngageState:
     """Thread-safe in-memory store of contacts, the request log and per-call counters.
 
     ``counts`` counts successful calls only; every request (including failures) is in
-    ``requests``.
+    ``requests``, which keeps the newest ``request_log_limit`` entries, while
+    ``requests_total`` stays exact.
+
+    A contact created with a visibility delay exists (a second create is refused) but
+    update/get do not find it until the delay has passed: Engage persists writes
+    asynchronously (destinations.md §1.2, contact/checkUpdateVersion).
     """
 
-    def __init__(self, username: str, password: str) -> None:
+    def __init__(
+        self, username: str, password: str, *, request_log_limit: int = REQUEST_LOG_LIMIT
+    ) -> None:
         self._username = username
         self._password = password
         self._lock = threading.Lock()
         self._contacts: dict[str, dict[str, Any]] = {}
-        self._requests: list[dict[str, Any]] = []
+        self._visible_after: dict[str, float] = {}  # time.monotonic() deadlines
+        self._requests: deque[dict[str, Any]] = deque(maxlen=request_log_limit)
+        self._requests_total = 0
         self._counts = dict.fromkeys(CALL_NAMES, 0)
         self._next_id = 1
 
@@ -159,10 +185,15 @@ class EngageState:
     def record_request(self, entry: dict[str, Any]) -> None:
         with self._lock:
             self._requests.append(entry)
+            self._requests_total += 1
 
-    def create_contact(self, email: str, attributes: dict[str, str]) -> dict[str, Any]:
+    def create_contact(
+        self, email: str, attributes: dict[str, str], visibility_delay: float = 0.0
+    ) -> dict[str, Any]:
+        """Create a contact; it becomes visible to update/get after ``visibility_delay`` s."""
         with self._lock:
-            if email_key(email) in self._contacts:
+            key = email_key(email)
+            if key in self._contacts:
                 # destinations.md §1.2: create on an existing contact gives 400.
                 raise ApiError(
                     400,
@@ -172,50 +203,67 @@ class EngageState:
                     propertyName="emailAddress",
                     propertyValue=email,
                 )
+            visible_at = datetime.now(UTC) + timedelta(seconds=visibility_delay)
             contact = {
                 "contactId": self._next_id,
                 "emailAddress": email,
                 "attributes": {},
                 "history": [],
+                "visible_at": visible_at.isoformat(),
             }
             self._next_id += 1
-            self._contacts[email_key(email)] = contact
+            self._contacts[key] = contact
+            self._visible_after[key] = time.monotonic() + visibility_delay
+            # The create's attributes are stored now and become visible with the contact.
             return self._apply(contact, "create", attributes)
 
     def update_contact(self, identifier: str, attributes: dict[str, str]) -> dict[str, Any]:
         with self._lock:
-            contact = self._contacts.get(email_key(identifier))
-            if contact is None:
-                raise no_such_contact(identifier)
-            return self._apply(contact, "update", attributes)
+            return self._apply(self._visible_contact(identifier), "update", attributes)
 
     def get_contact(self, identifier: str) -> dict[str, Any]:
         with self._lock:
-            contact = self._contacts.get(email_key(identifier))
-            if contact is None:
-                raise no_such_contact(identifier)
+            contact = self._visible_contact(identifier)
             self._counts["get"] += 1
             return contact_json(contact)
 
     def find_contact(self, email: str) -> dict[str, Any] | None:
-        """A deep copy of the stored contact (with history), or None."""
+        """A deep copy of the stored contact (with history and ``visible``), or None."""
         with self._lock:
-            return copy.deepcopy(self._contacts.get(email_key(email)))
+            key = email_key(email)
+            return self._public_copy(key) if key in self._contacts else None
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
             return {
-                "contacts": copy.deepcopy(self._contacts),
-                "requests": copy.deepcopy(self._requests),
+                "contacts": {key: self._public_copy(key) for key in self._contacts},
+                "requests": copy.deepcopy(list(self._requests)),
+                "requests_total": self._requests_total,
                 "counts": dict(self._counts),
             }
 
     def reset(self) -> None:
         with self._lock:
             self._contacts.clear()
+            self._visible_after.clear()
             self._requests.clear()
+            self._requests_total = 0
             self._counts = dict.fromkeys(CALL_NAMES, 0)
             self._next_id = 1
+
+    def _visible_contact(self, identifier: str) -> dict[str, Any]:
+        # Called with the lock held. Not yet visible answers like a missing contact.
+        key = email_key(identifier)
+        contact = self._contacts.get(key)
+        if contact is None or time.monotonic() < self._visible_after.get(key, 0.0):
+            raise no_such_contact(identifier)
+        return contact
+
+    def _public_copy(self, key: str) -> dict[str, Any]:
+        # Called with the lock held: the stored contact plus whether update/get can see it.
+        contact = copy.deepcopy(self._contacts[key])
+        contact["visible"] = time.monotonic() >= self._visible_after.get(key, 0.0)
+        return contact
 
     def _apply(self, contact: dict[str, Any], call: str, attributes: dict[str, str]) -> dict:
         # Merge: attributes not named in the call are kept (the emulator does not model

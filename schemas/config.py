@@ -26,6 +26,9 @@ SOURCE_KINDS = ("standard-webhooks",)
 DESTINATION_KINDS = ("mapp-engage",)
 # The Standard Webhooks spec asks for 24-64 random bytes; accept 16 as a floor for older senders.
 MIN_SECRET_BYTES = 16
+MIN_ADMIN_TOKEN_CHARS = 32
+# A worker waits at most this long for its rate-limit slot; past it, the write is deferred.
+MAX_RATE_LIMIT_WAIT_SECONDS = 5.0
 
 
 def decode_whsec(secret: str) -> bytes:
@@ -43,8 +46,14 @@ LEASE_MARGIN_SECONDS = 30
 
 
 def worst_case_write_seconds(destination: dict[str, Any]) -> float:
-    """Update, create, update: three calls, each bounded by its connect and read timeouts."""
-    return 3 * (destination["connect_timeout_seconds"] + destination["read_timeout_seconds"])
+    """Update, create, update: three calls, each bounded by its rate-limit wait and its
+    connect and read timeouts."""
+    per_call = (
+        MAX_RATE_LIMIT_WAIT_SECONDS
+        + destination["connect_timeout_seconds"]
+        + destination["read_timeout_seconds"]
+    )
+    return 3 * per_call
 
 
 class _Strict(Schema):
@@ -70,8 +79,18 @@ class DeliverySchema(_Strict):
     sweep_interval_seconds = fields.Float(load_default=5.0, validate=validate.Range(min=0.2))
     redispatch_after_seconds = fields.Float(load_default=30.0, validate=validate.Range(min=1))
     lease_seconds = fields.Integer(load_default=180, validate=validate.Range(min=10))
-    first_retry_seconds = fields.Float(load_default=5.0, validate=validate.Range(min=1))
-    max_retry_seconds = fields.Float(load_default=3600.0, validate=validate.Range(min=1))
+    # Transient failures (5xx, 408, timeouts): the waits in order, the last one repeating.
+    retry_schedule_seconds = fields.List(
+        fields.Float(validate=validate.Range(min=0.1)),
+        load_default=lambda: [5.0, 30.0, 120.0, 600.0, 1800.0, 3600.0],
+        validate=validate.Length(min=1),
+    )
+    max_retry_age_seconds = fields.Float(load_default=72 * 3600.0, validate=validate.Range(min=1))
+    max_rejected_attempts = fields.Integer(load_default=3, validate=validate.Range(min=1))
+    rejected_retry_seconds = fields.Float(load_default=60.0, validate=validate.Range(min=0.1))
+    not_visible_retry_seconds = fields.Float(load_default=2.0, validate=validate.Range(min=0.1))
+    rate_limited_retry_seconds = fields.Float(load_default=10.0, validate=validate.Range(min=0.1))
+    probe_interval_seconds = fields.Float(load_default=60.0, validate=validate.Range(min=0.2))
     sweep_batch_size = fields.Integer(load_default=500, validate=validate.Range(min=1))
 
 
@@ -104,11 +123,23 @@ class EngageSchema(_Strict):
     connect_timeout_seconds = fields.Float(load_default=5.0, validate=validate.Range(min=0.1))
     # Engage: "some calls take more than 30 s; set client timeouts to match" (destinations.md §1.1)
     read_timeout_seconds = fields.Float(load_default=40.0, validate=validate.Range(min=0.1))
+    # Engage: about 10 transactions per second per account (destinations.md §1.4).
+    rate_limit_per_second = fields.Float(load_default=10.0, validate=validate.Range(min=0.01))
+    # Pace this far below the limit so that network jitter cannot bunch requests over it.
+    rate_limit_headroom = fields.Float(load_default=0.05, validate=validate.Range(min=0.0, max=0.5))
+
+
+class AdminSchema(_Strict):
+    # Bearer tokens for /admin; several at once so that a token can be rotated.
+    tokens = fields.List(
+        fields.String(validate=validate.Length(min=MIN_ADMIN_TOKEN_CHARS)), load_default=list
+    )
 
 
 class ConfigFileSchema(_Strict):
     service = fields.Nested(ServiceSchema, load_default=lambda: ServiceSchema().load({}))
     delivery = fields.Nested(DeliverySchema, load_default=lambda: DeliverySchema().load({}))
+    admin = fields.Nested(AdminSchema, load_default=lambda: AdminSchema().load({}))
     sources = fields.Dict(
         keys=fields.String(validate=validate.Regexp(NAME_PATTERN)),
         values=fields.Nested(SourceSchema),
@@ -123,12 +154,6 @@ class ConfigFileSchema(_Strict):
     )
 
     @validates_schema
-    def _retry_bounds(self, data: dict[str, Any], **_: Any) -> None:
-        delivery = data.get("delivery") or {}
-        if delivery.get("first_retry_seconds", 0) > delivery.get("max_retry_seconds", 1e18):
-            raise ValidationError("Must not exceed max_retry_seconds.", "delivery")
-
-    @validates_schema
     def _lease_outlasts_writes(self, data: dict[str, Any], **_: Any) -> None:
         """A write (update, create, update) must end before the lease can pass to another
         worker, or two writers could overlap and an older decision land last.
@@ -140,7 +165,8 @@ class ConfigFileSchema(_Strict):
             needed = worst_case_write_seconds(dest) + LEASE_MARGIN_SECONDS
             if needed > lease:
                 raise ValidationError(
-                    f"Must be at least {needed:.0f} s: 3 calls x (connect + read timeout) of "
+                    f"Must be at least {needed:.0f} s: 3 calls x (rate-limit wait + connect + "
+                    f"read timeout) of "
                     f"destinations.{name} plus {LEASE_MARGIN_SECONDS} s.",
                     "delivery.lease_seconds",
                 )

@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Flask
 
-from service import health, intake
+from service import admin, health, intake
 from service.config import Settings, load_settings
 from service.logs import configure_logging, demo_banner
 from service.problems import register_error_handlers
@@ -30,5 +30,6 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     register_error_handlers(app)
     app.register_blueprint(intake.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(admin.bp)
     demo_banner(settings)
     return app

@@ -1,4 +1,5 @@
-"""`consent-relay`: set up the ledger, run the Procfile processes, send a signed test event."""
+"""`consent-relay`: set up the ledger, run the Procfile processes, send a signed test event,
+and look after dead letters and destinations (service/cli_admin.py)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 import requests
 import standardwebhooks
 
+from service import cli_admin
 from service.config import DEMO_ENGAGE_PORT, ConfigError, Settings, load_settings
 from service.db import make_engine
 from service.migrate import upgrade
@@ -58,6 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     send.add_argument("--occurred-at", help="RFC 3339 decision time")
     send.add_argument("--webhook-id", help="delivery id (default: random)")
     send.set_defaults(handler=_send_test_event)
+    cli_admin.add_commands(commands)
     return parser
 
 

@@ -68,6 +68,8 @@ class DestinationSettings:
     password: str = field(repr=False)
     connect_timeout_seconds: float = 5.0
     read_timeout_seconds: float = 40.0
+    rate_limit_per_second: float = 10.0
+    rate_limit_headroom: float = 0.05
 
 
 @dataclass(frozen=True)
@@ -75,8 +77,13 @@ class DeliverySettings:
     sweep_interval_seconds: float = 5.0
     redispatch_after_seconds: float = 30.0
     lease_seconds: int = 180
-    first_retry_seconds: float = 5.0
-    max_retry_seconds: float = 3600.0
+    retry_schedule_seconds: tuple[float, ...] = (5.0, 30.0, 120.0, 600.0, 1800.0, 3600.0)
+    max_retry_age_seconds: float = 72 * 3600.0
+    max_rejected_attempts: int = 3
+    rejected_retry_seconds: float = 60.0
+    not_visible_retry_seconds: float = 2.0
+    rate_limited_retry_seconds: float = 10.0
+    probe_interval_seconds: float = 60.0
     sweep_batch_size: int = 500
 
 
@@ -94,6 +101,7 @@ class Settings:
     delivery: DeliverySettings
     sources: Mapping[str, SourceSettings]
     destinations: Mapping[str, DestinationSettings]
+    admin_tokens: tuple[str, ...] = field(repr=False)
     config_path: Path | None
     demo: bool
 
@@ -203,12 +211,18 @@ def _build(data: dict[str, Any], env: Mapping[str, str], config_path: Path | Non
         max_future_skew_seconds=service["max_future_skew_seconds"],
         queue=service["queue"],
         log_level=service["log_level"],
-        delivery=DeliverySettings(**data["delivery"]),
+        delivery=_delivery(data["delivery"]),
         sources=sources,
         destinations=destinations,
+        admin_tokens=tuple(data["admin"]["tokens"]),
         config_path=config_path,
         demo=config_path is None,
     )
+
+
+def _delivery(delivery: dict[str, Any]) -> DeliverySettings:
+    schedule = tuple(delivery.pop("retry_schedule_seconds"))
+    return DeliverySettings(retry_schedule_seconds=schedule, **delivery)
 
 
 def _default_db(data_dir: Path) -> str:

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -100,9 +101,8 @@ class Outbox(Base):
     event_id: Mapped[int] = mapped_column(ForeignKey("events.id"))
     destination: Mapped[str] = mapped_column(String(64))
     contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id"))
-    status: Mapped[str] = mapped_column(
-        String(16), default="pending"
-    )  # pending|delivered|superseded
+    # pending | delivered | superseded | dead_lettered
+    status: Mapped[str] = mapped_column(String(16), default="pending")
     settled_by_event_id: Mapped[int | None] = mapped_column(ForeignKey("events.id"))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     settled_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
@@ -119,7 +119,9 @@ class DeliveryState(Base):
     lease_owner: Mapped[str | None] = mapped_column(String(64))
     lease_expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     dispatched_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # failures of the current decision
+    rejections: Mapped[int] = mapped_column(Integer, default=0)  # of which non-transient 400s
+    failing_since: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     next_attempt_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     last_attempt_event_id: Mapped[int | None] = mapped_column(ForeignKey("events.id"))
     last_status: Mapped[int | None] = mapped_column(Integer)
@@ -140,3 +142,58 @@ class DeliveryAttempt(Base):
     outcome: Mapped[str] = mapped_column(String(32))
     http_status: Mapped[int | None] = mapped_column(Integer)
     detail: Mapped[str | None] = mapped_column(Text)
+
+
+class DeadLetter(Base):
+    """A decision that could not be delivered to one destination, with the evidence why.
+
+    `status`: open (waiting for an operator), replayed (sent back to the outbox), superseded
+    (a newer decision for the contact reached the destination since)."""
+
+    __tablename__ = "dead_letters"
+    __table_args__ = (
+        Index("ix_dead_letters_status", "status", "destination", "created_at"),
+        Index("ix_dead_letters_contact", "destination", "contact_id"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    destination: Mapped[str] = mapped_column(String(64))
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id"))
+    event_id: Mapped[int] = mapped_column(ForeignKey("events.id"))  # the decision not delivered
+    reason: Mapped[str] = mapped_column(String(32))  # rejected | max_age
+    detail: Mapped[str] = mapped_column(Text)
+    last_status: Mapped[int | None] = mapped_column(Integer)
+    last_body: Mapped[str | None] = mapped_column(Text)  # excerpt of the last response
+    attempts: Mapped[int] = mapped_column(Integer)
+    first_failed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    status: Mapped[str] = mapped_column(String(16), default="open")
+    resolved_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    replay_count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class DestinationStatus(Base):
+    """Whether a destination is paused (auth failure or operator), and when to probe it."""
+
+    __tablename__ = "destination_status"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    paused_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    paused_by: Mapped[str | None] = mapped_column(String(16))  # auth | operator
+    paused_reason: Mapped[str | None] = mapped_column(Text)
+    paused_status: Mapped[int | None] = mapped_column(Integer)
+    next_probe_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    last_probe_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    last_probe_error: Mapped[str | None] = mapped_column(Text)
+    resumed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    resumed_by: Mapped[str | None] = mapped_column(String(16))  # probe | operator
+
+
+class RateLimitSlot(Base):
+    """The shared pacing state of one destination when the broker is not Redis.
+
+    `next_slot` is the earliest time (epoch seconds) the next request may start; a penalty
+    halves the rate until `penalty_until` after the destination said it was over its limit."""
+
+    __tablename__ = "rate_limits"
+    destination: Mapped[str] = mapped_column(String(64), primary_key=True)
+    next_slot: Mapped[float] = mapped_column(Float, default=0.0)
+    penalty_until: Mapped[float] = mapped_column(Float, default=0.0)

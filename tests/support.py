@@ -48,6 +48,7 @@ def write_config(
     broker_url: str | None = None,
     queue: str = "consent-relay",
     delivery: dict[str, Any] | None = None,
+    destination: dict[str, Any] | None = None,
 ) -> Path:
     service = [f'data_dir = "{data_dir}"', f'queue = "{queue}"']
     if database_url:
@@ -55,6 +56,7 @@ def write_config(
     if broker_url:
         service.append(f'broker_url = "{broker_url}"')
     delivery_lines = [f"{k} = {v}" for k, v in (delivery or {}).items()]
+    destination_lines = [f"{k} = {v}" for k, v in (destination or {}).items()]
     path.write_text(
         "\n".join(
             [
@@ -69,6 +71,7 @@ def write_config(
                 f'base_url = "{engage_url}"',
                 'username = "api-user@example.com"',
                 'password = "engage-demo-password"',
+                *destination_lines,
                 "",
                 "[sources.signup]",
                 'kind = "standard-webhooks"',

@@ -35,11 +35,14 @@ def transport_options(settings: Settings) -> dict[str, Any]:
         # The embedded default broker: no server needed. It can lose a message on a crash
         # (webhook-gateways.md §5.3), which the ledger's sweeper makes harmless.
         folder = Path(settings.data_dir, "broker").resolve()
-        (folder / "processed").mkdir(parents=True, exist_ok=True)
+        for sub in ("processed", "control"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
         return {
             "data_folder_in": str(folder),
             "data_folder_out": str(folder),
             "processed_folder": str(folder / "processed"),
+            # Broadcast (control) exchanges, else kombu writes ./control in the working dir.
+            "control_folder": str(folder / "control"),
             "store_processed": False,
             "polling_interval": 0.2,
         }

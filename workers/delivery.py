@@ -3,36 +3,41 @@
 The task carries only (destination, contact id). It takes the contact's lease row, picks the
 latest decision (greatest occurred_at, ties by arrival), and writes it unless it is already
 what the destination holds. A retry of an old event therefore re-sends the newest state and
-can never regress it (webhook-gateways.md §8.6). Long waits live in `next_attempt_at`,
-never in the broker (§5.1); the sweeper re-enqueues due work.
+can never regress it (webhook-gateways.md §8.6), and a backlog of decisions for one contact
+costs one write. What happens after a failure is decided in workers/policy.py and recorded
+by workers/outcomes.py; long waits live in `next_attempt_at`, never in the broker (§5.1).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sqlalchemy import ColumnElement, CursorResult, and_, case, or_, select, update
+from sqlalchemy import ColumnElement, CursorResult, and_, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from service import destinations
 from service.config import DeliverySettings
 from service.db import insert_ignoring_conflicts
-from service.models import DeliveryAttempt, DeliveryState, Event, Outbox, utcnow
+from service.models import DeliveryState, Event, Outbox, utcnow
+from workers import outcomes, policy
 from workers.engage import ConsentWrite
 from workers.errors import DeliveryError
+from workers.ratelimit import ThrottledError
 
 log = logging.getLogger(__name__)
 MAX_ROUNDS = 5  # newer decisions that arrive while we write are picked up in the same lease
 
 
 class ConsentWriter(Protocol):
-    """What a destination client offers the delivery loop: write, or raise a DeliveryError."""
+    """What a destination client offers: write or probe, or raise a DeliveryError."""
 
     def write(self, write: ConsentWrite) -> int: ...
+
+    def probe(self) -> int: ...
 
 
 @dataclass
@@ -62,10 +67,14 @@ class Job:
 def deliver_contact(ctx: DeliveryContext, destination: str, contact_id: int, owner: str) -> str:
     """Deliver until the destination holds the latest decision, or a write fails.
 
-    Returns an outcome: busy, nothing, up_to_date, waiting, delivered, failed, lease_lost.
+    Returns an outcome: paused, busy, nothing, up_to_date, waiting, delivered, failed,
+    throttled, dead_lettered, lease_lost.
     """
     job = Job(destination, contact_id, owner)
     with ctx.sessions() as session:
+        if destinations.is_paused(session, destination):
+            session.rollback()
+            return "paused"  # events stay pending; a probe or an operator resumes
         if not acquire_lease(session, ctx, job):
             return "busy"
         try:
@@ -86,25 +95,44 @@ def _deliver_once(session: Session, ctx: DeliveryContext, job: Job) -> str:
     if latest is None or state is None:
         session.rollback()
         return "nothing"
-    now = ctx.clock()
-    if state.delivered_event_id == latest.id:
-        settle_outbox(session, job.destination, job.contact_id, latest, now)
+    settled = _already_settled(session, job, latest, state, ctx.clock())
+    if settled is not None:
         session.commit()
-        return "up_to_date"
+        return settled
     # Never hold a transaction (on SQLite: the write lock) across the HTTP call. Detach the
     # loaded rows first: a rollback expires them, and reading an expired attribute would
     # silently begin a new transaction.
     session.expunge_all()
     session.rollback()
-    if _backing_off(state, latest, now):
+    if _backing_off(state, latest, ctx.clock()):
         return "waiting"
     started = ctx.clock()
     try:
         status = ctx.writers[job.destination].write(_as_write(latest))
+    except ThrottledError as exc:
+        return _record_throttled(session, ctx, job, latest, state, exc)
     except DeliveryError as exc:
-        _record_failure(session, ctx, job, latest, started, exc)
-        return "failed"
+        return _record_failure(session, ctx, job, latest, started, exc)
     return _record_success(session, ctx, job, latest, started, status)
+
+
+def _already_settled(
+    session: Session, job: Job, latest: Event, state: DeliveryState, now: dt.datetime
+) -> str | None:
+    """up_to_date when the destination holds `latest`; dead_lettered when `latest` was given
+    up on (an older decision must not be written in its place). Settles older rows."""
+    if state.delivered_event_id == latest.id:
+        outcomes.settle_outbox(session, job.destination, latest, now)
+        return "up_to_date"
+    status = session.scalar(
+        select(Outbox.status).where(
+            Outbox.destination == job.destination, Outbox.event_id == latest.id
+        )
+    )
+    if status == "dead_lettered":
+        outcomes.settle_outbox(session, job.destination, latest, now, status="dead_lettered")
+        return "dead_lettered"
+    return None
 
 
 def latest_event(session: Session, destination: str, contact_id: int) -> Event | None:
@@ -145,26 +173,28 @@ def _record_success(
     status: int,
 ) -> str:
     now = ctx.clock()
-    fenced: CursorResult[Any] = session.execute(  # type: ignore[assignment]
-        update(DeliveryState)
-        .where(job.state_key, DeliveryState.lease_owner == job.owner)
-        .values(
-            delivered_event_id=latest.id,
-            delivered_at=now,
-            attempts=0,
-            next_attempt_at=None,
-            last_attempt_event_id=latest.id,
-            last_status=status,
-            last_error=None,
-        )
+    fenced = outcomes.fenced_update(
+        session,
+        job.state_key,
+        job.owner,
+        delivered_event_id=latest.id,
+        delivered_at=now,
+        attempts=0,
+        rejections=0,
+        failing_since=None,
+        next_attempt_at=None,
+        last_attempt_event_id=latest.id,
+        last_status=status,
+        last_error=None,
     )
-    _log_attempt(session, job, latest, started, now, "delivered", status, None)
-    if fenced.rowcount != 1:
+    outcomes.log_attempt(session, job.destination, latest, started, now, "delivered", status, None)
+    if not fenced:
         # Our lease expired and another worker took over; it records its own writes.
         session.commit()
         log.warning("lease lost destination=%s contact_id=%s", job.destination, job.contact_id)
         return "lease_lost"
-    settle_outbox(session, job.destination, job.contact_id, latest, now)
+    outcomes.settle_outbox(session, job.destination, latest, now)
+    outcomes.supersede_dead_letters(session, job.destination, latest, now)
     session.commit()
     log.info(
         "delivered destination=%s contact_id=%s event_id=%s status=%s",
@@ -183,94 +213,72 @@ def _record_failure(
     latest: Event,
     started: dt.datetime,
     exc: DeliveryError,
-) -> None:
+) -> str:
     now = ctx.clock()
     state = session.get(DeliveryState, (job.destination, job.contact_id), populate_existing=True)
-    attempts = (state.attempts if state else 0) + 1
-    delay = backoff_seconds(attempts, ctx.settings)
-    session.execute(
-        update(DeliveryState)
-        .where(job.state_key, DeliveryState.lease_owner == job.owner)
-        .values(
-            attempts=attempts,
-            next_attempt_at=now + dt.timedelta(seconds=delay),
-            last_attempt_event_id=latest.id,
-            last_status=exc.status,
-            last_error=str(exc),
-        )
+    history = outcomes.failure_history(state, latest, exc, now)
+    plan = policy.plan_after_failure(exc, history, now, ctx.settings)
+    outcomes.log_attempt(
+        session, job.destination, latest, started, now, exc.outcome, exc.status, str(exc)
     )
-    _log_attempt(session, job, latest, started, now, exc.outcome, exc.status, str(exc))
+    outcome, recorded = _apply_plan(session, ctx, job, latest, history, plan, exc, now)
     session.commit()
+    if not recorded:
+        log.warning("lease lost destination=%s contact_id=%s", job.destination, job.contact_id)
+        return "lease_lost"
     log.warning(
-        "delivery failed destination=%s contact_id=%s outcome=%s status=%s retry_in=%.0fs",
+        "delivery failed destination=%s contact_id=%s event_id=%s outcome=%s status=%s plan=%s",
         job.destination,
         job.contact_id,
+        latest.public_id,
         exc.outcome,
         exc.status,
-        delay,
+        outcome,
     )
+    return outcome
 
 
-def backoff_seconds(attempts: int, settings: DeliverySettings) -> float:
-    """Exponential from first_retry_seconds with ±20% jitter (not full jitter, which can retry
-    at once: webhook-gateways.md §5.1, §8.4), never above max_retry_seconds."""
-    cap = settings.max_retry_seconds
-    value = min(settings.first_retry_seconds * 2 ** min(attempts - 1, 30), cap)
-    value *= random.uniform(0.8, 1.2)
-    # Never past the cap, but still spread below it so capped retries do not synchronise.
-    return value if value <= cap else cap * random.uniform(0.8, 1.0)
-
-
-def settle_outbox(
-    session: Session, destination: str, contact_id: int, latest: Event, now: dt.datetime
-) -> None:
-    """Mark pending rows up to `latest`: its own row delivered, older ones superseded by it."""
-    not_newer = select(Event.id).where(
-        Event.contact_id == contact_id,
-        or_(
-            Event.occurred_at < latest.occurred_at,
-            and_(Event.occurred_at == latest.occurred_at, Event.id <= latest.id),
-        ),
-    )
-    session.execute(
-        update(Outbox)
-        .where(
-            Outbox.destination == destination,
-            Outbox.contact_id == contact_id,
-            Outbox.status == "pending",
-            Outbox.event_id.in_(not_newer),
-        )
-        .values(
-            status=case((Outbox.event_id == latest.id, "delivered"), else_="superseded"),
-            settled_by_event_id=latest.id,
-            settled_at=now,
-        )
-        .execution_options(synchronize_session=False)
-    )
-
-
-def _log_attempt(
+def _apply_plan(
     session: Session,
+    ctx: DeliveryContext,
     job: Job,
-    event: Event,
-    started: dt.datetime,
-    finished: dt.datetime,
-    outcome: str,
-    status: int | None,
-    detail: str | None,
-) -> None:
-    session.add(
-        DeliveryAttempt(
-            destination=job.destination,
-            contact_id=job.contact_id,
-            event_id=event.id,
-            started_at=started,
-            finished_at=finished,
-            outcome=outcome,
-            http_status=status,
-            detail=detail,
+    latest: Event,
+    history: policy.FailureHistory,
+    plan: policy.Plan,
+    exc: DeliveryError,
+    now: dt.datetime,
+) -> tuple[str, bool]:
+    key, owner = job.state_key, job.owner
+    if isinstance(plan, policy.Pause):
+        probe_in = dt.timedelta(seconds=ctx.settings.probe_interval_seconds)
+        return "paused", outcomes.record_pause(
+            session, key, owner, job.destination, latest, exc, now, probe_in
         )
-    )
+    if isinstance(plan, policy.DeadLetter):
+        return "dead_lettered", outcomes.record_dead_letter(
+            session, key, owner, job.destination, latest, history, plan.reason, exc, now
+        )
+    return "failed", outcomes.record_retry(session, key, owner, latest, history, plan, exc)
+
+
+def _record_throttled(
+    session: Session,
+    ctx: DeliveryContext,
+    job: Job,
+    latest: Event,
+    state: DeliveryState,
+    exc: ThrottledError,
+) -> str:
+    """The shared rate limit had no slot soon enough: nothing was sent, nothing is counted."""
+    values: dict[str, Any] = {
+        "next_attempt_at": ctx.clock() + dt.timedelta(seconds=exc.retry_in),
+        "last_attempt_event_id": latest.id,
+    }
+    if state.last_attempt_event_id != latest.id:
+        values.update(attempts=0, rejections=0, failing_since=None)
+    outcomes.fenced_update(session, job.state_key, job.owner, **values)
+    session.commit()
+    return "throttled"
 
 
 def acquire_lease(session: Session, ctx: DeliveryContext, job: Job) -> bool:

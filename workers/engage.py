@@ -12,12 +12,35 @@ from __future__ import annotations
 import enum
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import requests
 
 from service.config import DestinationSettings
-from workers.errors import AuthError, DeliveryError, RateLimitedError, RejectedError, TransientError
+from workers.errors import (
+    AuthError,
+    DeliveryError,
+    NotVisibleError,
+    RateLimitedError,
+    RejectedError,
+    TransientError,
+)
+
+
+class Throttle(Protocol):
+    """The shared rate limit of one destination (workers/ratelimit.py)."""
+
+    def acquire(self) -> object: ...
+
+    def slow_down(self) -> None: ...
+
+
+class NoThrottle:
+    def acquire(self) -> object:
+        return None
+
+    def slow_down(self) -> None:
+        pass
 
 
 @dataclass(frozen=True)
@@ -64,7 +87,7 @@ _ERRORS: dict[Verdict, type[DeliveryError]] = {
     Verdict.AUTH: AuthError,
     Verdict.REJECTED: RejectedError,
     Verdict.TRANSIENT: TransientError,
-    Verdict.CONTACT_MISSING: TransientError,  # right after a create: visibility lag
+    Verdict.CONTACT_MISSING: NotVisibleError,  # right after a create: visibility lag
     Verdict.CONTACT_EXISTS: TransientError,  # after an update said missing: still racing
 }
 
@@ -78,8 +101,14 @@ def _error_fields(body: str) -> dict[str, Any]:
 
 
 class EngageClient:
-    def __init__(self, settings: DestinationSettings, session: requests.Session | None = None):
+    def __init__(
+        self,
+        settings: DestinationSettings,
+        session: requests.Session | None = None,
+        throttle: Throttle | None = None,
+    ):
         self._base = settings.base_url.rstrip("/") + "/api/rest"
+        self._throttle = throttle or NoThrottle()
         self._timeout = (settings.connect_timeout_seconds, settings.read_timeout_seconds)
         self._http = session or requests.Session()
         self._http.auth = (settings.username, settings.password)
@@ -92,9 +121,12 @@ class EngageClient:
             verdict, status, body = self._create(write)
             if verdict is Verdict.CONTACT_EXISTS:
                 verdict, status, body = self._update(write)
-        if verdict is Verdict.OK:
-            return status
-        raise _ERRORS[verdict](f"Engage answered {verdict.value}", status=status, body=body)
+        return _result(verdict, status, body)
+
+    def probe(self) -> int:
+        """An authenticated call that writes nothing, to learn whether a paused destination
+        takes our credentials again (`GET /system/getApiVersion`, destinations.md §1.1)."""
+        return _result(*self._call("GET", "/system/getApiVersion", None, None))
 
     def _update(self, write: ConsentWrite) -> tuple[Verdict, int, str]:
         # requests encodes "+" as %2B and "@" as %40, as the docs require (destinations.md §1.1).
@@ -107,15 +139,30 @@ class EngageClient:
     def _post(
         self, path: str, params: dict[str, str] | None, body: dict[str, Any]
     ) -> tuple[Verdict, int, str]:
+        return self._call("POST", path, params, body)
+
+    def _call(
+        self, method: str, path: str, params: dict[str, str] | None, body: dict[str, Any] | None
+    ) -> tuple[Verdict, int, str]:
+        self._throttle.acquire()  # every call counts toward Engage's ~10/s (§1.4)
         try:
-            response = self._http.post(
-                self._base + path, params=params, json=body, timeout=self._timeout
+            response = self._http.request(
+                method, self._base + path, params=params, json=body, timeout=self._timeout
             )
         except requests.Timeout as exc:
             raise TransientError(f"Engage timed out on {path}") from exc
         except requests.RequestException as exc:
             raise TransientError(f"Engage unreachable on {path}: {type(exc).__name__}") from exc
-        return classify(response.status_code, response.text), response.status_code, response.text
+        verdict = classify(response.status_code, response.text)
+        if verdict is Verdict.RATE_LIMITED:
+            self._throttle.slow_down()  # shared by every worker: all of them back off
+        return verdict, response.status_code, response.text
+
+
+def _result(verdict: Verdict, status: int, body: str) -> int:
+    if verdict is Verdict.OK:
+        return status
+    raise _ERRORS[verdict](f"Engage answered {verdict.value}", status=status, body=body)
 
 
 def _body(write: ConsentWrite) -> dict[str, Any]:

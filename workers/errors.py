@@ -33,6 +33,13 @@ class RateLimitedError(TransientError):
     outcome = "rate_limited"
 
 
+class NotVisibleError(TransientError):
+    """NO_SUCH_OBJECT right after a create: Engage persists writes asynchronously
+    (destinations.md §1.2, contact/checkUpdateVersion), so the contact appears shortly."""
+
+    outcome = "not_visible"
+
+
 class AuthError(DeliveryError):
     """401, 403, 417 (account expired): the credentials or the account need an operator."""
 

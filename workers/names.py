@@ -2,3 +2,4 @@
 
 DELIVER_TASK = "consent_relay.deliver_contact"
 SWEEP_TASK = "consent_relay.sweep_outbox"
+PROBE_TASK = "consent_relay.probe_destination"

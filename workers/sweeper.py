@@ -15,6 +15,7 @@ from collections.abc import Callable
 from sqlalchemy import and_, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
+from service import destinations
 from service.db import insert_ignoring_conflicts
 from service.models import DeliveryState, Outbox
 from workers.delivery import DeliveryContext
@@ -24,6 +25,7 @@ log = logging.getLogger(__name__)
 FRESH_GRACE = dt.timedelta(seconds=2)
 
 Publish = Callable[[str, int], None]
+PublishProbe = Callable[[str], None]
 
 
 def sweep(ctx: DeliveryContext, publish: Publish) -> int:
@@ -52,6 +54,10 @@ def sweep(ctx: DeliveryContext, publish: Publish) -> int:
 
 def due_contacts(session: Session, ctx: DeliveryContext, now: dt.datetime) -> list[tuple[str, int]]:
     settings = ctx.settings
+    # A paused destination gets no work (its events wait, pending); its probe resumes it.
+    active = set(ctx.writers) - destinations.paused_names(session)
+    if not active:
+        return []
     redispatch = now - dt.timedelta(seconds=settings.redispatch_after_seconds)
     query = (
         select(Outbox.destination, Outbox.contact_id)
@@ -64,6 +70,7 @@ def due_contacts(session: Session, ctx: DeliveryContext, now: dt.datetime) -> li
         )
         .where(
             Outbox.status == "pending",
+            Outbox.destination.in_(sorted(active)),
             Outbox.created_at <= now - FRESH_GRACE,
             or_(DeliveryState.next_attempt_at.is_(None), DeliveryState.next_attempt_at <= now),
             or_(DeliveryState.dispatched_at.is_(None), DeliveryState.dispatched_at <= redispatch),
@@ -74,3 +81,38 @@ def due_contacts(session: Session, ctx: DeliveryContext, now: dt.datetime) -> li
         .limit(settings.sweep_batch_size)
     )
     return [(row[0], row[1]) for row in session.execute(query)]
+
+
+def schedule_probes(ctx: DeliveryContext, publish_probe: PublishProbe) -> list[str]:
+    """Enqueue one probe per paused destination whose probe is due; return their names."""
+    now = ctx.clock()
+    interval = dt.timedelta(seconds=ctx.settings.probe_interval_seconds)
+    with ctx.sessions() as session:
+        due = [name for name in destinations.probes_due(session, now) if name in ctx.writers]
+        for name in due:  # claim the probe before publishing, so one sweep sends one
+            destinations.record_probe(session, name, error=None, now=now, next_in=interval)
+        session.commit()
+    for name in due:
+        publish_probe(name)
+    return due
+
+
+def probe_destination(ctx: DeliveryContext, destination: str) -> str:
+    """Call the destination's probe; resume it on success, else note why and wait."""
+    now = ctx.clock()
+    interval = dt.timedelta(seconds=ctx.settings.probe_interval_seconds)
+    try:
+        ctx.writers[destination].probe()
+    except Exception as exc:  # noqa: BLE001 - any failure keeps the pause; it is recorded
+        with ctx.sessions() as session:
+            destinations.record_probe(
+                session, destination, error=str(exc)[:500], now=now, next_in=interval
+            )
+            session.commit()
+        log.warning("probe failed destination=%s: %s", destination, type(exc).__name__)
+        return "still_paused"
+    with ctx.sessions() as session:
+        resumed = destinations.resume(session, destination, by="probe", now=now)
+        session.commit()
+    log.warning("destination=%s resumed after a successful probe", destination)
+    return "resumed" if resumed else "not_paused"

@@ -17,8 +17,9 @@ from service.config import Settings
 from service.runtime import Runtime
 from workers.delivery import DeliveryContext, deliver_contact
 from workers.engage import EngageClient
-from workers.names import DELIVER_TASK, SWEEP_TASK
-from workers.sweeper import sweep
+from workers.names import DELIVER_TASK, PROBE_TASK, SWEEP_TASK
+from workers.ratelimit import build_rate_limiter
+from workers.sweeper import probe_destination, schedule_probes, sweep
 
 log = logging.getLogger(__name__)
 _contexts: dict[tuple[int, int], DeliveryContext] = {}
@@ -32,7 +33,11 @@ def delivery_context(app: Celery) -> DeliveryContext:
     if key not in _contexts:
         settings: Settings = app.conf.consent_relay_settings
         runtime = Runtime.build(settings)
-        writers = {name: EngageClient(dest) for name, dest in settings.destinations.items()}
+        limiter = build_rate_limiter(settings, runtime.engine)
+        writers = {
+            name: EngageClient(dest, throttle=limiter.for_destination(name))
+            for name, dest in settings.destinations.items()
+        }
         _contexts[key] = DeliveryContext(runtime.sessions, writers, settings.delivery)
     return _contexts[key]
 
@@ -65,4 +70,16 @@ def sweep_outbox_task(self: Any) -> int:
     def publish(destination: str, contact_id: int) -> None:
         self.app.send_task(DELIVER_TASK, args=[destination, contact_id])
 
+    def publish_probe(destination: str) -> None:
+        self.app.send_task(PROBE_TASK, args=[destination])
+
+    schedule_probes(ctx, publish_probe)
     return sweep(ctx, publish)
+
+
+@shared_task(bind=True, name=PROBE_TASK, acks_late=True, ignore_result=True)
+def probe_destination_task(self: Any, destination: str) -> str:
+    ctx = delivery_context(self.app)
+    if destination not in ctx.writers:
+        return "unknown_destination"
+    return probe_destination(ctx, destination)

@@ -38,8 +38,8 @@ pytestmark = pytest.mark.integration
 FAST_DELIVERY = {
     "sweep_interval_seconds": 0.5,
     "redispatch_after_seconds": 2,
-    "first_retry_seconds": 1,
-    "max_retry_seconds": 2,
+    "retry_schedule_seconds": [1, 2],
+    "probe_interval_seconds": 1,
 }
 T0 = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import requests
+from delivery_world import State, World
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -92,3 +93,18 @@ def ledger(tmp_path: Path) -> Iterator[Ledger]:
         yield Ledger(url, engine, make_session_factory(engine))
     finally:
         engine.dispose()
+
+
+@pytest.fixture
+def world(
+    ledger: Ledger,
+    emulator: EmulatorServer,
+    emulator_state: State,
+    engage_settings: Callable[..., DestinationSettings],
+) -> Iterator[World]:
+    built = World(ledger, emulator, emulator_state, engage_settings)
+    try:
+        yield built
+    finally:
+        for engine in built._side_engines:
+            engine.dispose()

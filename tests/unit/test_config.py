@@ -84,7 +84,11 @@ def test_readme_example_loads(tmp_path: Path) -> None:
     assert settings.queue == "consent-relay"
     assert settings.log_level == "INFO"
     assert settings.delivery.lease_seconds == 180
-    assert settings.delivery.max_retry_seconds == 3600.0
+    assert settings.delivery.retry_schedule_seconds == (5.0, 30.0, 120.0, 600.0, 1800.0, 3600.0)
+    assert settings.delivery.max_retry_age_seconds == 72 * 3600.0
+    assert settings.delivery.max_rejected_attempts == 3
+    assert (engage.rate_limit_per_second, engage.rate_limit_headroom) == (10.0, 0.05)
+    assert settings.admin_tokens == ()
 
 
 def test_variables_expand_inside_strings_and_lists(tmp_path: Path) -> None:
@@ -213,16 +217,47 @@ def test_invalid_names_and_values_in_the_file(tmp_path: Path) -> None:
         assert key in message
 
 
-def test_first_retry_must_not_exceed_max_retry(tmp_path: Path) -> None:
-    text = README_EXAMPLE + "\n[delivery]\nfirst_retry_seconds = 100\nmax_retry_seconds = 10\n"
-    assert "delivery: Must not exceed max_retry_seconds." in config_error(tmp_path, text)
+def test_retry_settings_load_and_are_checked(tmp_path: Path) -> None:
+    good = README_EXAMPLE + "\n[delivery]\nretry_schedule_seconds = [1, 2.5]\n"
+    assert load(tmp_path, good).delivery.retry_schedule_seconds == (1.0, 2.5)
+    bad = (
+        README_EXAMPLE
+        + "\n[delivery]\nretry_schedule_seconds = []\nmax_rejected_attempts = 0\n"
+        + "max_retry_age_seconds = -1\n"
+    )
+    message = config_error(tmp_path, bad)
+    for key in (
+        "delivery.retry_schedule_seconds",
+        "delivery.max_rejected_attempts",
+        "delivery.max_retry_age_seconds",
+    ):
+        assert key in message
+
+
+def test_admin_tokens_load_and_short_tokens_are_refused(tmp_path: Path) -> None:
+    token = "t" * 32
+    settings = load(tmp_path, README_EXAMPLE + f'\n[admin]\ntokens = ["{token}"]\n')
+    assert settings.admin_tokens == (token,)
+    assert token not in repr(settings)
+    message = config_error(tmp_path, README_EXAMPLE + '\n[admin]\ntokens = ["short"]\n')
+    assert "admin.tokens.0" in message
+
+
+def test_rate_limit_settings_are_checked(tmp_path: Path) -> None:
+    text = README_EXAMPLE.replace(
+        'password = "${ENGAGE_PASSWORD}"',
+        'password = "${ENGAGE_PASSWORD}"\nrate_limit_per_second = 0\nrate_limit_headroom = 0.9',
+    )
+    message = config_error(tmp_path, text)
+    assert "destinations.engage.rate_limit_per_second" in message
+    assert "destinations.engage.rate_limit_headroom" in message
 
 
 def test_lease_must_outlast_the_worst_case_write(tmp_path: Path) -> None:
-    # 3 calls x (5 s connect + 40 s read) + 30 s margin = 165 s.
+    # 3 calls x (5 s rate-limit wait + 5 s connect + 40 s read) + 30 s margin = 180 s.
     message = config_error(tmp_path, README_EXAMPLE + "\n[delivery]\nlease_seconds = 120\n")
     assert "delivery.lease_seconds" in message
-    assert "165" in message
+    assert "180" in message
     text = README_EXAMPLE.replace(
         'password = "${ENGAGE_PASSWORD}"',
         'password = "${ENGAGE_PASSWORD}"\nconnect_timeout_seconds = 2\nread_timeout_seconds = 20',

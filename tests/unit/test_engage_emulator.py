@@ -296,12 +296,15 @@ def test_reset_clears_everything(engage: EmulatorServer) -> None:
     create(engage, "a@example.com")
     response = requests.post(f"{engage.url}/_emulator/reset", timeout=5)
     snapshot = state_of(engage)
+    faults = snapshot.pop("faults")
     assert response.status_code == 204
     assert snapshot == {
         "contacts": {},
         "requests": [],
+        "requests_total": 0,
         "counts": {"update": 0, "create": 0, "get": 0},
     }
+    assert set(faults["counters"].values()) == {0}
     assert create(engage, "a@example.com").status_code == 200
 
 

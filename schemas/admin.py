@@ -1,0 +1,91 @@
+"""Requests of the admin API (`/admin/...`): query strings and JSON bodies.
+
+Unknown keys are rejected, as everywhere else: a misspelt filter (`destinaton=`) must not
+silently widen a listing, let alone a replay.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
+
+from schemas.config import NAME_PATTERN
+from schemas.consent import MAX_EMAIL_LENGTH
+
+DEAD_LETTER_STATUSES = ("open", "replayed", "superseded")
+STATUS_FILTERS = (*DEAD_LETTER_STATUSES, "all")
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+MAX_REPLAY_IDS = 10_000
+MAX_REASON_LENGTH = 500
+FILTER_KEYS = ("destination", "source", "email", "since", "until")
+
+
+class _Strict(Schema):
+    class Meta:
+        unknown = RAISE
+
+
+class _Filters(_Strict):
+    destination = fields.String(validate=validate.Regexp(NAME_PATTERN))
+    source = fields.String(validate=validate.Regexp(NAME_PATTERN))
+    # Not fields.Email: this only looks addresses up, and a lookup of a bad one finds nothing.
+    email = fields.String(validate=validate.Length(min=1, max=MAX_EMAIL_LENGTH))
+    since = fields.AwareDateTime(format="iso")
+    until = fields.AwareDateTime(format="iso")
+
+    @validates_schema
+    def _ordered(self, data: dict[str, Any], **_: Any) -> None:
+        since, until = data.get("since"), data.get("until")
+        if since is not None and until is not None and until <= since:
+            raise ValidationError("Must be later than since.", "until")
+
+
+class DeadLetterQuerySchema(_Filters):
+    """`GET /admin/dead-letters?status=...&destination=...&limit=...`"""
+
+    status = fields.String(load_default="open", validate=validate.OneOf(STATUS_FILTERS))
+    limit = fields.Integer(
+        load_default=DEFAULT_PAGE_SIZE, validate=validate.Range(min=1, max=MAX_PAGE_SIZE)
+    )
+    offset = fields.Integer(load_default=0, validate=validate.Range(min=0))
+
+
+class ReplayBodySchema(_Filters):
+    """`POST /admin/dead-letters/replay`: ids, or filters, or `{"all": true}`; one of them."""
+
+    ids = fields.List(
+        fields.Integer(strict=True, validate=validate.Range(min=1)),
+        validate=validate.Length(min=1, max=MAX_REPLAY_IDS),
+    )
+    # Strict booleans: "all": "false" must not replay everything.
+    replay_all = fields.Boolean(data_key="all", truthy={True}, falsy={False}, load_default=False)
+
+    @validates_schema
+    def _one_selection(self, data: dict[str, Any], **_: Any) -> None:
+        chosen = [
+            name
+            for name, given in (
+                ("ids", "ids" in data),
+                ("filters", any(key in data for key in FILTER_KEYS)),
+                ("all", data.get("replay_all", False)),
+            )
+            if given
+        ]
+        if not chosen:
+            raise ValidationError(
+                'Give ids, filters (destination, source, email, since, until) or "all": true.',
+                "_schema",
+            )
+        if len(chosen) > 1:
+            raise ValidationError(f"Give only one of {' and '.join(chosen)}.", "_schema")
+
+
+class PauseBodySchema(_Strict):
+    """`POST /admin/destinations/<name>/pause`, optional body."""
+
+    reason = fields.String(
+        load_default="paused by an operator",
+        validate=validate.Length(min=1, max=MAX_REASON_LENGTH),
+    )

@@ -1,0 +1,188 @@
+"""Per-destination request pacing, shared by every worker process on every machine.
+
+Engage allows about 10 transactions per second per account; going over answers HTTP 500
+"Database Access Limit Exceeded" with no Retry-After (destinations.md §1.4). The limit is
+per account, so all Celery worker processes on all machines must share one pace: the state
+lives in Redis when the broker is Redis, else in the ledger's `rate_limits` table
+(workers/ratelimit_backends.py).
+
+The algorithm is GCRA ("theoretical arrival time") without a burst allowance: each request
+reserves the next free slot, and slots are one interval apart, so any one-second window holds
+at most about `rate` requests. A caller that would wait longer than `max_wait` reserves
+nothing and gets ThrottledError: the delivery loop defers the write instead of holding a
+worker (schemas/config.py MAX_RATE_LIMIT_WAIT_SECONDS).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from sqlalchemy import Engine
+
+from schemas.config import MAX_RATE_LIMIT_WAIT_SECONDS
+from service.config import DestinationSettings, Settings
+from workers.celery_app import broker_kind
+
+# Engage's guide: retry a 5xx after at least 30 s (destinations.md §1.4). For that long after
+# a "Database Access Limit Exceeded" the pace is halved: something else may share the account.
+PENALTY_SECONDS = 30.0
+# A refused reservation tells the caller when to try again; never further out than this, so
+# that a very slow configured rate does not park a write for minutes on a stale estimate.
+MAX_RETRY_IN_SECONDS = 60.0
+
+
+class ThrottledError(Exception):
+    """No slot within `max_wait` (or the shared limiter is unreachable): nothing was sent and
+    nothing was reserved. Not a DeliveryError: the write was not attempted; retry after
+    `retry_in` seconds."""
+
+    def __init__(self, destination: str, retry_in: float, reason: str):
+        super().__init__(f"{destination}: {reason}; retry in {retry_in:.2f}s")
+        self.destination = destination
+        self.retry_in = retry_in
+
+
+def refusal(destination: str, wait: float) -> ThrottledError:
+    """The error for a slot further away than `max_wait`; the caller retries after it."""
+    return ThrottledError(
+        destination, min(wait, MAX_RETRY_IN_SECONDS), f"next slot is {wait:.2f}s away"
+    )
+
+
+@dataclass(frozen=True)
+class Pace:
+    """How one destination is paced. `interval` is the spacing between request starts."""
+
+    interval: float
+    max_wait: float = MAX_RATE_LIMIT_WAIT_SECONDS
+    penalty_seconds: float = PENALTY_SECONDS
+
+    @classmethod
+    def for_rate(
+        cls, per_second: float, headroom: float = 0.0, *, max_wait: float | None = None
+    ) -> Pace:
+        # Headroom paces slightly under the vendor's limit so jitter cannot push us over it.
+        interval = 1.0 / (per_second * (1.0 - headroom))
+        return cls(interval, MAX_RATE_LIMIT_WAIT_SECONDS if max_wait is None else max_wait)
+
+    @classmethod
+    def from_settings(cls, destination: DestinationSettings) -> Pace:
+        return cls.for_rate(destination.rate_limit_per_second, destination.rate_limit_headroom)
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """A reserved slot: `slot` is the start time on the backend's clock (epoch seconds),
+    `wait` how long the caller sleeps before sending."""
+
+    slot: float
+    wait: float
+
+
+def plan_slot(
+    destination: str, next_slot: float, penalty_until: float, now: float, pace: Pace
+) -> tuple[Reservation, float]:
+    """One GCRA step: the reservation and the new `next_slot`, or ThrottledError.
+
+    The Redis backend runs the same arithmetic in Lua (ratelimit_backends.RESERVE_LUA).
+    If the shared clock steps back, reservations made before are still honoured: writes are
+    deferred for up to the size of the step, which errs on the side of Engage's limit."""
+    slot = max(next_slot, now)
+    wait = slot - now
+    if wait > pace.max_wait:
+        raise refusal(destination, wait)
+    # After the destination said "over the limit", half rate until the penalty ends.
+    step = pace.interval * (2.0 if slot < penalty_until else 1.0)
+    return Reservation(slot, wait), slot + step
+
+
+class Backend(Protocol):
+    """Where the shared pacing state lives; each call is one atomic read-compute-write."""
+
+    def reserve(self, destination: str, pace: Pace) -> Reservation: ...
+
+    def penalise(self, destination: str, seconds: float) -> None: ...
+
+
+class Throttle(Protocol):
+    def acquire(self) -> Reservation: ...
+
+    def slow_down(self) -> None: ...
+
+
+class DestinationThrottle:
+    """The handle a destination client holds: `acquire()` before each HTTP request,
+    `slow_down()` when the destination answered "rate limited"."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        destination: str,
+        pace: Pace,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        self.backend = backend
+        self.destination = destination
+        self.pace = pace
+        self._sleep = sleep
+
+    def acquire(self) -> Reservation:
+        """Reserve the next slot and sleep until it; raise ThrottledError if it is too far.
+
+        The sleep happens here, after the backend's transaction or script has finished, so
+        nothing is held locked while waiting."""
+        reservation = self.backend.reserve(self.destination, self.pace)
+        if reservation.wait > 0:
+            self._sleep(reservation.wait)
+        return reservation
+
+    def slow_down(self) -> None:
+        self.backend.penalise(self.destination, self.pace.penalty_seconds)
+
+
+class NoLimit:
+    """A throttle that never waits: for destinations and tests without a rate limit."""
+
+    def acquire(self) -> Reservation:
+        return Reservation(time.time(), 0.0)
+
+    def slow_down(self) -> None:
+        return None
+
+
+class RateLimiter:
+    """The paces of all configured destinations over one shared backend."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        paces: Mapping[str, Pace],
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        self.backend = backend
+        self.paces = dict(paces)
+        self._sleep = sleep
+
+    def for_destination(self, name: str) -> DestinationThrottle:
+        if name not in self.paces:
+            raise KeyError(f"no rate limit configured for destination {name!r}")
+        return DestinationThrottle(self.backend, name, self.paces[name], self._sleep)
+
+
+def build_rate_limiter(
+    settings: Settings, engine: Engine, *, sleep: Callable[[float], None] = time.sleep
+) -> RateLimiter:
+    """Redis (the broker itself) when the broker is Redis, else the ledger database."""
+    # Imported here: the backends import Pace, Reservation and plan_slot from this module.
+    from workers.ratelimit_backends import DatabaseBackend, RedisBackend, redis_client
+
+    backend: Backend
+    if broker_kind(settings.broker_url) == "redis":
+        backend = RedisBackend(redis_client(settings.broker_url), namespace=settings.queue)
+    else:
+        backend = DatabaseBackend(engine)
+    paces = {name: Pace.from_settings(dest) for name, dest in settings.destinations.items()}
+    return RateLimiter(backend, paces, sleep)
