@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.stamp-install
 
-.PHONY: run test unit lint install clean
+.PHONY: run test unit chaos drill lint install clean
 
 run: $(STAMP)
 	$(BIN)/consent-relay run
@@ -15,6 +15,14 @@ test: $(STAMP) lint
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit
+
+# Break workers, brokers and Engage mid-run (needs PostgreSQL, Redis, RabbitMQ); part of `test`.
+chaos: $(STAMP)
+	$(BIN)/python -m pytest -m chaos
+
+# The delivery drill driven from outside: faulty Engage stand-in at 10/s, a worker killed mid-run.
+drill: $(STAMP)
+	$(BIN)/python -m pytest tests/e2e/test_drill.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

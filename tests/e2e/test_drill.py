@@ -58,15 +58,27 @@ def _answers(url: str) -> bool:
 
 
 def _pool_children() -> list[int]:
-    """Prefork pool processes: children of the worker's main process."""
-    mains = subprocess.run(
+    """Prefork pool processes: the celery processes whose parent is a celery process (honcho
+    runs the worker under `sh -c`, whose command line matches too)."""
+    found = subprocess.run(
         ["pgrep", "-f", "celery -A workers.main worker"], capture_output=True, text=True
     ).stdout.split()
-    children: list[int] = []
-    for pid in mains:
-        out = subprocess.run(["pgrep", "-P", pid], capture_output=True, text=True).stdout
-        children += [int(child) for child in out.split()]
-    return children
+    celery = {int(pid) for pid in found if _comm(int(pid)) != "sh"}
+    return sorted(pid for pid in celery if _parent(pid) in celery)
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _parent(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
 
 
 def test_drill_rate_limited_faulty_engage_and_a_killed_worker(
@@ -101,9 +113,10 @@ def test_drill_rate_limited_faulty_engage_and_a_killed_worker(
         wait_for(lambda: _requests_total(engage) >= 30, 60, "writes under way")
         children = _pool_children()
         assert children, "no worker pool process to kill"
-        os.kill(children[0], signal.SIGKILL)
+        os.kill(children[0], signal.SIGKILL)  # the worker's main process replaces it
         _assert_converged(postgres_url, engage, latest)
         assert relay.proc.poll() is None, "honcho stopped: a process died for good"
+        assert children[0] not in _pool_children()
     finally:
         relay.stop(signal.SIGTERM)
         emulator.stop()
