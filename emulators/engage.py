@@ -16,13 +16,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import threading
 from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
-from werkzeug.serving import WSGIRequestHandler, make_server
 
 from emulators import engage_faults
 from emulators.engage_faults import Faults, current_faults
@@ -38,6 +36,7 @@ from emulators.engage_state import (
     permission_denied,
     utc_now_iso,
 )
+from emulators.server import EmulatorServer
 
 __all__ = ["EmulatorServer", "EngageState", "Faults", "create_emulator_app", "main", "parse_cli"]
 
@@ -48,7 +47,6 @@ DEFAULT_PASSWORD = "engage-demo-password"  # noqa: S105 - emulator demo credenti
 # destinations.md §1.1: the base path, optionally pinned to the incremental version v19.
 API_PREFIXES = ("/api/rest", "/api/rest/v19")
 
-POLL_INTERVAL_SECONDS = 0.05
 DESCRIPTION = "Mapp Engage REST API emulator (contact/update, contact/create, contact/get)."
 
 Check = Callable[[], None]
@@ -246,6 +244,8 @@ def create_emulator_app(
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["engage_state"] = state if state is not None else EngageState(username, password)
     app.extensions["engage_faults"] = faults if faults is not None else Faults()
+    # Hung requests would otherwise keep their (daemon) threads for hang_seconds after a stop.
+    app.extensions["emulator_on_stop"] = app.extensions["engage_faults"].release_hangs
     app.extensions["engage_checks"] = list(DEFAULT_CHECKS)
     _register_routes(app)
     app.before_request(_preflight)
@@ -255,69 +255,7 @@ def create_emulator_app(
     return app
 
 
-# --- serving --------------------------------------------------------------------------------
-
-
-def _redact_path(raw_path: str) -> str:
-    """Path without query string or e-mail segments, safe to log."""
-    path = raw_path.split("?", 1)[0]
-    if path.startswith("/_emulator/contacts/"):
-        return "/_emulator/contacts/<redacted>"
-    return path
-
-
-class _RedactingRequestHandler(WSGIRequestHandler):
-    """Access log with method, path and status only: never the query (it holds e-mails)."""
-
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        logger.info("%s %s %s", self.command, _redact_path(self.path), getattr(code, "value", code))
-
-    def log_error(self, format: str, *args: Any) -> None:
-        logger.warning("error while serving %s", _redact_path(getattr(self, "path", "")))
-
-
-class EmulatorServer:
-    """Serves a WSGI app on a real socket (threaded werkzeug server) in a background thread."""
-
-    def __init__(self, app: Flask, host: str = "127.0.0.1", port: int = 0) -> None:
-        self._server = make_server(
-            host, port, app, threaded=True, request_handler=_RedactingRequestHandler
-        )
-        self._faults: Faults | None = app.extensions.get("engage_faults")
-        url_host = f"[{host}]" if ":" in host else host
-        self.url = f"http://{url_host}:{self._server.port}"
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> EmulatorServer:
-        if self._thread is None:
-            self._thread = threading.Thread(
-                target=self._server.serve_forever,
-                kwargs={"poll_interval": POLL_INTERVAL_SECONDS},  # fast stop() in tests
-                name="engage-emulator",
-                daemon=True,
-            )
-            self._thread.start()
-        return self
-
-    def serve_forever(self) -> None:
-        """Serve in the calling thread (used by the CLI) until interrupted."""
-        self._server.serve_forever()
-
-    def stop(self) -> None:
-        # Hung requests would otherwise keep their (daemon) threads for hang_seconds.
-        if self._faults is not None:
-            self._faults.release_hangs()
-        if self._thread is not None:
-            self._server.shutdown()
-            self._thread.join(timeout=5)
-            self._thread = None
-        self._server.server_close()
-
-    def __enter__(self) -> EmulatorServer:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
+# --- command line ---------------------------------------------------------------------------
 
 
 def parse_cli(argv: list[str] | None = None) -> tuple[argparse.Namespace, Faults]:
