@@ -5,28 +5,24 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import uuid
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select, update
+from ledger_rows import T0, dead_letter, record
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.cli import main
-from service.db import insert_ignoring_conflicts, make_engine, make_session_factory
-from service.ledger import Decision, record_decision
+from service.db import make_engine, make_session_factory
 from service.models import (
     DeadLetter,
-    DeliveryAttempt,
-    DeliveryState,
     DestinationStatus,
-    Event,
     Outbox,
 )
 
-T0 = dt.datetime(2026, 7, 1, 9, 0, tzinfo=dt.UTC)
 JANE = "Jane.Doe@Example.com"
 
 
@@ -89,78 +85,32 @@ def cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Cli:
     return cli
 
 
+# Three refused attempts, the last one logged.
+refused = partial(
+    dead_letter,
+    body='{"message": "invalid"}',
+    logged=1,
+    attempt_detail="invalid attribute value",
+)
+
+
 @pytest.fixture
 def ids(cli: Cli) -> dict[str, int]:
     """jane (signup, engage; an older one superseded), john (crm, engage), ann (engage_eu)."""
     with cli.sessions() as session:
         jane = record(session, JANE, "granted", "signup")
-        jane_old = dead_letter(session, "engage", jane, T0 + dt.timedelta(hours=1))
+        jane_old = refused(session, "engage", jane, T0 + dt.timedelta(hours=1))
         record(session, JANE, "denied", "signup", T0 + dt.timedelta(minutes=90))
         john = record(session, "john@example.com", "denied", "crm")
         ann = record(session, "ann@example.com", "withdrawn", "signup")
         return {
             "jane_old": jane_old,
-            "jane": dead_letter(session, "engage", jane, T0 + dt.timedelta(hours=2)),
-            "john": dead_letter(session, "engage", john, T0 + dt.timedelta(hours=3)),
-            "ann": dead_letter(session, "engage_eu", ann, T0 + dt.timedelta(hours=4)),
+            "jane": refused(session, "engage", jane, T0 + dt.timedelta(hours=2)),
+            "john": refused(session, "engage", john, T0 + dt.timedelta(hours=3)),
+            "ann": refused(session, "engage_eu", ann, T0 + dt.timedelta(hours=4)),
             "jane_contact": jane,
             "john_contact": john,
         }
-
-
-def record(
-    session: Session, email: str, consent: str, source: str, occurred_at: dt.datetime = T0
-) -> int:
-    return record_decision(
-        session,
-        source_name=source,
-        delivery_id=f"msg_{uuid.uuid4().hex}",
-        webhook_timestamp=int(occurred_at.timestamp()),
-        body_sha256="0" * 64,
-        decision=Decision(email, consent, "registration_form", None, occurred_at),
-        destinations=("engage", "engage_eu"),
-    ).contact_id
-
-
-def dead_letter(session: Session, destination: str, contact_id: int, created: dt.datetime) -> int:
-    """As the delivery worker does it: supersede, insert, settle the pending rows, reset."""
-    latest = session.scalars(
-        select(Event).where(Event.contact_id == contact_id).order_by(Event.occurred_at.desc())
-    ).first()
-    assert latest is not None
-    pair = {"destination": destination, "contact_id": contact_id}
-    session.add(
-        DeliveryAttempt(
-            **pair,
-            event_id=latest.id,
-            started_at=created - dt.timedelta(minutes=1),
-            finished_at=created,
-            outcome="rejected",
-            http_status=400,
-            detail="invalid attribute value",
-        )
-    )
-    session.execute(update(DeadLetter).filter_by(**pair, status="open").values(status="superseded"))
-    dead = DeadLetter(
-        **pair,
-        event_id=latest.id,
-        reason="rejected",
-        detail="refused 3 times",
-        last_status=400,
-        last_body='{"message": "invalid"}',
-        attempts=3,
-        first_failed_at=created - dt.timedelta(minutes=3),
-        created_at=created,
-    )
-    session.add(dead)
-    session.execute(
-        update(Outbox)
-        .filter_by(**pair, status="pending")
-        .values(status="dead_lettered", settled_by_event_id=latest.id, settled_at=created)
-    )
-    insert_ignoring_conflicts(session, DeliveryState, [pair])
-    session.commit()
-    return dead.id
 
 
 def outbox_statuses(cli: Cli, destination: str, contact_id: int) -> list[str]:

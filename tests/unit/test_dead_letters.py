@@ -1,8 +1,8 @@
 """service.dead_letters on a migrated SQLite ledger: listing, filters, detail and replay.
 
-Dead letters are written here exactly as the delivery worker writes them: the contact's latest
-decision, the pair's pending outbox rows turned `dead_lettered`, the retry state cleared, and
-older open dead letters of the pair superseded.
+Dead letters are written by the delivery worker's own code (ledger_rows.dead_letter): the
+contact's latest decision, the pair's pending outbox rows turned `dead_lettered`, the retry state
+cleared, and older open dead letters of the pair superseded.
 """
 
 from __future__ import annotations
@@ -10,16 +10,17 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
+import ledger_rows
 import pytest
+from ledger_rows import T0
 from sqlalchemy import Engine, event, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from service import dead_letters
-from service.db import insert_ignoring_conflicts
 from service.dead_letters import DeadLetterFilters, ReplayRefused
-from service.ledger import Decision, record_decision
 from service.models import (
     Contact,
     DeadLetter,
@@ -29,109 +30,17 @@ from service.models import (
     Outbox,
 )
 
-DESTINATIONS = ("engage", "engage_eu")
-T0 = dt.datetime(2026, 7, 1, 9, 0, tzinfo=dt.UTC)
 NOW = dt.datetime(2026, 7, 5, 12, 0, tzinfo=dt.UTC)
 ALL = DeadLetterFilters(status="all", limit=None)
 
 
-def record(
-    session: Session, email: str, consent: str, occurred_at: dt.datetime, source: str = "signup"
-) -> int:
-    """Accept a decision as the intake does; return the contact id."""
-    recorded = record_decision(
-        session,
-        source_name=source,
-        delivery_id=f"msg_{uuid.uuid4().hex}",
-        webhook_timestamp=int(occurred_at.timestamp()),
-        body_sha256="0" * 64,
-        decision=Decision(email, consent, "registration_form", "form-7", occurred_at),
-        destinations=DESTINATIONS,
-    )
-    return recorded.contact_id
-
-
-def dead_letter(
-    session: Session,
-    destination: str,
-    contact_id: int,
-    created_at: dt.datetime,
-    *,
-    reason: str = "rejected",
-    attempts: int = 3,
-) -> int:
-    """Dead-letter the contact's latest decision for `destination`, as the worker does."""
-    latest = session.scalars(
-        select(Event)
-        .where(Event.contact_id == contact_id)
-        .order_by(Event.occurred_at.desc(), Event.id.desc())
-    ).first()
-    assert latest is not None
-    add_attempts(session, destination, latest, attempts, created_at)
-    pair = {"destination": destination, "contact_id": contact_id}
-    session.execute(
-        update(DeadLetter)
-        .filter_by(**pair, status="open")
-        .values(status="superseded", resolved_at=created_at)
-    )
-    dead = DeadLetter(
-        **pair,
-        event_id=latest.id,
-        reason=reason,
-        detail="Engage refused the write 3 times",
-        last_status=400,
-        last_body='{"errorCode": "INVALID_PARAMETER"}',
-        attempts=attempts,
-        first_failed_at=created_at - dt.timedelta(minutes=attempts),
-        created_at=created_at,
-        status="open",
-        replay_count=0,
-    )
-    session.add(dead)
-    settle(session, pair, latest.id, created_at)
-    session.commit()
-    return dead.id
-
-
-def add_attempts(
-    session: Session, destination: str, event: Event, count: int, until: dt.datetime
-) -> None:
-    """`count` refused attempts, one a minute, the last one a minute before `until`."""
-    for n in range(count):
-        started = until - dt.timedelta(minutes=count - n)
-        session.add(
-            DeliveryAttempt(
-                destination=destination,
-                contact_id=event.contact_id,
-                event_id=event.id,
-                started_at=started,
-                finished_at=started + dt.timedelta(seconds=1),
-                outcome="rejected",
-                http_status=400,
-                detail=f"attempt {n + 1}",
-            )
-        )
-
-
-def settle(session: Session, pair: dict[str, Any], event_id: int, now: dt.datetime) -> None:
-    """The pair's pending rows become dead_lettered; the retry state is cleared."""
-    session.execute(
-        update(Outbox)
-        .filter_by(**pair, status="pending")
-        .values(status="dead_lettered", settled_by_event_id=event_id, settled_at=now)
-    )
-    insert_ignoring_conflicts(session, DeliveryState, [pair])
-    session.execute(
-        update(DeliveryState)
-        .filter_by(**pair)
-        .values(
-            attempts=0,
-            rejections=0,
-            failing_since=None,
-            next_attempt_at=None,
-            dispatched_at=now - dt.timedelta(minutes=1),  # left by the last dispatch
-        )
-    )
+# Decisions from form-7; Engage refuses every attempt with INVALID_PARAMETER.
+record = partial(ledger_rows.record, consent_source_id="form-7")
+dead_letter = partial(
+    ledger_rows.dead_letter,
+    message="Engage refused the write 3 times",
+    body='{"errorCode": "INVALID_PARAMETER"}',
+)
 
 
 @pytest.fixture
@@ -143,12 +52,12 @@ def session(ledger: Any) -> Iterator[Session]:
 @pytest.fixture
 def seeded(session: Session) -> dict[str, int]:
     """Three contacts, four dead letters (one superseded), two sources, two destinations."""
-    jane = record(session, "Jane.Doe@Example.com", "granted", T0)
-    john = record(session, "john@example.com", "denied", T0, source="crm")
-    ann = record(session, "ann@example.com", "withdrawn", T0)
+    jane = record(session, "Jane.Doe@Example.com", "granted")
+    john = record(session, "john@example.com", "denied", "crm")
+    ann = record(session, "ann@example.com", "withdrawn")
     jane_old = dead_letter(session, "engage", jane, T0 + dt.timedelta(hours=1))
     # A newer decision, refused too: its dead letter supersedes the first one.
-    record(session, "Jane.Doe@Example.com", "denied", T0 + dt.timedelta(minutes=90))
+    record(session, "Jane.Doe@Example.com", "denied", occurred_at=T0 + dt.timedelta(minutes=90))
     ids = {
         "jane_old": jane_old,
         "jane": dead_letter(session, "engage", jane, T0 + dt.timedelta(hours=2)),
@@ -263,7 +172,7 @@ def test_list_filters(
 
 def test_list_is_one_query_whatever_the_page_size(ledger: Any, session: Session) -> None:
     for n in range(20):
-        contact = record(session, f"person{n}@example.com", "granted", T0)
+        contact = record(session, f"person{n}@example.com", "granted")
         dead_letter(session, "engage", contact, T0 + dt.timedelta(minutes=n), attempts=1)
     counter = StatementCounter(ledger.engine)
 
@@ -319,7 +228,7 @@ def test_detail_has_the_attempt_history_up_to_the_dead_letter(
 
 
 def test_detail_keeps_the_last_50_attempts(session: Session) -> None:
-    contact = record(session, "busy@example.com", "granted", T0)
+    contact = record(session, "busy@example.com", "granted")
     dead_id = dead_letter(session, "engage", contact, T0 + dt.timedelta(days=1), attempts=55)
 
     detail = dead_letters.get_dead_letter(session, dead_id)
@@ -342,6 +251,14 @@ def test_replay_makes_the_rows_pending_and_resets_the_state(
     jane = seeded["jane_contact"]
     assert {row.status for row in outbox(session, jane, "engage")} == {"dead_lettered"}
     eu_before = [(row.id, row.status) for row in outbox(session, jane, "engage_eu")]
+    # A dispatch is still marked on the pair (the sweeper's, since the worker let go).
+    session.execute(
+        update(DeliveryState)
+        .where(DeliveryState.contact_id == jane, DeliveryState.destination == "engage")
+        .values(dispatched_at=NOW - dt.timedelta(minutes=1))
+    )
+    session.commit()
+    assert state(session, jane, "engage").dispatched_at is not None
 
     result = dead_letters.replay(session, ids=[seeded["jane"]], now=NOW)
     session.commit()
@@ -402,7 +319,7 @@ def test_replay_gives_a_newer_failing_decision_a_fresh_start(
     """A newer decision arrived after the dead letter and is backing off: replay resets the
     pair, and the worker then writes that newer decision (state-based delivery)."""
     jane = seeded["jane_contact"]
-    record(session, "jane.doe@example.com", "withdrawn", T0 + dt.timedelta(days=1))
+    record(session, "jane.doe@example.com", "withdrawn", occurred_at=T0 + dt.timedelta(days=1))
     session.execute(
         update(DeliveryState)
         .where(DeliveryState.contact_id == jane, DeliveryState.destination == "engage")

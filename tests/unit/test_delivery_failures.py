@@ -13,7 +13,7 @@ from typing import Any
 
 from delivery_world import DESTINATION, KEY, SETTINGS, Clock, Published, World, hours_ago
 
-from service import destinations
+from service import dead_letters, destinations
 from service.config import DeliverySettings
 from workers.delivery import DeliveryContext, deliver_contact
 from workers.engage import ConsentWrite, EngageClient
@@ -335,3 +335,57 @@ def test_no_rate_limit_slot_defers_without_counting_an_attempt(world: World) -> 
     assert state.next_attempt_at == clock.now + dt.timedelta(seconds=1.5)
     assert world.attempts(recorded.contact_id) == []
     assert world.engage_consent(KEY) is None
+
+
+def replay_all(world: World, clock: Clock) -> list[int]:
+    with world.ledger.sessions() as session:
+        result = dead_letters.replay(session, replay_all=True, now=clock.now)
+        session.commit()
+    return sorted(result.replayed)
+
+
+def test_a_replayed_dead_letter_is_delivered_by_the_worker(world: World) -> None:
+    clock = Clock()
+    recorded = dead_letter_latest(world, clock, consent="withdrawn")
+    [letter] = world.dead_letters()
+
+    assert replay_all(world, clock) == [letter.id]
+    assert world.outbox(recorded).status == "pending"
+    assert deliver_contact(world.context(clock=clock), DESTINATION, recorded.contact_id, "w") == (
+        "delivered"
+    )
+
+    assert world.engage_consent() == "withdrawn"
+    assert world.outbox(recorded).status == "delivered"
+    assert [d.status for d in world.dead_letters()] == ["replayed"]
+    assert replay_all(world, clock) == []  # idempotent: nothing open any more
+
+
+def test_replaying_after_a_newer_decision_never_regresses_the_contact(world: World) -> None:
+    clock = Clock()
+    old = world.record("granted", occurred_at=hours_ago(2))
+    ctx = world.context(
+        clock=clock,
+        settings=DeliverySettings(max_rejected_attempts=1),
+        writer=Scripted(EngageClient(world.destination()), rejected()),
+    )
+    assert deliver_contact(ctx, DESTINATION, old.contact_id, "w1") == "dead_lettered"
+    # Dead-lettered, then replayed while a newer decision has arrived and been delivered...
+    newer = world.record("denied", occurred_at=hours_ago(1))
+    world.set_state(old.contact_id, next_attempt_at=None)
+    with world.ledger.sessions() as session:
+        letter_id = world.dead_letters()[0].id
+        result = dead_letters.replay(session, ids=[letter_id], now=clock.now)
+        session.commit()
+    assert result.replayed == [letter_id]
+    assert deliver_contact(world.context(clock=clock), DESTINATION, newer.contact_id, "w2") == (
+        "delivered"
+    )
+
+    # ...only the newer decision is written; the replayed row is settled as superseded.
+    assert world.engage_consent() == "denied"
+    assert [
+        h["attributes"]["tracking_consent"] for h in world.state()["contacts"][KEY]["history"]
+    ] == ["denied"]
+    assert world.outbox(old).status == "superseded"
+    assert world.outbox(newer).status == "delivered"
