@@ -27,6 +27,7 @@ DESTINATION_KINDS = ("mapp-engage",)
 # The Standard Webhooks spec asks for 24-64 random bytes; accept 16 as a floor for older senders.
 MIN_SECRET_BYTES = 16
 MIN_ADMIN_TOKEN_CHARS = 32
+MIN_PASSWORD_CHARS = 12
 # A worker waits at most this long for its rate-limit slot; past it, the write is deferred.
 MAX_RATE_LIMIT_WAIT_SECONDS = 5.0
 
@@ -134,12 +135,35 @@ class AdminSchema(_Strict):
     tokens = fields.List(
         fields.String(validate=validate.Length(min=MIN_ADMIN_TOKEN_CHARS)), load_default=list
     )
+    # The operator page (/ops) login; no password means the page is off.
+    username = fields.String(load_default="admin", validate=validate.Length(min=1, max=64))
+    password = fields.String(
+        load_default=None, allow_none=True, validate=validate.Length(min=MIN_PASSWORD_CHARS)
+    )
+
+
+class MetricsSchema(_Strict):
+    # /metrics needs `Authorization: Bearer <token>`; no token means /metrics is off.
+    token = fields.String(
+        load_default=None, allow_none=True, validate=validate.Length(min=MIN_ADMIN_TOKEN_CHARS)
+    )
+
+
+class FlowerSchema(_Strict):
+    port = fields.Integer(load_default=5555, validate=validate.Range(min=1, max=65535))
+    username = fields.String(load_default="admin", validate=validate.Length(min=1, max=64))
+    # Flower's basic auth; no password means `run` does not start Flower.
+    password = fields.String(
+        load_default=None, allow_none=True, validate=validate.Length(min=MIN_PASSWORD_CHARS)
+    )
 
 
 class ConfigFileSchema(_Strict):
     service = fields.Nested(ServiceSchema, load_default=lambda: ServiceSchema().load({}))
     delivery = fields.Nested(DeliverySchema, load_default=lambda: DeliverySchema().load({}))
     admin = fields.Nested(AdminSchema, load_default=lambda: AdminSchema().load({}))
+    metrics = fields.Nested(MetricsSchema, load_default=lambda: MetricsSchema().load({}))
+    flower = fields.Nested(FlowerSchema, load_default=lambda: FlowerSchema().load({}))
     sources = fields.Dict(
         keys=fields.String(validate=validate.Regexp(NAME_PATTERN)),
         values=fields.Nested(SourceSchema),

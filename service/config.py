@@ -88,6 +88,18 @@ class DeliverySettings:
 
 
 @dataclass(frozen=True)
+class OpsSettings:
+    """The operator-facing surfaces: /ops login, /metrics token, Flower's basic auth."""
+
+    admin_username: str = "admin"
+    admin_password: str | None = field(default=None, repr=False)
+    metrics_token: str | None = field(default=None, repr=False)
+    flower_port: int = 5555
+    flower_username: str = "admin"
+    flower_password: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
 class Settings:
     port: int
     database_url: str = field(repr=False)  # may carry credentials
@@ -102,6 +114,7 @@ class Settings:
     sources: Mapping[str, SourceSettings]
     destinations: Mapping[str, DestinationSettings]
     admin_tokens: tuple[str, ...] = field(repr=False)
+    ops: OpsSettings
     config_path: Path | None
     demo: bool
 
@@ -215,8 +228,21 @@ def _build(data: dict[str, Any], env: Mapping[str, str], config_path: Path | Non
         sources=sources,
         destinations=destinations,
         admin_tokens=tuple(data["admin"]["tokens"]),
+        ops=_ops(data),
         config_path=config_path,
         demo=config_path is None,
+    )
+
+
+def _ops(data: dict[str, Any]) -> OpsSettings:
+    admin, flower = data["admin"], data["flower"]
+    return OpsSettings(
+        admin_username=admin["username"],
+        admin_password=admin["password"],
+        metrics_token=data["metrics"]["token"],
+        flower_port=flower["port"],
+        flower_username=flower["username"],
+        flower_password=flower["password"],
     )
 
 
