@@ -4,8 +4,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.stamp-install
+BENCH_STAMP := $(VENV)/.stamp-bench
 
-.PHONY: run test unit chaos drill lint install clean
+.PHONY: run test unit chaos drill browser bench lint install clean
 
 run: $(STAMP)
 	$(BIN)/consent-relay run
@@ -24,6 +25,20 @@ chaos: $(STAMP)
 drill: $(STAMP)
 	$(BIN)/python -m pytest tests/e2e/test_drill.py
 
+# The operator page in headless Chromium (Debian's chromium + playwright-core: .ci/install-browser).
+browser: $(STAMP)
+	bash .ci/install-browser
+	$(BIN)/python -m pytest tests/browser
+
+# Intake and delivery measured against baselines (needs PostgreSQL and Redis); a few minutes.
+# FULL=1: 10,000 decisions and longer runs. Results in bench/results/ (see README, Benchmark).
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m bench $(if $(FULL),--full,)
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -39,4 +54,4 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) var node_modules .pytest_cache .mypy_cache .ruff_cache

@@ -151,10 +151,23 @@ class MetricsSchema(_Strict):
 
 class FlowerSchema(_Strict):
     port = fields.Integer(load_default=5555, validate=validate.Range(min=1, max=65535))
-    username = fields.String(load_default="admin", validate=validate.Length(min=1, max=64))
+    # Flower takes its credentials as "user:password" pairs separated by commas, and basic
+    # auth cannot carry a ":" in a user name: both would break the login, so refuse them here.
+    username = fields.String(
+        load_default="admin",
+        validate=[
+            validate.Length(min=1, max=64),
+            validate.ContainsNoneOf(":,", error='Must not contain ":" or ",".'),
+        ],
+    )
     # Flower's basic auth; no password means `run` does not start Flower.
     password = fields.String(
-        load_default=None, allow_none=True, validate=validate.Length(min=MIN_PASSWORD_CHARS)
+        load_default=None,
+        allow_none=True,
+        validate=[
+            validate.Length(min=MIN_PASSWORD_CHARS),
+            validate.ContainsNoneOf(",", error='Must not contain ",".'),
+        ],
     )
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Flask
 
-from service import admin, health, intake
+from service import admin, health, intake, logs, metrics_http, openapi, ops
 from service.config import Settings, load_settings
 from service.logs import configure_logging, demo_banner
 from service.problems import register_error_handlers
@@ -28,8 +28,12 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.extensions["celery"] = create_celery_app(settings)
     app.extensions["publisher"] = Publisher(app.extensions["celery"])
     register_error_handlers(app)
+    logs.init_app(app)  # request ids
+    metrics_http.init_app(app)  # GET /metrics, multiprocess dir
     app.register_blueprint(intake.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(admin.bp)
+    app.register_blueprint(openapi.bp)  # GET /openapi.json
+    ops.register(app)
     demo_banner(settings)
     return app

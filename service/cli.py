@@ -7,6 +7,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import secrets
 import shutil
 import sys
 import uuid
@@ -19,6 +20,8 @@ from service import cli_admin
 from service.config import DEMO_ENGAGE_PORT, ConfigError, Settings, load_settings
 from service.db import make_engine
 from service.migrate import upgrade
+from service.procfile import FLOWER, process_names, procfile_for_run
+from workers import flower
 
 DEMO_EMAIL = "jane.doe@example.com"
 
@@ -48,6 +51,8 @@ def _parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="migrate, then start the Procfile processes (honcho)")
     run.add_argument("--procfile", default="Procfile")
     run.set_defaults(handler=_run)
+    dashboard = commands.add_parser("flower", help="start Flower with the [flower] basic auth")
+    dashboard.set_defaults(handler=_flower)
     send = commands.add_parser("send-test-event", help="sign and send one consent decision")
     send.add_argument("--source", help="configured source name (default: the first)")
     send.add_argument("--url", help="service base URL (default: http://127.0.0.1:<port>)")
@@ -82,10 +87,14 @@ def _check_config(settings: Settings, _args: argparse.Namespace) -> None:
 
 def _run(settings: Settings, args: argparse.Namespace) -> None:
     upgrade(make_engine(settings.database_url))
-    procfile = Path(args.procfile)
-    if settings.demo:
-        procfile = _demo_procfile(settings, procfile)
-    _print_banner(settings)
+    if settings.config_path is not None:  # so that every process reads the file --config named
+        os.environ["CONSENT_RELAY_CONFIG"] = str(settings.config_path.resolve())
+    if settings.demo:  # a fresh Flower password for each demo run, for `consent-relay flower`
+        os.environ[flower.DEMO_PASSWORD_ENV] = secrets.token_urlsafe(12)
+    password = flower.flower_password(settings, os.environ)
+    procfile = procfile_for_run(settings, Path(args.procfile), flower=password is not None)
+    flower_on = FLOWER in process_names(procfile.read_text())
+    _print_banner(settings, _flower_line(settings, password, flower_on))
     bin_dir = str(Path(sys.executable).parent)
     os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
     honcho = shutil.which("honcho") or "honcho"
@@ -95,16 +104,11 @@ def _run(settings: Settings, args: argparse.Namespace) -> None:
     )
 
 
-def _demo_procfile(settings: Settings, procfile: Path) -> Path:
-    """The Procfile's processes plus the Engage emulator that the demo destination points at."""
-    demo = Path(settings.data_dir, "Procfile.demo")
-    demo.parent.mkdir(parents=True, exist_ok=True)
-    emulator = f"engage-emulator: engage-emulator --port {DEMO_ENGAGE_PORT}\n"
-    demo.write_text(procfile.read_text().rstrip("\n") + "\n" + emulator)
-    return demo
+def _flower(settings: Settings, _args: argparse.Namespace) -> None:
+    flower.run(settings)
 
 
-def _print_banner(settings: Settings) -> None:
+def _print_banner(settings: Settings, flower_line: str) -> None:
     send = f"{Path(sys.executable).parent / 'consent-relay'} send-test-event"
     if settings.demo:
         print("=" * 78)
@@ -115,10 +119,29 @@ def _print_banner(settings: Settings) -> None:
         print("Send a signed test event:")
         print(f"  {send} --email {DEMO_EMAIL} --consent granted")
         print(f"See what Engage received: curl http://127.0.0.1:{DEMO_ENGAGE_PORT}/_emulator/state")
-        print("=" * 78)
     else:
         print(f"consent-relay on port {settings.port}; test with: {send} --source <name>")
+    print(flower_line)
+    if settings.demo:
+        print("=" * 78)
     sys.stdout.flush()
+
+
+def _flower_line(settings: Settings, password: str | None, in_procfile: bool) -> str:
+    if password is None:
+        return "Flower is off: set [flower] password in the config to start it."
+    if not in_procfile:
+        return "Flower is off: the Procfile has no flower line."
+    user = settings.ops.flower_username
+    if settings.demo:  # loopback only, and a new password each run
+        return (
+            f"Flower (tasks): {flower.flower_url(settings)}  "
+            f"user {user}, password {password} (new each run)"
+        )
+    return (
+        f"Flower (tasks): {flower.flower_url(settings)} on all interfaces; "
+        f"user {user}, password: [flower] password"
+    )
 
 
 def _send_test_event(settings: Settings, args: argparse.Namespace) -> int:

@@ -1,21 +1,75 @@
 """gunicorn settings for `web`, read when gunicorn starts (`--config python:service.gunicorn_conf`).
 
 The port comes from the same layers as everything else: PORT, else `[service] port`, else 8000.
+This module runs in the master before any worker is forked, so it also sets up what the
+workers inherit: JSON logs (gunicorn's own error and access logs included) and
+PROMETHEUS_MULTIPROC_DIR, set before anything imports prometheus_client.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import os
+from typing import Any
 
+from gunicorn.glogging import Logger
+
+from service import metrics
 from service.config import load_settings
+from service.logs import REQUEST_ID_HEADER, configure_logging, get_logger, json_formatter
 
 _settings = load_settings()
+configure_logging(_settings.log_level)
+_metrics_dir = metrics.prepare_multiprocess_dir(_settings.data_dir)
 # Demo mode signs with a public secret: listen on loopback only.
 bind = f"{'127.0.0.1' if _settings.demo else '0.0.0.0'}:{_settings.port}"  # noqa: S104
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 timeout = 30
 graceful_timeout = 20
-# Access lines carry the path (/webhooks/<source>) and status, never a body or an address.
 accesslog = "-"
 # No shared control socket in $HOME: several instances (tests, benchmarks) run side by side.
 control_socket_disable = True
+
+
+class JsonLogger(Logger):
+    """gunicorn's error log as JSON lines, and one structured access line per request: the
+    path without its query string (`/admin/dead-letters?email=...` must not log an address)."""
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        for logger in (self.error_log, self.access_log):
+            for handler in logger.handlers:
+                handler.setFormatter(json_formatter())
+
+    def access(self, resp: Any, req: Any, environ: Any, request_time: dt.timedelta) -> None:
+        if not (self.cfg.accesslog or self.cfg.logconfig or self.cfg.syslog):
+            return
+        headers = {name.lower(): value for name, value in (resp.headers or [])}
+        self.access_log.info(
+            "request",
+            extra={
+                "method": environ.get("REQUEST_METHOD"),
+                "path": environ.get("PATH_INFO"),
+                "status": resp.status_code,
+                "bytes": getattr(resp, "sent", None),
+                "duration_ms": round(request_time.total_seconds() * 1000, 1),
+                "request_id": headers.get(REQUEST_ID_HEADER.lower()),
+                "remote_addr": environ.get("REMOTE_ADDR"),
+            },
+        )
+
+
+logger_class = JsonLogger
+
+
+def on_starting(_server: Any) -> None:
+    if _metrics_dir is not None:
+        metrics.clean_stale_files(_metrics_dir)
+        get_logger(__name__).info(
+            "metrics shared in the multiprocess directory", path=str(_metrics_dir)
+        )
+
+
+def child_exit(_server: Any, worker: Any) -> None:
+    """A worker ended (restart, timeout, kill): its live gauges go; its counters stay."""
+    metrics.mark_process_dead(worker.pid)

@@ -11,24 +11,25 @@ by workers/outcomes.py; long waits live in `next_attempt_at`, never in the broke
 from __future__ import annotations
 
 import datetime as dt
-import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from sqlalchemy import ColumnElement, CursorResult, and_, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
+from structlog.contextvars import bound_contextvars
 
-from service import destinations
+from service import destinations, metrics
 from service.config import DeliverySettings
 from service.db import insert_ignoring_conflicts
+from service.logs import get_logger
 from service.models import DeliveryState, Event, Outbox, utcnow
 from workers import outcomes, policy
 from workers.engage import ConsentWrite
 from workers.errors import DeliveryError
 from workers.ratelimit import ThrottledError
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 MAX_ROUNDS = 5  # newer decisions that arrive while we write are picked up in the same lease
 
 
@@ -95,6 +96,14 @@ def _deliver_once(session: Session, ctx: DeliveryContext, job: Job) -> str:
     if latest is None or state is None:
         session.rollback()
         return "nothing"
+    # Every line logged while this decision is handled names it.
+    with bound_contextvars(event_id=latest.public_id):
+        return _settle_or_write(session, ctx, job, latest, state)
+
+
+def _settle_or_write(
+    session: Session, ctx: DeliveryContext, job: Job, latest: Event, state: DeliveryState
+) -> str:
     settled = _already_settled(session, job, latest, state, ctx.clock())
     if settled is not None:
         session.commit()
@@ -109,10 +118,15 @@ def _deliver_once(session: Session, ctx: DeliveryContext, job: Job) -> str:
     started = ctx.clock()
     try:
         status = ctx.writers[job.destination].write(_as_write(latest))
-    except ThrottledError as exc:
-        return _record_throttled(session, ctx, job, latest, state, exc)
+    except ThrottledError as exc:  # no rate-limit slot soon enough: nothing was sent
+        metrics.count_throttled(job.destination)
+        retry_at = ctx.clock() + dt.timedelta(seconds=exc.retry_in)
+        outcomes.record_throttled(session, job.state_key, job.owner, latest, state, retry_at)
+        return "throttled"
     except DeliveryError as exc:
+        metrics.count_delivery(job.destination, exc.outcome, exc.status)
         return _record_failure(session, ctx, job, latest, started, exc)
+    metrics.count_delivery(job.destination, "delivered", status)
     return _record_success(session, ctx, job, latest, started, status)
 
 
@@ -191,19 +205,29 @@ def _record_success(
     if not fenced:
         # Our lease expired and another worker took over; it records its own writes.
         session.commit()
-        log.warning("lease lost destination=%s contact_id=%s", job.destination, job.contact_id)
+        log.warning("lease lost", **_where(job, latest))
         return "lease_lost"
-    outcomes.settle_outbox(session, job.destination, latest, now)
+    coalesced = outcomes.settle_outbox(session, job.destination, latest, now)
     outcomes.supersede_dead_letters(session, job.destination, latest, now)
     session.commit()
-    log.info(
-        "delivered destination=%s contact_id=%s event_id=%s status=%s",
-        job.destination,
-        job.contact_id,
-        latest.public_id,
-        status,
-    )
+    _report_success(job, latest, status, coalesced, now)
     return "delivered"
+
+
+def _report_success(job: Job, latest: Event, status: int, coalesced: int, now: dt.datetime) -> None:
+    latency = (now - latest.received_at).total_seconds()
+    metrics.count_coalesced(job.destination, coalesced)
+    metrics.observe_latency(job.destination, latency)
+    where = _where(job, latest)
+    log.info("delivered", status=status, coalesced=coalesced, latency_s=round(latency, 3), **where)
+
+
+def _where(job: Job, latest: Event) -> dict[str, Any]:
+    return {
+        "destination": job.destination,
+        "contact_id": job.contact_id,
+        "event_id": latest.public_id,
+    }
 
 
 def _record_failure(
@@ -224,17 +248,14 @@ def _record_failure(
     outcome, recorded = _apply_plan(session, ctx, job, latest, history, plan, exc, now)
     session.commit()
     if not recorded:
-        log.warning("lease lost destination=%s contact_id=%s", job.destination, job.contact_id)
+        log.warning("lease lost", **_where(job, latest))
         return "lease_lost"
-    log.warning(
-        "delivery failed destination=%s contact_id=%s event_id=%s outcome=%s status=%s plan=%s",
-        job.destination,
-        job.contact_id,
-        latest.public_id,
-        exc.outcome,
-        exc.status,
-        outcome,
-    )
+    if isinstance(plan, policy.DeadLetter):
+        metrics.count_dead_lettered(job.destination, plan.reason)
+    elif outcome == "failed":
+        metrics.count_retry(job.destination, exc.outcome)
+    where = {"outcome": exc.outcome, "status": exc.status, "attempts": history.attempts}
+    log.warning("delivery failed", plan=outcome, **where, **_where(job, latest))
     return outcome
 
 
@@ -259,26 +280,6 @@ def _apply_plan(
             session, key, owner, job.destination, latest, history, plan.reason, exc, now
         )
     return "failed", outcomes.record_retry(session, key, owner, latest, history, plan, exc)
-
-
-def _record_throttled(
-    session: Session,
-    ctx: DeliveryContext,
-    job: Job,
-    latest: Event,
-    state: DeliveryState,
-    exc: ThrottledError,
-) -> str:
-    """The shared rate limit had no slot soon enough: nothing was sent, nothing is counted."""
-    values: dict[str, Any] = {
-        "next_attempt_at": ctx.clock() + dt.timedelta(seconds=exc.retry_in),
-        "last_attempt_event_id": latest.id,
-    }
-    if state.last_attempt_event_id != latest.id:
-        values.update(attempts=0, rejections=0, failing_since=None)
-    outcomes.fenced_update(session, job.state_key, job.owner, **values)
-    session.commit()
-    return "throttled"
 
 
 def acquire_lease(session: Session, ctx: DeliveryContext, job: Job) -> bool:

@@ -2,15 +2,51 @@
 
 This is the one module that loads the settings when imported, as the Flask-Celery pattern's
 `make_celery.py` does; library modules never read the environment at import time.
+
+Logs: Celery leaves logging alone once a `setup_logging` receiver exists, so worker and beat
+(and the pool children, which inherit it) log JSON lines through `configure_logging`.
+Metrics: the worker's main process sets up PROMETHEUS_MULTIPROC_DIR before its pool forks
+(nothing imports prometheus_client earlier); each child writes its own files there, and
+marks itself dead when it shuts down. Beat, Flower and `celery inspect` write no metrics.
 """
 
 from __future__ import annotations
 
+import os
+from typing import Any
+
+from celery import signals
+
+from service import metrics
 from service.config import load_settings
-from service.logs import configure_logging, demo_banner
+from service.logs import configure_logging, demo_banner, get_logger
 from workers.celery_app import create_celery_app
 
+log = get_logger(__name__)
 settings = load_settings()
 configure_logging(settings.log_level)
 demo_banner(settings)
 app = create_celery_app(settings)
+
+
+@signals.setup_logging.connect
+def _setup_logging(**_kwargs: Any) -> None:
+    configure_logging(settings.log_level)
+
+
+@signals.worker_init.connect
+def _worker_init(**_kwargs: Any) -> None:
+    path = metrics.prepare_multiprocess_dir(settings.data_dir)
+    if path is not None:
+        metrics.clean_stale_files(path)
+        log.info("metrics shared in the multiprocess directory", path=str(path))
+
+
+@signals.worker_process_shutdown.connect
+def _worker_process_shutdown(pid: int | None = None, **_kwargs: Any) -> None:
+    metrics.mark_process_dead(pid or os.getpid())
+
+
+@signals.worker_shutdown.connect
+def _worker_shutdown(**_kwargs: Any) -> None:
+    metrics.mark_process_dead(os.getpid())

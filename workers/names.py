@@ -3,3 +3,6 @@
 DELIVER_TASK = "consent_relay.deliver_contact"
 SWEEP_TASK = "consent_relay.sweep_outbox"
 PROBE_TASK = "consent_relay.probe_destination"
+# Message header with the intake request's id, for the worker's log lines (not an argument:
+# a task's arguments stay the ids of what to deliver).
+REQUEST_ID_TASK_HEADER = "consent_relay_request_id"

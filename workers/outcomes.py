@@ -5,18 +5,15 @@ owner, so a worker whose lease expired never overwrites its successor's record."
 from __future__ import annotations
 
 import datetime as dt
-import logging
 from typing import Any
 
 from sqlalchemy import ColumnElement, CursorResult, and_, case, or_, select, update
 from sqlalchemy.orm import Session
 
-from service import destinations
+from service import destinations, metrics
 from service.models import DeadLetter, DeliveryAttempt, DeliveryState, Event, Outbox
 from workers import policy
 from workers.errors import DeliveryError, RejectedError
-
-log = logging.getLogger(__name__)
 
 
 def fenced_update(session: Session, key: ColumnElement[bool], owner: str, **values: Any) -> bool:
@@ -40,9 +37,10 @@ def not_newer_than(latest: Event) -> Any:
 
 def settle_outbox(
     session: Session, destination: str, latest: Event, now: dt.datetime, status: str = "delivered"
-) -> None:
-    """Settle pending rows up to `latest`: its own row gets `status`, older ones superseded."""
-    session.execute(
+) -> int:
+    """Settle pending rows up to `latest`: its own row gets `status`, older ones superseded.
+    Returns how many were superseded (decisions that will never be written: counted)."""
+    settled = session.execute(
         update(Outbox)
         .where(
             Outbox.destination == destination,
@@ -55,8 +53,12 @@ def settle_outbox(
             settled_by_event_id=latest.id,
             settled_at=now,
         )
+        .returning(Outbox.status)
         .execution_options(synchronize_session=False)
     )
+    superseded = sum(1 for (row_status,) in settled if row_status == "superseded")
+    metrics.count_superseded(destination, superseded)
+    return superseded
 
 
 def supersede_dead_letters(
@@ -212,3 +214,20 @@ def record_pause(
         last_status=exc.status,
         last_error=str(exc),
     )
+
+
+def record_throttled(
+    session: Session,
+    key: ColumnElement[bool],
+    owner: str,
+    latest: Event,
+    state: DeliveryState,
+    retry_at: dt.datetime,
+) -> None:
+    """The shared rate limit had no slot soon enough: nothing was sent, nothing is counted
+    against the decision; it is tried again at `retry_at`."""
+    values: dict[str, Any] = {"next_attempt_at": retry_at, "last_attempt_event_id": latest.id}
+    if state.last_attempt_event_id != latest.id:
+        values.update(attempts=0, rejections=0, failing_since=None)
+    fenced_update(session, key, owner, **values)
+    session.commit()

@@ -9,7 +9,6 @@ outbox rows whose retry is due, whose lease is free, and that was not dispatched
 from __future__ import annotations
 
 import datetime as dt
-import logging
 from collections.abc import Callable
 
 from sqlalchemy import and_, or_, select, tuple_, update
@@ -17,10 +16,11 @@ from sqlalchemy.orm import Session
 
 from service import destinations
 from service.db import insert_ignoring_conflicts
+from service.logs import get_logger
 from service.models import DeliveryState, Outbox
 from workers.delivery import DeliveryContext
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 # Leave the intake's own enqueue a moment before the sweeper sends a second message.
 FRESH_GRACE = dt.timedelta(seconds=2)
 
@@ -48,7 +48,7 @@ def sweep(ctx: DeliveryContext, publish: Publish) -> int:
         session.commit()  # record the dispatch before publishing (enqueue after commit)
     for destination, contact_id in due:
         publish(destination, contact_id)
-    log.info("sweeper enqueued %d contacts", len(due))
+    log.info("sweeper enqueued contacts", count=len(due))
     return len(due)
 
 
@@ -109,10 +109,10 @@ def probe_destination(ctx: DeliveryContext, destination: str) -> str:
                 session, destination, error=str(exc)[:500], now=now, next_in=interval
             )
             session.commit()
-        log.warning("probe failed destination=%s: %s", destination, type(exc).__name__)
+        log.warning("probe failed", destination=destination, error=type(exc).__name__)
         return "still_paused"
     with ctx.sessions() as session:
         resumed = destinations.resume(session, destination, by="probe", now=now)
         session.commit()
-    log.warning("destination=%s resumed after a successful probe", destination)
+    log.warning("destination resumed after a successful probe", destination=destination)
     return "resumed" if resumed else "not_paused"

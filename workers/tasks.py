@@ -6,7 +6,6 @@ Retry and ack policy is declared here; long retries live in the ledger, not in t
 
 from __future__ import annotations
 
-import logging
 import os
 import uuid
 from typing import Any
@@ -14,14 +13,15 @@ from typing import Any
 from celery import Celery, shared_task
 
 from service.config import Settings
+from service.logs import get_logger, task_context
 from service.runtime import Runtime
 from workers.delivery import DeliveryContext, deliver_contact
 from workers.engage import EngageClient
-from workers.names import DELIVER_TASK, PROBE_TASK, SWEEP_TASK
+from workers.names import DELIVER_TASK, PROBE_TASK, REQUEST_ID_TASK_HEADER, SWEEP_TASK
 from workers.ratelimit import build_rate_limiter
 from workers.sweeper import probe_destination, schedule_probes, sweep
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 _contexts: dict[tuple[int, int], DeliveryContext] = {}
 BUSY_RETRY_SECONDS = 1
 BUSY_MAX_RETRIES = 10
@@ -50,36 +50,48 @@ def delivery_context(app: Celery) -> DeliveryContext:
     ignore_result=True,
 )
 def deliver_contact_task(self: Any, destination: str, contact_id: int) -> str:
-    ctx = delivery_context(self.app)
-    if destination not in ctx.writers:
-        log.error("unknown destination=%s (configuration changed?)", destination)
-        return "unknown_destination"
     owner = self.request.id or str(uuid.uuid4())
-    outcome = deliver_contact(ctx, destination, contact_id, owner)
-    if outcome == "busy" and self.request.retries < BUSY_MAX_RETRIES:
-        # Another task holds this contact; it re-checks for newer decisions before it lets go,
-        # so a short retry is enough (and the sweeper is the backstop).
-        raise self.retry(countdown=BUSY_RETRY_SECONDS)
-    return outcome
+    context = {"destination": destination, "contact_id": contact_id}
+    with task_context(task_id=owner, request_id=_request_id(self.request), **context):
+        ctx = delivery_context(self.app)
+        if destination not in ctx.writers:
+            log.error("unknown destination (configuration changed?)")
+            return "unknown_destination"
+        outcome = deliver_contact(ctx, destination, contact_id, owner)
+        if outcome == "busy" and self.request.retries < BUSY_MAX_RETRIES:
+            # Another task holds this contact; it re-checks for newer decisions before it lets
+            # go, so a short retry is enough (and the sweeper is the backstop).
+            raise self.retry(countdown=BUSY_RETRY_SECONDS)
+        log.info("delivery task done", outcome=outcome)
+        return outcome
+
+
+def _request_id(request: Any) -> str | None:
+    """The intake request that enqueued the task (a message header; none from the sweeper)."""
+    value = (getattr(request, "headers", None) or {}).get(REQUEST_ID_TASK_HEADER)
+    value = value or getattr(request, REQUEST_ID_TASK_HEADER, None)
+    return value if isinstance(value, str) else None
 
 
 @shared_task(bind=True, name=SWEEP_TASK, acks_late=True, ignore_result=True)
 def sweep_outbox_task(self: Any) -> int:
-    ctx = delivery_context(self.app)
+    with task_context(task_id=self.request.id):
+        ctx = delivery_context(self.app)
 
-    def publish(destination: str, contact_id: int) -> None:
-        self.app.send_task(DELIVER_TASK, args=[destination, contact_id])
+        def publish(destination: str, contact_id: int) -> None:
+            self.app.send_task(DELIVER_TASK, args=[destination, contact_id])
 
-    def publish_probe(destination: str) -> None:
-        self.app.send_task(PROBE_TASK, args=[destination])
+        def publish_probe(destination: str) -> None:
+            self.app.send_task(PROBE_TASK, args=[destination])
 
-    schedule_probes(ctx, publish_probe)
-    return sweep(ctx, publish)
+        schedule_probes(ctx, publish_probe)
+        return sweep(ctx, publish)
 
 
 @shared_task(bind=True, name=PROBE_TASK, acks_late=True, ignore_result=True)
 def probe_destination_task(self: Any, destination: str) -> str:
-    ctx = delivery_context(self.app)
-    if destination not in ctx.writers:
-        return "unknown_destination"
-    return probe_destination(ctx, destination)
+    with task_context(task_id=self.request.id, destination=destination):
+        ctx = delivery_context(self.app)
+        if destination not in ctx.writers:
+            return "unknown_destination"
+        return probe_destination(ctx, destination)

@@ -179,7 +179,7 @@ def test_engage_outage_then_recovery_loses_nothing(relay: Relay) -> None:
     wait_for(lambda: not _answers(f"{relay.engage}/_emulator/state"), what="emulator down")
     email = _email()
     assert relay.post(decision(email, "withdrawn")).status_code == 202
-    relay.process.wait_output("outcome=transient", 30)
+    relay.process.wait_output('"outcome": "transient"', 30)
     _emulator(relay.engage_port, outage_dir)  # back, with empty state
     wait_for(lambda: _consent(relay, email) == "withdrawn", 30, what="delivery after recovery")
 

@@ -1,0 +1,164 @@
+"""The JSON bodies the service answers, for the OpenAPI document (service/openapi.py).
+
+The handlers build these bodies themselves; tests/unit/test_openapi.py validates every real
+answer against the schemas generated from these classes. Every field is required (the handlers
+always send every key) and unknown keys are refused, so a body that gains or loses a key fails
+those tests until this file says so too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import Schema, fields, validate
+
+from schemas.admin import DEAD_LETTER_STATUSES
+from schemas.consent import CONSENT_STATES
+from service.problems import PROBLEM_TYPE_PREFIX
+
+
+def _text(*, null: bool = False, **kwargs: Any) -> fields.String:
+    return fields.String(required=True, allow_none=null, **kwargs)
+
+
+def _number(*, null: bool = False, **kwargs: Any) -> fields.Integer:
+    return fields.Integer(required=True, allow_none=null, **kwargs)
+
+
+def _time(*, null: bool = False) -> fields.DateTime:
+    """An ISO 8601 time with its offset, as the handlers write it (datetime.isoformat())."""
+    return fields.DateTime(required=True, allow_none=null)
+
+
+def _doc(description: str) -> dict[str, Any]:
+    return {"metadata": {"description": description}}
+
+
+class ProblemSchema(Schema):
+    """RFC 9457 problem details (`application/problem+json`)."""
+
+    type = _text(validate=validate.Regexp("^" + PROBLEM_TYPE_PREFIX), **_doc("a URN per problem"))
+    title = _text()
+    status = _number(validate=validate.Range(min=400, max=599))
+    detail = fields.String()
+    errors = fields.Dict(
+        **_doc(
+            "422 only: the messages of each field by field name (`_schema`: the whole body), "
+            "nested for the items of lists and objects"
+        )
+    )
+
+
+class AcceptedSchema(Schema):
+    event_id = fields.String(required=True, metadata={"description": "the event's public id"})
+
+
+class DuplicateSchema(Schema):
+    event_id = fields.String(required=True, metadata={"description": "the first delivery's id"})
+    duplicate = fields.Boolean(required=True, validate=validate.Equal(True))
+
+
+class HealthSchema(Schema):
+    status = fields.String(required=True, validate=validate.Equal("ok"))
+
+
+class ReadinessChecksSchema(Schema):
+    database = fields.String(
+        required=True, validate=validate.OneOf(["ok", "schema_outdated", "unreachable"])
+    )
+    broker = fields.String(required=True, validate=validate.OneOf(["ok", "unreachable"]))
+    destinations = fields.Dict(
+        keys=fields.String(),
+        values=fields.String(validate=validate.OneOf(["active", "paused"])),
+        required=True,
+        metadata={"description": "each destination's state; empty when the ledger is not ok"},
+    )
+
+
+class ReadinessSchema(Schema):
+    status = fields.String(required=True, validate=validate.OneOf(["ready", "not_ready"]))
+    checks = fields.Nested(ReadinessChecksSchema, required=True)
+
+
+class DeadLetterSchema(Schema):
+    id = _number()
+    destination = _text()
+    source = _text(**_doc("the configured webhook source"))
+    email = _text(**_doc("as the sender wrote it"))
+    decision = _text(validate=validate.OneOf(CONSENT_STATES))
+    consent_source = _text()
+    consent_source_id = _text(null=True)
+    occurred_at = _time()
+    received_at = _time()
+    event_id = _text()
+    reason = _text()
+    detail = _text()
+    last_status = _number(null=True, **_doc("Engage's last HTTP status"))
+    last_body = _text(null=True, **_doc("Engage's last answer"))
+    attempts = _number()
+    first_failed_at = _time(null=True)
+    created_at = _time()
+    status = _text(validate=validate.OneOf(DEAD_LETTER_STATUSES))
+    resolved_at = _time(null=True)
+    replay_count = _number()
+
+
+class AttemptSchema(Schema):
+    started_at = _time()
+    finished_at = _time()
+    outcome = _text()
+    http_status = _number(null=True)
+    detail = _text(null=True)
+    event_id = _text(**_doc("the decision being written"))
+
+
+class DeadLetterDetailSchema(DeadLetterSchema):
+    history = fields.List(
+        fields.Nested(AttemptSchema),
+        required=True,
+        metadata={"description": "the last 50 attempts, oldest first"},
+    )
+
+
+class DeadLetterListSchema(Schema):
+    dead_letters = fields.List(fields.Nested(DeadLetterSchema), required=True)
+    limit = fields.Integer(required=True)
+    offset = fields.Integer(required=True)
+
+
+class ReplayResultSchema(Schema):
+    replayed = fields.List(fields.Integer(), required=True)
+    skipped = fields.Dict(
+        keys=fields.String(),
+        values=fields.String(),
+        required=True,
+        metadata={"description": "why each skipped dead letter was skipped, by id"},
+    )
+    # `unknown` would shadow marshmallow's Schema.unknown setting; the key is "unknown".
+    unknown_ids = fields.List(fields.Integer(), required=True, data_key="unknown")
+    enqueued = fields.Integer(
+        required=True,
+        metadata={"description": "delivery tasks published; the sweeper does the rest"},
+    )
+
+
+class DestinationSchema(Schema):
+    name = _text()
+    paused = fields.Boolean(required=True)
+    paused_at = _time(null=True)
+    paused_by = _text(null=True, **_doc('"auth" (credentials refused) or "operator"'))
+    paused_reason = _text(null=True)
+    paused_status = _number(null=True)
+    next_probe_at = _time(null=True)
+    last_probe_at = _time(null=True)
+    last_probe_error = _text(null=True)
+    resumed_at = _time(null=True)
+    resumed_by = _text(null=True)
+
+
+class DestinationListSchema(Schema):
+    destinations = fields.List(fields.Nested(DestinationSchema), required=True)
+
+
+class ResumedDestinationSchema(DestinationSchema):
+    was_paused = fields.Boolean(required=True)
