@@ -138,7 +138,7 @@ class _Local:
         return metrics.metrics().registry.collect()
 
 
-def scrape_registry(runtime: Runtime) -> CollectorRegistry:
+def scrape_registry(runtime: Runtime, *, with_ledger: bool = True) -> CollectorRegistry:
     """Every process's counters (merged from PROMETHEUS_MULTIPROC_DIR) plus the ledger."""
     from prometheus_client import CollectorRegistry
     from prometheus_client.multiprocess import MultiProcessCollector
@@ -148,9 +148,24 @@ def scrape_registry(runtime: Runtime) -> CollectorRegistry:
         MultiProcessCollector(registry)
     else:
         registry.register(_Local())
-    ledger = LedgerCollector(runtime.sessions, runtime.settings.destinations)
-    registry.register(ledger)
+    if with_ledger:
+        registry.register(LedgerCollector(runtime.sessions, runtime.settings.destinations))
     return registry
+
+
+def intake_rejects(runtime: Runtime) -> dict[tuple[str, str], int]:
+    """Webhooks refused at intake since the processes started, by (source, reason), summed
+    over every web process: the operator page's "recent rejects" (the ledger keeps none)."""
+    totals: dict[tuple[str, str], int] = {}
+    for family in scrape_registry(runtime, with_ledger=False).collect():
+        if family.name != P + "intake":
+            continue
+        for sample in family.samples:
+            labels = sample.labels
+            if sample.name.endswith("_total") and labels.get("outcome") == "rejected":
+                key = (labels.get("source", ""), labels.get("reason", ""))
+                totals[key] = totals.get(key, 0) + int(sample.value)
+    return {key: n for key, n in sorted(totals.items()) if n}
 
 
 @bp.get("/metrics")

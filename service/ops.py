@@ -30,7 +30,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
 from schemas.admin import STATUS_FILTERS, PauseBodySchema
-from service import dead_letters, destinations, ops_auth, ops_queries
+from service import dead_letters, destinations, metrics_http, ops_auth, ops_queries
 from service.dead_letters import DeadLetterFilters
 from service.models import utcnow
 from service.runtime import Runtime
@@ -150,7 +150,11 @@ def status() -> ResponseReturnValue:
         counts = ops_queries.status_counts(session, names, utcnow())
         views = destinations.describe(session, names)
     return render_template(
-        "ops/status.html", counts=counts, destinations=views, window=ops_queries.ATTEMPT_WINDOW
+        "ops/status.html",
+        counts=counts,
+        destinations=views,
+        window=ops_queries.ATTEMPT_WINDOW,
+        rejects=metrics_http.intake_rejects(_runtime()),
     )
 
 

@@ -334,7 +334,30 @@ def test_status_counts_the_ledger(signed_in: Ops, deliver: Callable[[str, int], 
     )
     assert attempts["rejected"] == "3"
     assert attempts["delivered"] == "1"
-    assert "not recorded in the ledger" in page
+
+
+def refused(page: str, source: str, reason: str) -> int:
+    found = re.search(
+        rf'<td>{source}</td><td><span class="badge rejected">{reason}</span></td>'
+        rf'<td class="num">(\d+)</td>',
+        page,
+    )
+    return int(found.group(1)) if found else 0
+
+
+def test_status_lists_webhooks_refused_at_intake_by_source_and_reason(signed_in: Ops) -> None:
+    before = signed_in.page("/ops")
+    forged = {"webhook-id": "msg_1", "webhook-timestamp": "1", "webhook-signature": "v1,AAAA"}
+    for _ in range(2):
+        answer = signed_in.client.post(
+            "/webhooks/signup", data=b"{}", headers={**forged, "content-type": "application/json"}
+        )
+        assert answer.status_code == 401
+
+    after = signed_in.page("/ops")
+    # The counters are this process's since it started: compare before and after.
+    assert refused(after, "signup", "signature") == refused(before, "signup", "signature") + 2
+    assert "refused webhooks are not stored in the ledger" in after
 
 
 def test_pause_and_resume_from_the_status_page(signed_in: Ops) -> None:
