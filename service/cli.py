@@ -17,7 +17,14 @@ import requests
 import standardwebhooks
 
 from service import cli_admin
-from service.config import DEMO_ENGAGE_PORT, ConfigError, Settings, load_settings
+from service.config import (
+    DEMO_ADMIN_PASSWORD,
+    DEMO_ENGAGE_PORT,
+    DEMO_METRICS_TOKEN,
+    ConfigError,
+    Settings,
+    load_settings,
+)
 from service.db import make_engine
 from service.migrate import upgrade
 from service.procfile import FLOWER, process_names, procfile_for_run
@@ -119,6 +126,9 @@ def _print_banner(settings: Settings, flower_line: str) -> None:
         print("Send a signed test event:")
         print(f"  {send} --email {DEMO_EMAIL} --consent granted")
         print(f"See what Engage received: curl http://127.0.0.1:{DEMO_ENGAGE_PORT}/_emulator/state")
+        web = f"http://127.0.0.1:{settings.port}"
+        print(f"Operator page: {web}/ops  user admin, password {DEMO_ADMIN_PASSWORD}")
+        print(f"Metrics: curl -H 'Authorization: Bearer {DEMO_METRICS_TOKEN}' {web}/metrics")
     else:
         print(f"consent-relay on port {settings.port}; test with: {send} --source <name>")
     print(flower_line)

@@ -27,7 +27,12 @@ DEMO_SOURCE_SECRET = "whsec_ZGVtby1vbmx5LXNlY3JldC1ub3QtZm9yLXByb2R1Y3Rpb24="  #
 DEMO_ENGAGE_PORT = 8025
 DEMO_ENGAGE_USERNAME = "api-user@example.com"
 DEMO_ENGAGE_PASSWORD = "engage-demo-password"  # noqa: S105 - emulator only
+# The operator page and /metrics in demo mode: public values too, printed by `run` (loopback only).
+DEMO_ADMIN_PASSWORD = "demo-operator-password"  # noqa: S105 - public demo value
+DEMO_METRICS_TOKEN = "demo-metrics-token-public-loopback-only"  # noqa: S105 - public demo value
 DEMO_CONFIG: dict[str, Any] = {
+    "admin": {"password": DEMO_ADMIN_PASSWORD},
+    "metrics": {"token": DEMO_METRICS_TOKEN},
     "sources": {
         "demo": {
             "kind": "standard-webhooks",

@@ -206,5 +206,29 @@ def test_demo_mode_prints_a_ready_command_that_works(tmp_path: Path) -> None:
             lambda: emulator_contact("http://127.0.0.1:8025", "jane.doe@example.com"),
             what="demo delivery to the emulator",
         )
+        _metrics_from_banner_move(banner)
+        _operator_page_from_banner_opens(banner, port)
     finally:
         demo.stop()
+
+
+def _metrics_from_banner_move(banner: str) -> None:
+    found = re.search(r"Metrics: curl -H '(Authorization: Bearer \S+)' (\S+)", banner)
+    assert found, banner[:2000]
+    name, value = found.group(1).split(": ", 1)
+    text = requests.get(found.group(2), headers={name: value}, timeout=10).text
+    accepted = re.search(r'consent_relay_intake_total\{[^}]*outcome="accepted"[^}]*\} (\S+)', text)
+    assert accepted and float(accepted.group(1)) >= 1, text[:2000]
+
+
+def _operator_page_from_banner_opens(banner: str, port: int) -> None:
+    found = re.search(r"Operator page: (\S+)\s+user (\S+), password (\S+)", banner)
+    assert found, banner[:2000]
+    with requests.Session() as browser:
+        form = browser.get(f"http://127.0.0.1:{port}/ops/login", timeout=10).text
+        csrf = re.search(r'name="csrf_token" value="([^"]+)"', form)
+        assert csrf, form[:2000]
+        data = {"username": found.group(2), "password": found.group(3), "csrf_token": csrf[1]}
+        page = browser.post(f"http://127.0.0.1:{port}/ops/login", data=data, timeout=10)
+    assert page.status_code == 200 and page.url.endswith("/ops"), page.text[:2000]
+    assert "engage" in page.text
