@@ -9,7 +9,6 @@ The endpoint needs `Authorization: Bearer <[metrics] token>`; without a token it
 from __future__ import annotations
 
 import datetime as dt
-import hmac
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -20,9 +19,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from service import destinations, metrics
+from service.bearer import BearerGate
 from service.logs import get_logger
 from service.models import DeadLetter, Outbox, utcnow
-from service.problems import problem
 from service.runtime import Runtime
 
 if TYPE_CHECKING:
@@ -31,7 +30,15 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 bp = Blueprint("metrics", __name__)
-REALM = 'Bearer realm="consent-relay-metrics"'
+GATE = BearerGate(
+    realm="consent-relay-metrics",
+    disabled_slug="metrics-disabled",
+    disabled_title="Metrics are disabled",
+    disabled_detail=(
+        "No metrics token is configured; set [metrics] token in the config to enable it."
+    ),
+    unauthorized_detail="Send Authorization: Bearer <token>, with the configured [metrics] token.",
+)
 P = metrics.PREFIX
 
 
@@ -181,26 +188,13 @@ def scrape() -> Response:
 
 
 def _refuse(token: str | None) -> Response | None:
-    if not token:
-        return problem(
-            403,
-            "metrics-disabled",
-            "Metrics are disabled",
-            "No metrics token is configured; set [metrics] token in the config to enable it.",
-        )
-    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    given = given.strip()
-    if scheme.lower() == "bearer" and hmac.compare_digest(given.encode(), token.encode()):
+    refused = GATE.refuse([token] if token else [])
+    if refused is None:
         return None
-    missing = scheme.lower() != "bearer" or not given
-    log.warning("metrics scrape refused", reason="no bearer token" if missing else "wrong token")
-    return problem(
-        401,
-        "unauthorized",
-        "Unauthorized",
-        "Send Authorization: Bearer <token>, with the configured [metrics] token.",
-        headers={"WWW-Authenticate": REALM if missing else REALM + ', error="invalid_token"'},
-    )
+    answer, why = refused
+    if why != "disabled":
+        log.warning("metrics scrape refused", reason=why)
+    return answer
 
 
 def init_app(app: Flask) -> None:
