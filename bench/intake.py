@@ -1,0 +1,130 @@
+"""Intake: the real app (signature, validation, ledger write, enqueue) under gunicorn, next to
+two baselines under the same gunicorn settings: a bare Flask endpoint (the framework's
+ceiling) and a naive relay that calls Engage (the emulator, 100 ms a call) inside the request.
+No Celery worker runs during these runs: only the web process is measured."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+from bench import env, load
+from bench.procs import CpuSnapshot, tree_peak_rss
+from bench.sizes import CONNECTIONS, INTAKE_CONTACTS, OPEN_LOOP_RATE, Sizes, intake_bodies
+from bench.sizes import intake_email as email
+
+CLOSED_CEILING = 4000  # requests/s a closed-loop run is given bodies for (more: "exhausted")
+OPEN_THREADS = (2, 8)  # open loop: load processes x connections each
+NAIVE_LATENCY_MS = 100
+NAIVE = f"naive relay, Engage inline {NAIVE_LATENCY_MS} ms (baseline 2)"
+
+
+@dataclass
+class IntakeRow:
+    name: str
+    backend: str
+    mode: str
+    result: load.LoadResult
+    others_cpu: float  # share of the machine used by processes the bench did not start
+    web_rss_kib: list[int] = field(default_factory=list)  # the gunicorn tree, master first
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    app: str
+    backend: env.Backend | None  # None: a baseline (no ledger; the config is only read)
+
+
+TARGETS = (
+    Target("bare Flask (baseline 1)", "bench.apps:bare_app()", None),
+    Target(
+        f"naive relay, Engage inline {NAIVE_LATENCY_MS} ms (baseline 2)",
+        "bench.apps:naive_app()",
+        None,
+    ),
+    Target("consent relay", env.REAL_APP, env.EMBEDDED),
+    Target("consent relay", env.REAL_APP, env.PG_REDIS),
+)
+
+
+def run(workdir: Path, sizes: Sizes) -> list[IntakeRow]:
+    rows: list[IntakeRow] = []
+    workdir.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        engage = env.emulator(
+            stack, workdir, "emulator-intake", "--latency-ms", str(NAIVE_LATENCY_MS)
+        )
+        _seed_contacts(engage)
+        for index, target in enumerate(TARGETS):
+            print(f"intake: {target.name} ({_backend_label(target)})")
+            rows += _run_target(workdir / f"intake-{index}", engage, target, sizes)
+    return rows
+
+
+def _backend_label(target: Target) -> str:
+    return target.backend.label if target.backend else "-"
+
+
+def _run_target(workdir: Path, engage: str, target: Target, sizes: Sizes) -> list[IntakeRow]:
+    with contextlib.ExitStack() as stack:
+        relay = env.relay(stack, workdir, target.backend or env.EMBEDDED, engage)
+        web, url = env.gunicorn(stack, relay, target.app, "web")
+        port = int(url.rsplit(":", 1)[1])
+        builder = load.Webhooks("127.0.0.1", port, env.SECRET)
+        label = _backend_label(target)
+        mode = f"closed loop, {CONNECTIONS} connections"
+        rows = [IntakeRow(target.name, label, mode, *_watched(_closed_loop, builder, sizes))]
+        if target.backend == env.PG_REDIS:
+            rows.append(
+                IntakeRow(target.name, label, _open_mode(), *_watched(_open_loop, builder, sizes))
+            )
+        rss = tree_peak_rss(web.pid)
+        for row in rows:
+            row.web_rss_kib = rss
+        return rows
+
+
+def _watched(
+    measure: Callable[[load.Webhooks, Sizes], load.LoadResult], builder: load.Webhooks, sizes: Sizes
+) -> tuple[load.LoadResult, float]:
+    """The result, and how much CPU other processes took meanwhile."""
+    before = CpuSnapshot.take()
+    result = measure(builder, sizes)
+    return result, CpuSnapshot.take().others_since(before)
+
+
+def _open_mode() -> str:
+    processes, threads = OPEN_THREADS
+    return f"open loop {OPEN_LOOP_RATE:.0f}/s, {processes * threads} connections"
+
+
+def _closed_loop(builder: load.Webhooks, sizes: Sizes) -> load.LoadResult:
+    count = CLOSED_CEILING * math.ceil(sizes.warmup + sizes.duration)
+    plan = load.Plan(warmup=sizes.warmup, duration=sizes.duration, processes=CONNECTIONS)
+    return load.run(builder, intake_bodies(count), plan)
+
+
+def _open_loop(builder: load.Webhooks, sizes: Sizes) -> load.LoadResult:
+    count = math.ceil(OPEN_LOOP_RATE * (sizes.warmup + sizes.open_duration)) + 1
+    processes, threads = OPEN_THREADS
+    plan = load.Plan(sizes.warmup, sizes.open_duration, OPEN_LOOP_RATE, processes, threads)
+    return load.run(builder, intake_bodies(count), plan)
+
+
+def _seed_contacts(engage: str) -> None:
+    """The naive relay's writes should be single updates (100 ms), not update + create: create
+    the intake's contacts first, with the latency briefly off."""
+    faults = f"{engage}/_emulator/faults"
+    requests.put(faults, json={"latency_ms": 0}, timeout=10).raise_for_status()
+    with requests.Session() as http:
+        http.auth = (env.ENGAGE_USER, env.ENGAGE_PASSWORD)
+        for i in range(INTAKE_CONTACTS):
+            body = {"emailAddress": email(i), "attributes": []}
+            http.post(f"{engage}/api/rest/contact/create", json=body, timeout=10).raise_for_status()
+    requests.put(faults, json={"latency_ms": NAIVE_LATENCY_MS}, timeout=10).raise_for_status()

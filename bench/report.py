@@ -1,0 +1,242 @@
+"""The run's Markdown report: machine, commit and date, then one table per measurement and the
+targets, written to bench/results/latest.md and a timestamped copy."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.delivery import ENGAGE_LIMIT, Capacity, Delivered
+from bench.env import REPO, web_concurrency
+from bench.intake import IntakeRow
+from bench.sizes import CONNECTIONS, OPEN_LOOP_RATE
+
+P99_TARGET_MS = 50.0
+THROUGHPUT_TARGET = 0.5
+HEADROOM = 0.05  # destinations.<name>.rate_limit_headroom default
+
+
+@dataclass(frozen=True)
+class Meta:
+    mode: str
+    started: dt.datetime
+    commit: str
+    machine: str
+    load_average: tuple[float, float, float]
+
+    @classmethod
+    def collect(cls, mode: str) -> Meta:
+        return cls(mode, dt.datetime.now(dt.UTC), _commit(), _machine(), os.getloadavg())
+
+    @property
+    def stamp(self) -> str:
+        return self.started.strftime("%Y%m%d-%H%M%S")
+
+
+@dataclass
+class Results:
+    meta: Meta
+    intake: list[IntakeRow]
+    delivered: list[Delivered]
+    capacity: list[Capacity]
+    minutes: float = 0.0
+    load_end: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+
+def _git(*args: str) -> str:
+    out = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=False)
+    return out.stdout.strip()
+
+
+def _commit() -> str:
+    dirty = " (dirty: uncommitted changes)" if _git("status", "--porcelain") else ""
+    return (_git("rev-parse", "--short", "HEAD") or "unknown") + dirty
+
+
+def _machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    meminfo = Path("/proc/meminfo").read_text().splitlines()
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    memory = next((line.split()[1] for line in meminfo if line.startswith("MemTotal:")), "0")
+    return (
+        f"{cpu}, {os.cpu_count()} cores, {int(memory) / 2**20:.0f} GiB; "
+        f"Python {platform.python_version()}; {platform.system()} {platform.release()}"
+    )
+
+
+def _ms(value: float) -> str:
+    return f"{value:.1f}" if value < 100 else f"{value:.0f}"
+
+
+def bare_rate(results: Results) -> float:
+    return next((row.result.rate for row in results.intake if "baseline 1" in row.name), 0.0)
+
+
+def _intake_table(results: Results) -> list[str]:
+    bare = bare_rate(results) or 1.0
+    lines = [
+        "| target | ledger + broker | load | requests/s | p50 ms | p99 ms | errors "
+        "| vs bare Flask | others' CPU |",
+        "|---|---|---|--:|--:|--:|--:|--:|--:|",
+    ]
+    for row in results.intake:
+        r = row.result
+        rate = f"{r.rate:.0f}" + (" (ran out of requests)" if r.exhausted else "")
+        ratio = f"{r.rate / bare:.0%}" if row.mode.startswith("closed") else "(offered rate)"
+        lines.append(
+            f"| {row.name} | {row.backend} | {row.mode} | {rate} | {_ms(r.percentile_ms(50))} "
+            f"| {_ms(r.percentile_ms(99))} | {r.errors} | {ratio} | {row.others_cpu:.0%} |"
+        )
+    return lines
+
+
+def _delivery_table(results: Results) -> list[str]:
+    lines = [
+        "| run | decisions | contacts | worker processes | drain s | Engage calls (creates) "
+        "| calls per decision | calls/s | share of the 10/s limit | violations | wrong contacts "
+        "| others' CPU |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for d in results.delivered:
+        s = d.spec
+        share = f"{d.call_rate / ENGAGE_LIMIT:.0%}" if "rate limited" in s.name else "-"
+        lines.append(
+            f"| {s.name} | {s.decisions} | {s.contacts} | {s.concurrency} | {d.drain_seconds:.1f} "
+            f"| {d.api_requests} ({d.calls.get('create', 0)}) | {d.api_requests / s.decisions:.2f} "
+            f"| {d.call_rate:.1f} | {share} | {d.violations} | {d.wrong_contacts} "
+            f"| {d.others_cpu:.0%} |"
+        )
+    return lines
+
+
+def _delivery_notes(results: Results) -> list[str]:
+    pace = ENGAGE_LIMIT * (1 - HEADROOM)
+    limited = [d for d in results.delivered if "rate limited" in d.spec.name]
+    floor = f" ({limited[0].api_requests} calls: {limited[0].api_requests / pace:.1f} s)"
+    return [
+        "Every contact is new to Engage: 2 calls (update answers NO_SUCH_OBJECT, then create). "
+        "One write per contact however many decisions it has (coalescing). The drain is timed "
+        "from the worker's `ready.` to no pending outbox row. The relay paces at "
+        f"{ENGAGE_LIMIT} x (1 - {HEADROOM}) = {pace:.1f} calls/s, the shortest possible drain"
+        + (floor if limited else "")
+        + ".",
+    ]
+
+
+def _capacity_table(results: Results) -> list[str]:
+    lines = [
+        "| worker processes | deliveries/s | deliveries/s per process | Engage calls/s "
+        "| calls/s per process | emulator alone, as many clients: calls/s | relay vs alone |",
+        "|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    alone = {c.clients: c.result.rate for c in results.capacity}
+    for d in results.delivered:
+        n = d.spec.concurrency
+        if "no rate limit" not in d.spec.name:
+            continue
+        deliveries = d.spec.contacts / d.drain_seconds
+        ratio = f"{d.call_rate / alone[n]:.0%}" if alone.get(n) else "-"
+        lines.append(
+            f"| {n} | {deliveries:.1f} | {deliveries / n:.1f} | {d.call_rate:.1f} "
+            f"| {d.call_rate / n:.1f} | {alone.get(n, 0):.1f} | {ratio} |"
+        )
+    return lines
+
+
+def _rss_row(name: str, kib: list[int]) -> str:
+    if not kib:
+        return f"| {name} | 0 | - | - |"
+    return f"| {name} | {len(kib)} | {max(kib) / 1024:.0f} | {sum(kib) / 1024:.0f} |"
+
+
+def _memory_table(results: Results) -> list[str]:
+    lines = ["| processes | count | largest MiB | total MiB |", "|---|--:|--:|--:|"]
+    for row in results.intake:
+        if row.mode.startswith("closed"):
+            where = "" if row.backend == "-" else f", {row.backend}"
+            label = f"web (gunicorn master + workers): {row.name.split(' (')[0]}{where}"
+            lines.append(_rss_row(label, row.web_rss_kib))
+    for d in results.delivered:
+        label = f"worker (celery main + {d.spec.concurrency} pool): {d.spec.name}"
+        lines.append(_rss_row(label, d.worker_rss_kib))
+    if results.delivered:
+        lines.append(_rss_row("beat (celery beat)", results.delivered[0].beat_rss_kib))
+    return lines
+
+
+def targets(results: Results) -> list[tuple[str, str, bool]]:
+    """(target, measured, met) for each target of the brief."""
+    rows = [r for r in results.intake if r.name == "consent relay"]
+    found: list[tuple[str, str, bool]] = []
+    for row in rows:
+        p99 = row.result.percentile_ms(99)
+        if not row.mode.startswith("closed"):
+            label = f"p99 under {P99_TARGET_MS:.0f} ms at {OPEN_LOOP_RATE:.0f}/s ({row.backend})"
+            found.append((label, f"{_ms(p99)} ms", p99 < P99_TARGET_MS))
+            continue
+        share = row.result.rate / (bare_rate(results) or 1.0)
+        label = f"max throughput at least {THROUGHPUT_TARGET:.0%} of bare Flask ({row.backend})"
+        found.append((label, f"{share:.0%}", share >= THROUGHPUT_TARGET))
+    for d in results.delivered:
+        if "rate limited" in d.spec.name:
+            label = f"no rate-limit violation ({d.spec.name}, Engage emulator's count)"
+            found.append((label, str(d.violations), d.violations == 0))
+    wrong = sum(d.wrong_contacts for d in results.delivered)
+    found.append(("every contact at its latest decision", f"{wrong} wrong", wrong == 0))
+    return found
+
+
+def markdown(results: Results, chart: str) -> str:
+    m = results.meta
+    return "\n".join(
+        [
+            f"# Consent Relay benchmark ({m.mode})",
+            "",
+            f"- date: {m.started:%Y-%m-%d %H:%M} UTC, {results.minutes:.1f} min",
+            f"- commit: {m.commit}",
+            f"- machine: {m.machine}",
+            f"- load average (1 min) at start {m.load_average[0]:.2f}, at the end "
+            f"{results.load_end[0]:.2f}: anything else running on the machine skews the numbers",
+            f"- gunicorn: service/gunicorn_conf.py, {web_concurrency()} sync workers; closed loop: "
+            f"{CONNECTIONS} load processes, one connection each",
+            '- one run on one machine: read the ratios, not the absolute numbers. "others\' CPU": '
+            "share of all cores used meanwhile by processes the bench did not start (PostgreSQL "
+            "and Redis left out); more than a few % means the row was measured on a busy machine",
+            "",
+            "## Intake",
+            "",
+            *_intake_table(results),
+            "",
+            "## Delivery (PostgreSQL + Redis, Engage emulator 50 ms a call)",
+            "",
+            *_delivery_table(results),
+            "",
+            *_delivery_notes(results),
+            "",
+            "### Without a rate limit: per worker process vs the emulator alone",
+            "",
+            *_capacity_table(results),
+            "",
+            "## Peak memory (VmHWM of each process)",
+            "",
+            *_memory_table(results),
+            "",
+            "## Targets",
+            "",
+            "| target | measured | met |",
+            "|---|--:|---|",
+            *(f"| {t} | {v} | {'yes' if ok else 'NO'} |" for t, v, ok in targets(results)),
+            "",
+            f"![intake and delivery]({chart})",
+            "",
+            "Intake profile: `intake-profile.txt`.",
+            "",
+        ]
+    )
