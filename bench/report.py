@@ -89,7 +89,9 @@ def _intake_table(results: Results) -> list[str]:
     for row in results.intake:
         r = row.result
         rate = f"{r.rate:.0f}" + (" (ran out of requests)" if r.exhausted else "")
-        ratio = f"{r.rate / bare:.0%}" if row.mode.startswith("closed") else "(offered rate)"
+        share = r.rate / bare
+        ratio = f"{share:.1%}" if share < 0.1 else f"{share:.0%}"
+        ratio = ratio if row.mode.startswith("closed") else "(offered rate)"
         lines.append(
             f"| {row.name} | {row.backend} | {row.mode} | {rate} | {_ms(r.percentile_ms(50))} "
             f"| {_ms(r.percentile_ms(99))} | {r.errors} | {ratio} | {row.others_cpu:.0%} |"
