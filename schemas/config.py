@@ -6,8 +6,6 @@ silently running without the intended setting.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 from typing import Any
 
@@ -17,44 +15,26 @@ from marshmallow import (
     ValidationError,
     fields,
     validate,
-    validates,
     validates_schema,
 )
 
+from schemas.destinations import DestinationField, worst_case_write_seconds
+from schemas.sources import (  # noqa: F401 (re-exported: the config's public names)
+    MIN_SECRET_BYTES,
+    SOURCE_KINDS,
+    SourceSchema,
+    decode_whsec,
+)
+
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-SOURCE_KINDS = ("standard-webhooks",)
-DESTINATION_KINDS = ("mapp-engage",)
-# The Standard Webhooks spec asks for 24-64 random bytes; accept 16 as a floor for older senders.
-MIN_SECRET_BYTES = 16
 MIN_ADMIN_TOKEN_CHARS = 32
 MIN_PASSWORD_CHARS = 12
 # A worker waits at most this long for its rate-limit slot; past it, the write is deferred.
 MAX_RATE_LIMIT_WAIT_SECONDS = 5.0
 
 
-def decode_whsec(secret: str) -> bytes:
-    """The HMAC key of a Standard Webhooks secret: base64 of the part after `whsec_`."""
-    body = secret.removeprefix("whsec_")
-    padded = body + "=" * (-len(body) % 4)
-    try:
-        return base64.b64decode(padded, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise ValidationError("Secret is not valid base64 after the whsec_ prefix.") from exc
-
-
 # Room for the ledger writes around the HTTP calls, and for Celery's hard time limit.
 LEASE_MARGIN_SECONDS = 30
-
-
-def worst_case_write_seconds(destination: dict[str, Any]) -> float:
-    """Update, create, update: three calls, each bounded by its rate-limit wait and its
-    connect and read timeouts."""
-    per_call = (
-        MAX_RATE_LIMIT_WAIT_SECONDS
-        + destination["connect_timeout_seconds"]
-        + destination["read_timeout_seconds"]
-    )
-    return 3 * per_call
 
 
 class _Strict(Schema):
@@ -93,41 +73,6 @@ class DeliverySchema(_Strict):
     rate_limited_retry_seconds = fields.Float(load_default=10.0, validate=validate.Range(min=0.1))
     probe_interval_seconds = fields.Float(load_default=60.0, validate=validate.Range(min=0.2))
     sweep_batch_size = fields.Integer(load_default=500, validate=validate.Range(min=1))
-
-
-class SourceSchema(_Strict):
-    kind = fields.String(required=True, validate=validate.OneOf(SOURCE_KINDS))
-    secrets = fields.List(fields.String(), required=True, validate=validate.Length(min=1))
-    source = fields.String(required=True, validate=validate.Length(min=1, max=255))
-    timestamp_tolerance_seconds = fields.Integer(validate=validate.Range(min=1))
-
-    @validates("secrets")
-    def _secrets_decode(self, value: list[str], **_: Any) -> None:
-        errors = {}
-        for index, secret in enumerate(value):
-            try:
-                key = decode_whsec(secret)
-            except ValidationError as exc:
-                errors[index] = exc.messages
-                continue
-            if len(key) < MIN_SECRET_BYTES:
-                errors[index] = [f"Secret must decode to at least {MIN_SECRET_BYTES} bytes."]
-        if errors:
-            raise ValidationError(errors)
-
-
-class EngageSchema(_Strict):
-    kind = fields.String(required=True, validate=validate.OneOf(DESTINATION_KINDS))
-    base_url = fields.Url(required=True, schemes={"http", "https"}, require_tld=False)
-    username = fields.String(required=True, validate=validate.Length(min=1))
-    password = fields.String(required=True, validate=validate.Length(min=1))
-    connect_timeout_seconds = fields.Float(load_default=5.0, validate=validate.Range(min=0.1))
-    # Engage: "some calls take more than 30 s; set client timeouts to match" (destinations.md §1.1)
-    read_timeout_seconds = fields.Float(load_default=40.0, validate=validate.Range(min=0.1))
-    # Engage: about 10 transactions per second per account (destinations.md §1.4).
-    rate_limit_per_second = fields.Float(load_default=10.0, validate=validate.Range(min=0.01))
-    # Pace this far below the limit so that network jitter cannot bunch requests over it.
-    rate_limit_headroom = fields.Float(load_default=0.05, validate=validate.Range(min=0.0, max=0.5))
 
 
 class AdminSchema(_Strict):
@@ -185,25 +130,26 @@ class ConfigFileSchema(_Strict):
     )
     destinations = fields.Dict(
         keys=fields.String(validate=validate.Regexp(NAME_PATTERN)),
-        values=fields.Nested(EngageSchema),
+        values=DestinationField(),  # the schema of each destination's kind: schemas/destinations.py
         required=True,
         validate=validate.Length(min=1),
     )
 
     @validates_schema
     def _lease_outlasts_writes(self, data: dict[str, Any], **_: Any) -> None:
-        """A write (update, create, update) must end before the lease can pass to another
+        """A write (Engage: update, create, update) must end before the lease can pass to another
         worker, or two writers could overlap and an older decision land last.
 
         Runs only when every field loaded (marshmallow's skip_on_field_errors), so the
         defaults are already filled in by the fields' load_default."""
         lease = data["delivery"]["lease_seconds"]
         for name, dest in data["destinations"].items():
-            needed = worst_case_write_seconds(dest) + LEASE_MARGIN_SECONDS
+            calls, seconds = worst_case_write_seconds(dest, MAX_RATE_LIMIT_WAIT_SECONDS)
+            needed = seconds + LEASE_MARGIN_SECONDS
             if needed > lease:
                 raise ValidationError(
-                    f"Must be at least {needed:.0f} s: 3 calls x (rate-limit wait + connect + "
-                    f"read timeout) of "
+                    f"Must be at least {needed:.0f} s: {calls} calls x (rate-limit wait + "
+                    f"connect + read timeout) of "
                     f"destinations.{name} plus {LEASE_MARGIN_SECONDS} s.",
                     "delivery.lease_seconds",
                 )

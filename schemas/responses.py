@@ -49,13 +49,34 @@ class ProblemSchema(Schema):
     )
 
 
+EVENT_STATUSES = ("accepted", "duplicate", "ignored")
+
+
+class EventOutcomeSchema(Schema):
+    id = fields.String(
+        metadata={"description": "the sender's id for the event (webhook-id, eventId, ...)"}
+    )
+    status = fields.String(required=True, validate=validate.OneOf(EVENT_STATUSES))
+    event_id = fields.String(metadata={"description": "the event's public id in the ledger"})
+    duplicate = fields.Boolean(validate=validate.Equal(True))
+    ignored = fields.Boolean(validate=validate.Equal(True))
+    reason = fields.String(metadata={"description": "why nothing was recorded (ignored)"})
+
+
 class AcceptedSchema(Schema):
-    event_id = fields.String(required=True, metadata={"description": "the event's public id"})
+    """202: at least one event was recorded. With exactly one event, its fields are repeated
+    at the top level."""
+
+    status = fields.String(validate=validate.OneOf(EVENT_STATUSES))
+    event_id = fields.String(metadata={"description": "the event's public id (one event)"})
+    duplicate = fields.Boolean(validate=validate.Equal(True))
+    ignored = fields.Boolean(validate=validate.Equal(True))
+    reason = fields.String()
+    events = fields.List(fields.Nested(EventOutcomeSchema), required=True)
 
 
-class DuplicateSchema(Schema):
-    event_id = fields.String(required=True, metadata={"description": "the first delivery's id"})
-    duplicate = fields.Boolean(required=True, validate=validate.Equal(True))
+class DuplicateSchema(AcceptedSchema):
+    """200: nothing new; every event was a duplicate (same sender id) or ignored."""
 
 
 class HealthSchema(Schema):

@@ -16,11 +16,12 @@ from pathlib import Path
 import requests
 import standardwebhooks
 
-from service import cli_admin
+from service import cli_admin, cli_sources
 from service.config import (
     DEMO_ADMIN_PASSWORD,
     DEMO_ENGAGE_PORT,
     DEMO_METRICS_TOKEN,
+    DEMO_PEER_PORTS,
     ConfigError,
     Settings,
     load_settings,
@@ -60,7 +61,9 @@ def _parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=_run)
     dashboard = commands.add_parser("flower", help="start Flower with the [flower] basic auth")
     dashboard.set_defaults(handler=_flower)
-    send = commands.add_parser("send-test-event", help="sign and send one consent decision")
+    send = commands.add_parser(
+        "send-test-event", help="sign and send one canonical decision (standard-webhooks)"
+    )
     send.add_argument("--source", help="configured source name (default: the first)")
     send.add_argument("--url", help="service base URL (default: http://127.0.0.1:<port>)")
     send.add_argument("--email", default=DEMO_EMAIL)
@@ -73,6 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     send.add_argument("--webhook-id", help="delivery id (default: random)")
     send.set_defaults(handler=_send_test_event)
     cli_admin.add_commands(commands)
+    cli_sources.add_commands(commands)
     return parser
 
 
@@ -126,6 +130,8 @@ def _print_banner(settings: Settings, flower_line: str) -> None:
         print("Send a signed test event:")
         print(f"  {send} --email {DEMO_EMAIL} --consent granted")
         print(f"See what Engage received: curl http://127.0.0.1:{DEMO_ENGAGE_PORT}/_emulator/state")
+        peers = ", ".join(f"{name} :{port}" for name, port in DEMO_PEER_PORTS.items())
+        print(f"  and the peers (same /_emulator/state): {peers}")
         web = f"http://127.0.0.1:{settings.port}"
         print(f"Operator page: {web}/ops  user admin, password {DEMO_ADMIN_PASSWORD}")
         print(f"Metrics: curl -H 'Authorization: Bearer {DEMO_METRICS_TOKEN}' {web}/metrics")
@@ -159,6 +165,9 @@ def _send_test_event(settings: Settings, args: argparse.Namespace) -> int:
     source = settings.sources.get(name)
     if source is None:
         print(f"no source named {name!r} in the config", file=sys.stderr)
+        return 2
+    if source.kind != "standard-webhooks":
+        print(f"source {name!r} is {source.kind}: use `consent-relay sources send {name}`")
         return 2
     payload = {"email": args.email, "tracking_consent": args.consent}
     for key, value in (

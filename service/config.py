@@ -17,6 +17,9 @@ from typing import Any
 from marshmallow import ValidationError
 
 from schemas.config import ConfigFileSchema
+from schemas.destinations import COMMON_KEYS
+from schemas.sources import KIND_OPTIONS
+from service.sources.mapping import DEFAULT_VALUES, MappingSettings
 
 DEFAULT_CONFIG_PATH = "consent-relay.toml"
 VAR_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -30,6 +33,36 @@ DEMO_ENGAGE_PASSWORD = "engage-demo-password"  # noqa: S105 - emulator only
 # The operator page and /metrics in demo mode: public values too, printed by `run` (loopback only).
 DEMO_ADMIN_PASSWORD = "demo-operator-password"  # noqa: S105 - public demo value
 DEMO_METRICS_TOKEN = "demo-metrics-token-public-loopback-only"  # noqa: S105 - public demo value
+# The peer emulators of demo mode (issue 7): one decision fans out to all four destinations.
+# Their credentials are the emulators' defaults (emulators/acoustic.py, dotdigital.py,
+# moengage.py).
+DEMO_PEER_PORTS = {
+    "acoustic-emulator": 8026,
+    "dotdigital-emulator": 8027,
+    "moengage-emulator": 8028,
+}
+DEMO_PEERS: dict[str, Any] = {
+    "acoustic": {
+        "kind": "acoustic-connect",
+        "base_url": "http://127.0.0.1:8026",
+        "api_key": "acoustic-demo-api-key",
+        "data_set_id": "4fe4136f-c007-44a3-b38f-922200000000",
+    },
+    "dotdigital": {
+        "kind": "dotdigital",
+        "base_url": "http://127.0.0.1:8027",
+        "username": "apiuser-demo@apiconnector.com",
+        "password": "dotdigital-demo-password",
+        "rate_limit_per_second": 5,  # the emulator's; a real account: see README "Dotdigital"
+    },
+    "moengage": {
+        "kind": "moengage",
+        "base_url": "http://127.0.0.1:8028",
+        "app_id": "DEMOWORKSPACE01",
+        "api_key": "moengage-demo-data-api-key",
+        "mode": "channel_consent",  # shows the lossy mapping (README "Peer destinations")
+    },
+}
 DEMO_CONFIG: dict[str, Any] = {
     "admin": {"password": DEMO_ADMIN_PASSWORD},
     "metrics": {"token": DEMO_METRICS_TOKEN},
@@ -46,7 +79,8 @@ DEMO_CONFIG: dict[str, Any] = {
             "base_url": f"http://127.0.0.1:{DEMO_ENGAGE_PORT}",
             "username": DEMO_ENGAGE_USERNAME,
             "password": DEMO_ENGAGE_PASSWORD,
-        }
+        },
+        **DEMO_PEERS,
     },
 }
 
@@ -62,6 +96,13 @@ class SourceSettings:
     source: str
     timestamp_tolerance_seconds: int
     secrets: tuple[str, ...] = field(repr=False)
+    mapping: MappingSettings | None = None  # None: the source's literal label, no mapping
+    # Kind-specific keys (username, url, signature_versions, organization_ids).
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def effective_mapping(self) -> MappingSettings:
+        return self.mapping or MappingSettings(source=self.source)
 
 
 @dataclass(frozen=True)
@@ -69,12 +110,14 @@ class DestinationSettings:
     name: str
     kind: str
     base_url: str
-    username: str
-    password: str = field(repr=False)
+    username: str = ""  # Engage and Dotdigital (HTTP Basic); empty for the other kinds
+    password: str = field(default="", repr=False)
     connect_timeout_seconds: float = 5.0
     read_timeout_seconds: float = 40.0
     rate_limit_per_second: float = 10.0
     rate_limit_headroom: float = 0.05
+    # Kind-specific keys (schemas/destinations.py): mode, field names, api_key, batch_size...
+    options: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)
@@ -207,18 +250,9 @@ def _build(data: dict[str, Any], env: Mapping[str, str], config_path: Path | Non
     port = _port(env.get("PORT"), service["port"])
     tolerance = service["timestamp_tolerance_seconds"]
     sources = {
-        name: SourceSettings(
-            name=name,
-            kind=src["kind"],
-            secrets=tuple(src["secrets"]),
-            source=src["source"],
-            timestamp_tolerance_seconds=src.get("timestamp_tolerance_seconds", tolerance),
-        )
-        for name, src in data["sources"].items()
+        name: _source(name, src, tolerance, config_path) for name, src in data["sources"].items()
     }
-    destinations = {
-        name: DestinationSettings(name=name, **dest) for name, dest in data["destinations"].items()
-    }
+    destinations = {name: _destination(name, dest) for name, dest in data["destinations"].items()}
     return Settings(
         port=port,
         database_url=normalise_database_url(database_url),
@@ -237,6 +271,44 @@ def _build(data: dict[str, Any], env: Mapping[str, str], config_path: Path | Non
         config_path=config_path,
         demo=config_path is None,
     )
+
+
+def _source(
+    name: str, src: dict[str, Any], tolerance: int, config_path: Path | None
+) -> SourceSettings:
+    mapping = src["mapping"]
+    settings = SourceSettings(
+        name=name,
+        kind=src["kind"],
+        secrets=tuple(src["secrets"]),
+        source=src["source"],
+        timestamp_tolerance_seconds=src.get("timestamp_tolerance_seconds", tolerance),
+        mapping=MappingSettings(
+            source=src["source"],
+            source_id=src.get("source_id"),
+            email=mapping["email"],
+            consent=mapping["consent"],
+            values=(
+                {key.strip().lower(): value for key, value in mapping["values"].items()}
+                if mapping["values"] is not None
+                else dict(DEFAULT_VALUES)
+            ),
+            when_missing=mapping["when_missing"],
+        ),
+        options={key: src[key] for key in KIND_OPTIONS if key in src},
+    )
+    from service.sources import template_problems  # the kinds import the ledger: not at import
+
+    problems = template_problems(settings)
+    if problems:
+        raise ConfigError(_describe({"sources": {name: problems}}, config_path))
+    return settings
+
+
+def _destination(name: str, dest: dict[str, Any]) -> DestinationSettings:
+    common = {key: value for key, value in dest.items() if key in COMMON_KEYS}
+    options = {key: value for key, value in dest.items() if key not in COMMON_KEYS}
+    return DestinationSettings(name=name, **common, options=options)
 
 
 def _ops(data: dict[str, Any]) -> OpsSettings:

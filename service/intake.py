@@ -1,67 +1,68 @@
-"""`POST /webhooks/<source>`: verify, validate, record in the ledger, then enqueue.
+"""`POST /webhooks/<source>`: authenticate, read, map, record in the ledger, then enqueue.
 
-Order of checks: unknown source (404), size (413, enforced by Flask's MAX_CONTENT_LENGTH),
-signature (401), content type (415), JSON (400), fields (422). The event and its outbox rows
-are committed before the 2xx; the Celery message is only an accelerator (the sweeper re-sends).
+Order of checks: unknown source (404), size (413, Flask's MAX_CONTENT_LENGTH), authentication
+(401), content type (415), body (400), canonical fields (422). Each event of the delivery is
+then recorded, found to be a duplicate (by the sender's own event id), or ignored with its
+reason: a signed delivery we cannot use is still answered 2xx, because several senders disable
+the hook or stop retrying on a 4xx (webhook-sources.md §0.2). Events and their outbox rows
+are committed before the answer; the Celery message is only an accelerator (the sweeper
+re-sends).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
+import time
+from collections.abc import Sequence
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
-from marshmallow import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
-from structlog.contextvars import bind_contextvars
+from structlog.contextvars import bind_contextvars, bound_contextvars
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from schemas.consent import ConsentDecisionSchema
 from service import metrics
-from service.ledger import Decision, Recorded, record_decision
+from service.ledger import Incoming, Outcome, record_events
 from service.logs import get_logger, mask_email
 from service.problems import problem
 from service.runtime import Runtime
-from service.sources import SignatureError
-from service.sources.standard_webhooks import VerifiedDelivery
+from service.sources import (
+    FieldsError,
+    MediaTypeError,
+    PayloadError,
+    SignatureError,
+    SourceKind,
+)
+from service.sources.base import Authenticated, InboundRequest, MalformedJsonError, SourceEvent
+from service.sources.mapping import resolve
 
 log = get_logger(__name__)
 bp = Blueprint("intake", __name__)
 LEDGER_RETRY_AFTER_SECONDS = "30"
-
-
-class _BadJson(ValueError):
-    pass
+FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 
 
 @bp.post("/webhooks/<source_name>")
 def receive(source_name: str) -> Response:
     runtime: Runtime = current_app.extensions["consent_relay"]
-    source = runtime.settings.sources.get(source_name)
-    if source is None:
+    kind = runtime.kinds.get(source_name)
+    if kind is None:
         # The name comes from the URL: counted as "unknown", never as a label of its own.
         metrics.count_intake("unknown", "rejected", "unknown_source")
         return problem(404, "unknown-source", "Unknown source", f"No source named {source_name!r}.")
     bind_contextvars(source=source_name)
     try:
-        body = _body(source_name)
-        delivery = _verify(runtime, source_name, body)
-        decision = _decision(_payload(body), runtime, source.source)
-        recorded = _record(runtime, source_name, delivery, body, decision)
+        inbound = _inbound(source_name)
+        auth = _authenticate(kind, inbound)
+        incoming = [_incoming(runtime, source_name, event) for event in _parse(kind, inbound, auth)]
+        outcomes = _record(runtime, source_name, auth, inbound, incoming)
     except _Refused as refused:
         metrics.count_intake(source_name, "rejected", refused.reason)
         return refused.response
-    bind_contextvars(event_id=recorded.event_id, contact_id=recorded.contact_id)
-    if recorded.duplicate:
-        metrics.count_intake(source_name, "duplicate")
-        log.info("duplicate")
-        return _json(200, {"event_id": recorded.event_id, "duplicate": True})
-    _enqueue(recorded)
-    metrics.count_intake(source_name, "accepted")
-    log.info("accepted", email=mask_email(decision.email), decision=decision.tracking_consent)
-    return _json(202, {"event_id": recorded.event_id})
+    for item, outcome in zip(incoming, outcomes, strict=True):
+        _after(source_name, item, outcome)
+    return _answer(kind, outcomes)
 
 
 class _Refused(Exception):
@@ -73,19 +74,29 @@ class _Refused(Exception):
         self.response = problem(status, *problem_args, **problem_kw)
 
 
-def _body(source_name: str) -> bytes:
-    """The raw bytes the signature covers; over max_body_bytes Flask answers 413."""
+def _inbound(source_name: str) -> InboundRequest:
+    """The request as the kinds see it; the raw bytes first (webhook-sources.md §0.1)."""
     try:
-        return request.get_data(cache=True)
+        body = request.get_data(cache=True)
     except RequestEntityTooLarge:
         metrics.count_intake(source_name, "rejected", "too_large")
         raise
+    form = request.form.to_dict() if request.mimetype in FORM_TYPES else {}
+    return InboundRequest(
+        method=request.method,
+        url=request.url,
+        headers={name.lower(): value for name, value in request.headers.items()},
+        query=request.args.to_dict(),
+        body=body,
+        mimetype=request.mimetype,
+        form=form,
+        received_at=time.time(),
+    )
 
 
-def _verify(runtime: Runtime, source_name: str, body: bytes) -> VerifiedDelivery:
-    headers = {name.lower(): value for name, value in request.headers.items()}
+def _authenticate(kind: SourceKind, inbound: InboundRequest) -> Authenticated:
     try:
-        return runtime.verifiers[source_name](headers, body)
+        return kind.authenticate(inbound)
     except SignatureError as exc:
         log.info("signature rejected", reason=str(exc))
         raise _Refused(
@@ -93,30 +104,22 @@ def _verify(runtime: Runtime, source_name: str, body: bytes) -> VerifiedDelivery
         ) from None
 
 
-def _payload(body: bytes) -> Any:
-    """Content type (415), then JSON (400)."""
-    if not _is_json(request.mimetype):
-        raise _Refused(
-            "media_type",
-            415,
-            "unsupported-media-type",
-            "Unsupported Media Type",
-            "The body must be application/json.",
-        )
+def _parse(kind: SourceKind, inbound: InboundRequest, auth: Authenticated) -> Sequence[SourceEvent]:
     try:
-        return _parse_json(body)
-    except _BadJson as exc:
+        return kind.parse(inbound, auth)
+    except MediaTypeError as exc:
+        raise _Refused(
+            "media_type", 415, "unsupported-media-type", "Unsupported Media Type", str(exc)
+        ) from None
+    except MalformedJsonError as exc:
         raise _Refused(
             "malformed_json", 400, "malformed-json", "Malformed JSON", str(exc)
         ) from None
-
-
-def _decision(payload: Any, runtime: Runtime, default_source: str) -> Decision:
-    """The fields (422)."""
-    schema = ConsentDecisionSchema(max_future_skew=_skew(runtime))
-    try:
-        fields = schema.load(payload)
-    except ValidationError as exc:
+    except PayloadError as exc:
+        raise _Refused(
+            "malformed_body", 400, "malformed-body", "Malformed body", str(exc)
+        ) from None
+    except FieldsError as exc:
         raise _Refused(
             "validation",
             422,
@@ -125,32 +128,34 @@ def _decision(payload: Any, runtime: Runtime, default_source: str) -> Decision:
             "See errors for the message of each field.",
             errors=exc.messages,
         ) from None
-    return Decision(
-        email=fields["email"],
-        tracking_consent=fields["tracking_consent"],
-        source=fields.get("source") or default_source,
-        source_id=fields.get("source_id"),
-        occurred_at=fields.get("occurred_at"),
-    )
+
+
+def _incoming(runtime: Runtime, source_name: str, event: SourceEvent) -> Incoming:
+    source = runtime.settings.sources[source_name]
+    skew = dt.timedelta(seconds=runtime.settings.max_future_skew_seconds)
+    default_source_id = runtime.kinds[source_name].DEFAULT_SOURCE_ID
+    resolved = resolve(event, source.effective_mapping, default_source_id, skew)
+    if isinstance(resolved, str):
+        return Incoming(event.event_id, event.event_type, ignored=resolved)
+    return Incoming(event.event_id, event.event_type, decision=resolved)
 
 
 def _record(
     runtime: Runtime,
     source_name: str,
-    delivery: VerifiedDelivery,
-    body: bytes,
-    decision: Decision,
-) -> Recorded:
-    """The event and its outbox rows, committed (503 when the ledger cannot be written)."""
+    auth: Authenticated,
+    inbound: InboundRequest,
+    incoming: list[Incoming],
+) -> list[Outcome]:
+    """Every event and its outbox rows, committed (503 when the ledger cannot be written)."""
     session = runtime.sessions()
     try:
-        return record_decision(
+        return record_events(
             session,
             source_name=source_name,
-            delivery_id=delivery.delivery_id,
-            webhook_timestamp=delivery.timestamp,
-            body_sha256=hashlib.sha256(body).hexdigest(),
-            decision=decision,
+            webhook_timestamp=auth.timestamp or int(inbound.received_at),
+            body_sha256=hashlib.sha256(inbound.body).hexdigest(),
+            incoming=incoming,
             destinations=runtime.settings.destinations.keys(),
         )
     except SQLAlchemyError:
@@ -167,39 +172,49 @@ def _record(
         session.close()
 
 
-def _enqueue(recorded: Recorded) -> None:
-    """After the commit; best effort (see service.publisher)."""
-    publisher = current_app.extensions["publisher"]
-    for destination in recorded.destinations:
-        publisher.publish(destination, recorded.contact_id, event_id=recorded.event_id)
+def _after(source_name: str, item: Incoming, outcome: Outcome) -> None:
+    """Enqueue after the commit (best effort, see service.publisher); count and log."""
+    recorded = outcome.recorded
+    if outcome.status == "ignored":
+        metrics.count_intake(source_name, "ignored")
+        log.info("ignored", event_type=item.event_type, reason=outcome.reason)
+        return
+    assert recorded is not None and item.decision is not None
+    with bound_contextvars(event_id=recorded.event_id, contact_id=recorded.contact_id):
+        if outcome.status == "duplicate":
+            metrics.count_intake(source_name, "duplicate")
+            log.info("duplicate")
+            return
+        publisher = current_app.extensions["publisher"]
+        for destination in recorded.destinations:
+            publisher.publish(destination, recorded.contact_id, event_id=recorded.event_id)
+        metrics.count_intake(source_name, "accepted")
+        decision = item.decision
+        log.info("accepted", email=mask_email(decision.email), decision=decision.tracking_consent)
 
 
-def _is_json(mimetype: str) -> bool:
-    return mimetype == "application/json" or (
-        mimetype.startswith("application/") and mimetype.endswith("+json")
-    )
-
-
-def _parse_json(body: bytes) -> Any:
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise _BadJson("The body is not UTF-8.") from exc
-    try:
-        return json.loads(text, parse_constant=_reject_constant)
-    except (json.JSONDecodeError, RecursionError) as exc:
-        raise _BadJson(f"The body is not valid JSON: {exc}") from exc
-
-
-def _reject_constant(name: str) -> Any:
-    raise json.JSONDecodeError(f"{name} is not JSON", name, 0)
-
-
-def _skew(runtime: Runtime) -> dt.timedelta:
-    return dt.timedelta(seconds=runtime.settings.max_future_skew_seconds)
-
-
-def _json(status: int, body: dict[str, Any]) -> Response:
+def _answer(kind: SourceKind, outcomes: list[Outcome]) -> Response:
+    """202 when anything new was recorded, else 200; each event's fate in `events`, and for a
+    single event the same fields at the top level."""
+    special = kind.answer(outcomes)
+    if special is not None:
+        status, content_type, payload = special
+        return Response(payload, status=status, content_type=content_type)
+    events = [_describe(outcome) for outcome in outcomes]
+    body: dict[str, Any] = dict(events[0]) if len(events) == 1 else {}
+    body.pop("id", None)
+    body["events"] = events
     response = jsonify(body)
-    response.status_code = status
+    response.status_code = 202 if any(o.status == "accepted" for o in outcomes) else 200
     return response
+
+
+def _describe(outcome: Outcome) -> dict[str, Any]:
+    described: dict[str, Any] = {"id": outcome.delivery_id, "status": outcome.status}
+    if outcome.recorded is not None:
+        described["event_id"] = outcome.recorded.event_id
+    if outcome.status == "duplicate":
+        described["duplicate"] = True
+    if outcome.status == "ignored":
+        described.update(ignored=True, reason=outcome.reason)
+    return described

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from schemas.consent import contact_key
 from service.db import insert_ignoring_conflicts
-from service.models import Contact, Event, Outbox, utcnow
+from service.models import Contact, Event, IgnoredEvent, Outbox, utcnow
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,26 @@ class Recorded:
     contact_id: int
     duplicate: bool
     destinations: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """One event of a delivery: a decision to record, or the reason it is ignored."""
+
+    delivery_id: str  # the sender's id for this event (webhook-id, HubSpot eventId, ...)
+    event_type: str
+    decision: Decision | None = None
+    ignored: str | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one incoming event: accepted, duplicate or ignored."""
+
+    delivery_id: str
+    status: str
+    recorded: Recorded | None = None
+    reason: str | None = None
 
 
 def find_duplicate(session: Session, source_name: str, delivery_id: str) -> Recorded | None:
@@ -63,10 +83,89 @@ def record_decision(
     The unique (source, webhook-id) constraint makes duplicate suppression last as long as the
     ledger keeps the event, not a 5-minute window (webhook-gateways.md §1.1, §8.3).
     """
-    existing = find_duplicate(session, source_name, delivery_id)
+    [outcome] = record_events(
+        session,
+        source_name=source_name,
+        webhook_timestamp=webhook_timestamp,
+        body_sha256=body_sha256,
+        incoming=[Incoming(delivery_id, "decision", decision=decision)],
+        destinations=destinations,
+    )
+    assert outcome.recorded is not None
+    return outcome.recorded
+
+
+def record_events(
+    session: Session,
+    *,
+    source_name: str,
+    webhook_timestamp: int,
+    body_sha256: str,
+    incoming: Sequence[Incoming],
+    destinations: Iterable[str],
+) -> list[Outcome]:
+    """Record every event of one delivery in one transaction (HubSpot and Salesforce send
+    up to 100 per request); each is recognised as a duplicate by its own id.
+
+    A concurrent delivery of the same ids can win an insert: then the whole delivery is
+    rolled back and recorded again, and the second pass finds those ids as duplicates.
+    """
+    names = tuple(destinations)
+    for attempt in range(2):
+        try:
+            outcomes = [
+                _record_one(session, source_name, webhook_timestamp, body_sha256, item, names)
+                for item in incoming
+            ]
+            session.commit()
+            return outcomes
+        except IntegrityError:
+            session.rollback()
+            if attempt:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _record_one(
+    session: Session,
+    source_name: str,
+    webhook_timestamp: int,
+    body_sha256: str,
+    item: Incoming,
+    destinations: tuple[str, ...],
+) -> Outcome:
+    if item.decision is None:
+        reason = item.ignored or "No decision."
+        _record_ignored(session, source_name, body_sha256, item, reason)
+        return Outcome(item.delivery_id, "ignored", reason=reason)
+    existing = find_duplicate(session, source_name, item.delivery_id)
     if existing is not None:
-        session.rollback()
-        return existing
+        return Outcome(item.delivery_id, "duplicate", recorded=existing)
+    event = _insert_event(
+        session, source_name, item.delivery_id, webhook_timestamp, body_sha256, item.decision
+    )
+    session.add_all(
+        Outbox(
+            event_id=event.id,
+            destination=name,
+            contact_id=event.contact_id,
+            created_at=event.received_at,
+        )
+        for name in destinations
+    )
+    session.flush()
+    recorded = Recorded(event.public_id, event.contact_id, False, destinations)
+    return Outcome(item.delivery_id, "accepted", recorded=recorded)
+
+
+def _insert_event(
+    session: Session,
+    source_name: str,
+    delivery_id: str,
+    webhook_timestamp: int,
+    body_sha256: str,
+    decision: Decision,
+) -> Event:
     now = utcnow()
     contact_id = _contact_id(session, contact_key(decision.email), now)
     event = Event(
@@ -87,22 +186,29 @@ def record_decision(
         received_at=now,
     )
     session.add(event)
-    try:
-        session.flush()
-        names = tuple(destinations)
-        session.add_all(
-            Outbox(event_id=event.id, destination=name, contact_id=contact_id, created_at=now)
-            for name in names
-        )
-        session.commit()
-    except IntegrityError:
-        # A concurrent delivery of the same webhook-id won the insert.
-        session.rollback()
-        duplicate = find_duplicate(session, source_name, delivery_id)
-        if duplicate is None:
-            raise
-        return duplicate
-    return Recorded(event.public_id, contact_id, duplicate=False, destinations=names)
+    session.flush()
+    return event
+
+
+def _record_ignored(
+    session: Session, source_name: str, body_sha256: str, item: Incoming, reason: str
+) -> None:
+    """Kept as evidence of what was received and why nothing was recorded; a redelivery of
+    the same id is recorded once."""
+    insert_ignoring_conflicts(
+        session,
+        IgnoredEvent,
+        [
+            {
+                "source_name": source_name,
+                "delivery_id": item.delivery_id,
+                "event_type": item.event_type[:128],
+                "reason": reason[:500],
+                "body_sha256": body_sha256,
+                "received_at": utcnow(),
+            }
+        ],
+    )
 
 
 def _contact_id(session: Session, key: str, now: dt.datetime) -> int:

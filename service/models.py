@@ -89,6 +89,25 @@ class Event(Base):
     received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class IgnoredEvent(Base):
+    """An authenticated event that carried no usable decision, and why (an event type we do
+    not handle, no address, an unmapped answer). Answered 2xx so that the sender neither
+    retries forever nor disables the hook (webhook-sources.md §0.2); kept as evidence."""
+
+    __tablename__ = "ignored_events"
+    __table_args__ = (
+        UniqueConstraint("source_name", "delivery_id", name="uq_ignored_events_source_delivery"),
+        Index("ix_ignored_events_received", "received_at"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    source_name: Mapped[str] = mapped_column(String(64))
+    delivery_id: Mapped[str] = mapped_column(String(255))
+    event_type: Mapped[str] = mapped_column(String(128))
+    reason: Mapped[str] = mapped_column(String(500))
+    body_sha256: Mapped[str] = mapped_column(String(64))
+    received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class Outbox(Base):
     """Work owed to one destination for one event; written in the event's transaction."""
 

@@ -162,7 +162,10 @@ def _intake(spec: APISpec) -> None:
     source = _param("path", "source_name", pattern, "A configured source (`[sources.<name>]`).")
     responses = {
         "202": _json(bodies.AcceptedSchema, "Accepted: recorded in the ledger, delivery queued."),
-        "200": _json(bodies.DuplicateSchema, "A duplicate: same source and `webhook-id`."),
+        "200": _json(
+            bodies.DuplicateSchema,
+            "Nothing new: duplicates (same source and event id) or ignored events.",
+        ),
         "400": "MalformedJson",
         "401": _problem("`invalid-signature`: missing or bad headers, signature or timestamp."),
         "404": _problem("`unknown-source`: no source with this name."),

@@ -1,8 +1,10 @@
-"""What one process needs at run time, built once from the settings: engine, sessions, verifiers."""
+"""What one process needs at run time, built once from the settings: engine, sessions, and
+each configured source's kind bound to its secrets."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from sqlalchemy import Engine
@@ -10,10 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.config import Settings
 from service.db import make_engine, make_session_factory
-from service.sources import VERIFIERS
-from service.sources.standard_webhooks import VerifiedDelivery
-
-Verifier = Callable[[Mapping[str, str], bytes], VerifiedDelivery]
+from service.sources import SourceKind, build_kind
 
 
 @dataclass
@@ -21,13 +20,11 @@ class Runtime:
     settings: Settings
     engine: Engine
     sessions: sessionmaker[Session]
-    verifiers: Mapping[str, Verifier]
+    kinds: Mapping[str, SourceKind]
 
     @classmethod
     def build(cls, settings: Settings) -> Runtime:
         engine = make_engine(settings.database_url)
-        verifiers = {
-            name: VERIFIERS[source.kind](source.secrets, source.timestamp_tolerance_seconds)
-            for name, source in settings.sources.items()
-        }
-        return cls(settings, engine, make_session_factory(engine), verifiers)
+        skew = dt.timedelta(seconds=settings.max_future_skew_seconds)
+        kinds = {name: build_kind(source, skew) for name, source in settings.sources.items()}
+        return cls(settings, engine, make_session_factory(engine), kinds)

@@ -49,7 +49,10 @@ def write_config(
     queue: str = "consent-relay",
     delivery: dict[str, Any] | None = None,
     destination: dict[str, Any] | None = None,
+    extra: str = "",
 ) -> Path:
+    """The relay's config: the Engage destination and the `signup` source, plus `extra` (raw
+    TOML, e.g. more `[destinations.<name>]` tables)."""
     service = [f'data_dir = "{data_dir}"', f'queue = "{queue}"']
     if database_url:
         service.append(f'database_url = "{database_url}"')
@@ -78,6 +81,7 @@ def write_config(
                 f'secrets = ["{SECRET}", "{OTHER_SECRET}"]',
                 'source = "registration_form"',
                 "",
+                extra,
             ]
         )
     )
@@ -157,8 +161,10 @@ class Process:
         self._handle.close()
 
 
-def celery_worker(config: Path, cwd: Path, concurrency: int = 2) -> Process:
-    env = {**os.environ, "CONSENT_RELAY_CONFIG": str(config)}
+def celery_worker(
+    config: Path, cwd: Path, concurrency: int = 2, extra_env: dict[str, str] | None = None
+) -> Process:
+    env = {**os.environ, **(extra_env or {}), "CONSENT_RELAY_CONFIG": str(config)}
     argv = [
         sys.executable,
         "-m",

@@ -25,6 +25,7 @@ from service.db import insert_ignoring_conflicts
 from service.logs import get_logger
 from service.models import DeliveryState, Event, Outbox, utcnow
 from workers import outcomes, policy
+from workers.destinations import Written
 from workers.engage import ConsentWrite
 from workers.errors import DeliveryError
 from workers.ratelimit import ThrottledError
@@ -34,9 +35,11 @@ MAX_ROUNDS = 5  # newer decisions that arrive while we write are picked up in th
 
 
 class ConsentWriter(Protocol):
-    """What a destination client offers: write or probe, or raise a DeliveryError."""
+    """What a destination client offers: write or probe, or raise a DeliveryError. A write
+    returns the HTTP status, or a Written when the ledger needs more (a lossy mapping, or
+    nothing written because the decision has no value there)."""
 
-    def write(self, write: ConsentWrite) -> int: ...
+    def write(self, write: ConsentWrite) -> int | Written: ...
 
     def probe(self) -> int: ...
 
@@ -104,30 +107,63 @@ def _deliver_once(session: Session, ctx: DeliveryContext, job: Job) -> str:
 def _settle_or_write(
     session: Session, ctx: DeliveryContext, job: Job, latest: Event, state: DeliveryState
 ) -> str:
+    ready = prepare_write(session, ctx, job, latest, state)
+    if ready is not None:
+        return ready
+    started = ctx.clock()
+    try:
+        result = ctx.writers[job.destination].write(as_write(latest))
+    except ThrottledError as exc:  # no rate-limit slot soon enough: nothing was sent
+        return record_throttled(session, ctx, job, latest, state, exc)
+    except DeliveryError as exc:
+        return record_failure(session, ctx, job, latest, started, exc)
+    return record_written(session, ctx, job, latest, started, result)
+
+
+def prepare_write(
+    session: Session, ctx: DeliveryContext, job: Job, latest: Event, state: DeliveryState
+) -> str | None:
+    """None when `latest` is to be written now, else the outcome (up_to_date, dead_lettered,
+    waiting). Either way the transaction is over: never hold one (on SQLite: the write lock)
+    across an HTTP call."""
     settled = _already_settled(session, job, latest, state, ctx.clock())
     if settled is not None:
         session.commit()
         return settled
-    # Never hold a transaction (on SQLite: the write lock) across the HTTP call. Detach the
-    # loaded rows first: a rollback expires them, and reading an expired attribute would
-    # silently begin a new transaction.
+    # Detach the loaded rows first: a rollback expires them, and reading an expired attribute
+    # would silently begin a new transaction.
     session.expunge_all()
     session.rollback()
     if _backing_off(state, latest, ctx.clock()):
         return "waiting"
-    started = ctx.clock()
-    try:
-        status = ctx.writers[job.destination].write(_as_write(latest))
-    except ThrottledError as exc:  # no rate-limit slot soon enough: nothing was sent
-        metrics.count_throttled(job.destination)
-        retry_at = ctx.clock() + dt.timedelta(seconds=exc.retry_in)
-        outcomes.record_throttled(session, job.state_key, job.owner, latest, state, retry_at)
-        return "throttled"
-    except DeliveryError as exc:
-        metrics.count_delivery(job.destination, exc.outcome, exc.status)
-        return _record_failure(session, ctx, job, latest, started, exc)
-    metrics.count_delivery(job.destination, "delivered", status)
-    return _record_success(session, ctx, job, latest, started, status)
+    return None
+
+
+def record_throttled(
+    session: Session,
+    ctx: DeliveryContext,
+    job: Job,
+    latest: Event,
+    state: DeliveryState,
+    exc: ThrottledError,
+) -> str:
+    metrics.count_throttled(job.destination)
+    retry_at = ctx.clock() + dt.timedelta(seconds=exc.retry_in)
+    outcomes.record_throttled(session, job.state_key, job.owner, latest, state, retry_at)
+    return "throttled"
+
+
+def record_written(
+    session: Session,
+    ctx: DeliveryContext,
+    job: Job,
+    latest: Event,
+    started: dt.datetime,
+    result: int | Written,
+) -> str:
+    written = result if isinstance(result, Written) else Written(result)
+    metrics.count_delivery(job.destination, written.outcome, written.status)
+    return _record_success(session, ctx, job, latest, started, written)
 
 
 def _already_settled(
@@ -169,7 +205,7 @@ def _backing_off(state: DeliveryState, latest: Event, now: dt.datetime) -> bool:
     )
 
 
-def _as_write(event: Event) -> ConsentWrite:
+def as_write(event: Event) -> ConsentWrite:
     return ConsentWrite(
         email=event.email,
         tracking_consent=event.decision,
@@ -184,9 +220,9 @@ def _record_success(
     job: Job,
     latest: Event,
     started: dt.datetime,
-    status: int,
+    written: Written,
 ) -> str:
-    now = ctx.clock()
+    now, status = ctx.clock(), written.status
     fenced = outcomes.fenced_update(
         session,
         job.state_key,
@@ -201,7 +237,9 @@ def _record_success(
         last_status=status,
         last_error=None,
     )
-    outcomes.log_attempt(session, job.destination, latest, started, now, "delivered", status, None)
+    outcomes.log_attempt(
+        session, job.destination, latest, started, now, written.outcome, status, written.detail
+    )
     if not fenced:
         # Our lease expired and another worker took over; it records its own writes.
         session.commit()
@@ -214,7 +252,9 @@ def _record_success(
     return "delivered"
 
 
-def _report_success(job: Job, latest: Event, status: int, coalesced: int, now: dt.datetime) -> None:
+def _report_success(
+    job: Job, latest: Event, status: int | None, coalesced: int, now: dt.datetime
+) -> None:
     latency = (now - latest.received_at).total_seconds()
     metrics.count_coalesced(job.destination, coalesced)
     metrics.observe_latency(job.destination, latency)
@@ -230,7 +270,7 @@ def _where(job: Job, latest: Event) -> dict[str, Any]:
     }
 
 
-def _record_failure(
+def record_failure(
     session: Session,
     ctx: DeliveryContext,
     job: Job,
@@ -238,6 +278,7 @@ def _record_failure(
     started: dt.datetime,
     exc: DeliveryError,
 ) -> str:
+    metrics.count_delivery(job.destination, exc.outcome, exc.status)
     now = ctx.clock()
     state = session.get(DeliveryState, (job.destination, job.contact_id), populate_existing=True)
     history = outcomes.failure_history(state, latest, exc, now)

@@ -50,3 +50,29 @@ class RejectedError(DeliveryError):
     """The destination refused the request itself (a 400 other than a missing contact)."""
 
     outcome = "rejected"
+
+
+class NotFoundError(RejectedError):
+    """A peer does not hold the contact: Acoustic `CONTACT_NOT_FOUND_BY_KEY` (destinations.md
+    §2.3), Dotdigital 404 `contacts:contactNotFound` (§3.3), MoEngage 400 "No users found"
+    (§4.3). The relay never creates a peer contact (that would opt the person in to e-mail:
+    §0.8, §3.5), so this is retried like a rejection (the contact may be added meanwhile),
+    then dead-lettered as `not_found`; replay it once the contact exists."""
+
+    outcome = "not_found"
+
+
+class MisconfiguredError(DeliveryError):
+    """The destination lacks something our configuration names, such as the custom field of
+    attribute mode. No retry can help: dead-lettered at once as `misconfigured`, with the
+    response; replay once the field is defined."""
+
+    outcome = "misconfigured"
+
+
+class BatchPartialError(TransientError):
+    """A batch write was applied to fewer contacts than it carried, and the answer does not
+    say which (Acoustic: per-contact errors are UNVERIFIED, destinations.md §2.3). Each
+    contact of the batch is written again on its own."""
+
+    outcome = "batch_partial"

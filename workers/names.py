@@ -1,6 +1,7 @@
 """Task names, shared by the web process (which publishes by name) and the workers."""
 
 DELIVER_TASK = "consent_relay.deliver_contact"
+DELIVER_BATCH_TASK = "consent_relay.deliver_batch"  # (destination, [contact ids]): ids only
 SWEEP_TASK = "consent_relay.sweep_outbox"
 PROBE_TASK = "consent_relay.probe_destination"
 # Message header with the intake request's id, for the worker's log lines (not an argument:

@@ -12,7 +12,12 @@ clients classify HTTP answers (workers/engage.py: classify); this module decides
 - other transient failures (5xx, 408, timeouts, connection errors): `retry_schedule_seconds`
   (5 s, 30 s, 2 min, 10 min, 30 min, 1 h, then hourly) with ±20% jitter, until the decision
   has been failing for `max_retry_age_seconds` (72 h), then dead-lettered;
-- auth (401, 403, 417 account expired): the destination is paused; no retry is spent.
+- auth (401, 403, 417 account expired; a peer's 401/403): the destination is paused; no
+  retry is spent;
+- not found at a peer (the relay never creates peer contacts): like rejected, then
+  dead-lettered as `not_found`;
+- misconfigured (a peer lacks the custom field attribute mode writes): dead-lettered at once
+  as `misconfigured`, since no retry can define the field.
 
 Every wait lives in the ledger's `next_attempt_at` (webhook-gateways.md §8.4), never in the
 broker. Jitter is ±20%, not full jitter, which could retry at once (§5.1).
@@ -28,6 +33,8 @@ from service.config import DeliverySettings
 from workers.errors import (
     AuthError,
     DeliveryError,
+    MisconfiguredError,
+    NotFoundError,
     NotVisibleError,
     RateLimitedError,
     RejectedError,
@@ -45,7 +52,7 @@ class Retry:
 
 @dataclass(frozen=True)
 class DeadLetter:
-    reason: str  # rejected | max_age
+    reason: str  # rejected | not_found | misconfigured | max_age
 
 
 @dataclass(frozen=True)
@@ -70,9 +77,11 @@ def plan_after_failure(
 ) -> Plan:
     if isinstance(exc, AuthError):
         return Pause()
+    if isinstance(exc, MisconfiguredError):
+        return DeadLetter("misconfigured")
     if isinstance(exc, RejectedError):
         if history.rejections >= settings.max_rejected_attempts:
-            return DeadLetter("rejected")
+            return DeadLetter("not_found" if isinstance(exc, NotFoundError) else "rejected")
         wait = settings.rejected_retry_seconds * 2 ** (history.rejections - 1)
         return Retry(now + _jittered(wait))
     if now - history.failing_since >= dt.timedelta(seconds=settings.max_retry_age_seconds):

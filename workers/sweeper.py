@@ -9,6 +9,7 @@ outbox rows whose retry is due, whose lease is free, and that was not dispatched
 from __future__ import annotations
 
 import datetime as dt
+from collections import defaultdict
 from collections.abc import Callable
 
 from sqlalchemy import and_, or_, select, tuple_, update
@@ -18,6 +19,7 @@ from service import destinations
 from service.db import insert_ignoring_conflicts
 from service.logs import get_logger
 from service.models import DeliveryState, Outbox
+from workers.batch import batch_size
 from workers.delivery import DeliveryContext
 
 log = get_logger(__name__)
@@ -25,11 +27,13 @@ log = get_logger(__name__)
 FRESH_GRACE = dt.timedelta(seconds=2)
 
 Publish = Callable[[str, int], None]
+PublishBatch = Callable[[str, list[int]], None]
 PublishProbe = Callable[[str], None]
 
 
-def sweep(ctx: DeliveryContext, publish: Publish) -> int:
-    """Enqueue due contacts; return how many were enqueued."""
+def sweep(ctx: DeliveryContext, publish: Publish, publish_batch: PublishBatch | None = None) -> int:
+    """Enqueue due contacts; return how many were enqueued. With `publish_batch`, the due
+    contacts of a batching destination (workers/batch.py) go in batches of its size."""
     now = ctx.clock()
     with ctx.sessions() as session:
         due = due_contacts(session, ctx, now)
@@ -45,11 +49,55 @@ def sweep(ctx: DeliveryContext, publish: Publish) -> int:
             .values(dispatched_at=now)
             .execution_options(synchronize_session=False)
         )
+        fresh = _never_failed(session, ctx, due) if publish_batch is not None else set()
         session.commit()  # record the dispatch before publishing (enqueue after commit)
-    for destination, contact_id in due:
+    singles, batches = plan_batches(ctx, due, fresh)
+    for destination, contact_id in singles:
         publish(destination, contact_id)
-    log.info("sweeper enqueued contacts", count=len(due))
+    for destination, contact_ids in batches:
+        publish_batch(destination, contact_ids)  # type: ignore[misc]  # batches need it
+    log.info("sweeper enqueued contacts", count=len(due), batches=len(batches))
     return len(due)
+
+
+def plan_batches(
+    ctx: DeliveryContext, due: list[tuple[str, int]], fresh: set[tuple[str, int]]
+) -> tuple[list[tuple[str, int]], list[tuple[str, list[int]]]]:
+    """Split the due contacts into single deliveries and batches: only `fresh` contacts (no
+    failure of their current decision) of a batching destination are batched."""
+    groups: dict[str, list[int]] = defaultdict(list)
+    singles = []
+    for destination, contact_id in due:
+        if (destination, contact_id) in fresh:
+            groups[destination].append(contact_id)
+        else:
+            singles.append((destination, contact_id))
+    batches = []
+    for destination, ids in groups.items():
+        size = batch_size(ctx.writers[destination])
+        for start in range(0, len(ids), size):
+            chunk = ids[start : start + size]
+            if len(chunk) == 1:
+                singles.append((destination, chunk[0]))
+            else:
+                batches.append((destination, chunk))
+    return singles, batches
+
+
+def _never_failed(
+    session: Session, ctx: DeliveryContext, due: list[tuple[str, int]]
+) -> set[tuple[str, int]]:
+    batching = {name for name, writer in ctx.writers.items() if batch_size(writer) > 1}
+    candidates = [(d, c) for d, c in due if d in batching]
+    if not candidates:
+        return set()
+    rows = session.execute(
+        select(DeliveryState.destination, DeliveryState.contact_id).where(
+            tuple_(DeliveryState.destination, DeliveryState.contact_id).in_(candidates),
+            DeliveryState.attempts == 0,
+        )
+    )
+    return {(row[0], row[1]) for row in rows}
 
 
 def due_contacts(session: Session, ctx: DeliveryContext, now: dt.datetime) -> list[tuple[str, int]]:

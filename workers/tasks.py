@@ -15,11 +15,18 @@ from celery import Celery, shared_task
 from service.config import Settings
 from service.logs import get_logger, task_context
 from service.runtime import Runtime
+from workers.batch import deliver_batch
 from workers.delivery import DeliveryContext, deliver_contact
-from workers.engage import EngageClient
-from workers.names import DELIVER_TASK, PROBE_TASK, REQUEST_ID_TASK_HEADER, SWEEP_TASK
+from workers.names import (
+    DELIVER_BATCH_TASK,
+    DELIVER_TASK,
+    PROBE_TASK,
+    REQUEST_ID_TASK_HEADER,
+    SWEEP_TASK,
+)
 from workers.ratelimit import build_rate_limiter
 from workers.sweeper import probe_destination, schedule_probes, sweep
+from workers.writers import build_writer
 
 log = get_logger(__name__)
 _contexts: dict[tuple[int, int], DeliveryContext] = {}
@@ -35,7 +42,7 @@ def delivery_context(app: Celery) -> DeliveryContext:
         runtime = Runtime.build(settings)
         limiter = build_rate_limiter(settings, runtime.engine)
         writers = {
-            name: EngageClient(dest, throttle=limiter.for_destination(name))
+            name: build_writer(dest, limiter.for_destination(name))
             for name, dest in settings.destinations.items()
         }
         _contexts[key] = DeliveryContext(runtime.sessions, writers, settings.delivery)
@@ -81,11 +88,29 @@ def sweep_outbox_task(self: Any) -> int:
         def publish(destination: str, contact_id: int) -> None:
             self.app.send_task(DELIVER_TASK, args=[destination, contact_id])
 
+        def publish_batch(destination: str, contact_ids: list[int]) -> None:
+            self.app.send_task(DELIVER_BATCH_TASK, args=[destination, contact_ids])
+
         def publish_probe(destination: str) -> None:
             self.app.send_task(PROBE_TASK, args=[destination])
 
         schedule_probes(ctx, publish_probe)
-        return sweep(ctx, publish)
+        return sweep(ctx, publish, publish_batch)
+
+
+@shared_task(bind=True, name=DELIVER_BATCH_TASK, acks_late=True, ignore_result=True)
+def deliver_batch_task(self: Any, destination: str, contact_ids: list[int]) -> dict[str, int]:
+    """Many contacts of a batching destination in one call (workers/batch.py). A contact
+    skipped as busy is delivered by its lease holder; anything left is swept again."""
+    owner = self.request.id or str(uuid.uuid4())
+    with task_context(task_id=owner, destination=destination):
+        ctx = delivery_context(self.app)
+        if destination not in ctx.writers:
+            log.error("unknown destination (configuration changed?)")
+            return {"unknown_destination": len(contact_ids)}
+        outcomes = deliver_batch(ctx, destination, contact_ids, owner)
+        log.info("delivery batch done", contacts=len(contact_ids), **outcomes)
+        return outcomes
 
 
 @shared_task(bind=True, name=PROBE_TASK, acks_late=True, ignore_result=True)

@@ -1,9 +1,89 @@
-"""Source integrations: one module per kind, each a pure verifier over the raw body bytes."""
+"""Source integrations: one module per kind (verifier, payload reading, handled events).
+
+`KINDS` is the explicit table of supported kinds; `build_kind` binds one to its settings.
+"""
 
 from __future__ import annotations
 
-from service.sources.standard_webhooks import SignatureError, StandardWebhooksVerifier
+import datetime as dt
+from typing import Any
 
+from service.sources.base import (
+    FieldsError,
+    MediaTypeError,
+    PayloadError,
+    SignatureError,
+    SourceKind,
+)
+from service.sources.dynamics import DynamicsKind
+from service.sources.hubspot import HubspotKind
+from service.sources.jotform import JotformKind
+from service.sources.mapping import template_fields
+from service.sources.pipedrive import PipedriveKind
+from service.sources.salesforce import SalesforceKind
+from service.sources.standard_webhooks import StandardWebhooksKind, StandardWebhooksVerifier
+from service.sources.tally import TallyKind
+from service.sources.token import TokenKind
+from service.sources.typeform import TypeformKind
+from service.sources.webflow import WebflowKind
+
+# The explicit table of supported kinds (schemas/sources.py holds their config rules).
+KINDS: dict[str, type[Any]] = {
+    kind.name: kind
+    for kind in (
+        StandardWebhooksKind,
+        TokenKind,
+        TypeformKind,
+        TallyKind,
+        WebflowKind,
+        JotformKind,
+        HubspotKind,
+        SalesforceKind,
+        PipedriveKind,
+        DynamicsKind,
+    )
+}
+# Kept for the benchmark's bare verifier.
 VERIFIERS = {"standard-webhooks": StandardWebhooksVerifier}
 
-__all__ = ["VERIFIERS", "SignatureError", "StandardWebhooksVerifier"]
+
+def build_kind(source: Any, max_future_skew: dt.timedelta) -> SourceKind:
+    kind: SourceKind = KINDS[source.kind](source, max_future_skew)
+    return kind
+
+
+def template_problems(source: Any) -> dict[str, list[str]]:
+    """Config errors in a source's `source`/`source_id` templates, by key: a name the kind
+    does not provide would make every event ignored at run time."""
+    kind = KINDS.get(source.kind)
+    if kind is None:
+        return {"kind": [f"Kind {source.kind!r} is not implemented."]}
+    problems: dict[str, list[str]] = {}
+    for key in ("source", "source_id"):
+        template = getattr(source.effective_mapping, key)
+        if template is None:
+            continue
+        try:
+            unknown = sorted(set(template_fields(template)) - kind.VARIABLES)
+        except ValueError as exc:
+            problems[key] = [str(exc)]
+            continue
+        if unknown:
+            offered = ", ".join(sorted(kind.VARIABLES)) or "none (a literal label)"
+            problems[key] = [
+                f"Unknown template field(s) {unknown}; {source.kind} offers: {offered}."
+            ]
+    return problems
+
+
+__all__ = [
+    "KINDS",
+    "VERIFIERS",
+    "FieldsError",
+    "MediaTypeError",
+    "PayloadError",
+    "SignatureError",
+    "SourceKind",
+    "build_kind",
+    "template_problems",
+]

@@ -11,20 +11,27 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime as dt
 import hashlib
 import hmac
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
-from schemas.config import decode_whsec
+from schemas.sources import decode_whsec
+from service.sources.base import (
+    Authenticated,
+    BaseKind,
+    InboundRequest,
+    SignatureError,
+    SignedRequest,
+    SourceEvent,
+)
+from service.sources.canonical import canonical_decision
 
 MAX_ID_LENGTH = 255
 MAX_SIGNATURE_HEADER = 4096
-
-
-class SignatureError(Exception):
-    """Verification failed. The message is safe to return to the caller."""
 
 
 @dataclass(frozen=True)
@@ -113,3 +120,35 @@ class StandardWebhooksVerifier:
 
     def __call__(self, headers: Mapping[str, str], body: bytes) -> VerifiedDelivery:
         return verify(headers, body, self._keys, self._tolerance)
+
+
+class StandardWebhooksKind(BaseKind):
+    """`kind = "standard-webhooks"`: our canonical payload, signed per the spec; one decision
+    per delivery, recognised by its `webhook-id`."""
+
+    name: ClassVar[str] = "standard-webhooks"
+    EVENTS: ClassVar[Mapping[str, str | None]] = {"decision": None}
+
+    def __init__(self, source: Any, max_future_skew: dt.timedelta):
+        super().__init__(source, max_future_skew)
+        self._keys = tuple(decode_whsec(secret) for secret in self.secrets)
+
+    def authenticate(self, request: InboundRequest) -> Authenticated:
+        delivery = verify(request.headers, request.body, self._keys, self.tolerance)
+        return Authenticated(delivery.delivery_id, delivery.timestamp)
+
+    def parse(self, request: InboundRequest, auth: Authenticated) -> Sequence[SourceEvent]:
+        decision = canonical_decision(request, self.source.source, self.max_future_skew)
+        assert auth.delivery_id is not None
+        return [SourceEvent(auth.delivery_id, "decision", decision=decision)]
+
+    def sign(self, body: bytes, content_type: str, url: str, now: float) -> SignedRequest:
+        delivery_id = f"msg_{hashlib.sha256(body + str(now).encode()).hexdigest()[:24]}"
+        timestamp = int(now)
+        headers = {
+            "Content-Type": content_type,
+            "webhook-id": delivery_id,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": sign(self._keys[0], delivery_id, timestamp, body),
+        }
+        return SignedRequest(url, headers, body)

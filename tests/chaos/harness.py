@@ -172,7 +172,9 @@ def start_run(
     broker_url: str | None,
     emulator_flags: tuple[str, ...] = (),
     delivery: dict[str, Any] | None = None,
+    extra: str = "",
 ) -> Run:
+    """`extra`: more config tables (raw TOML), e.g. a peer destination (test_chaos_peers.py)."""
     emulator = Emulator(workdir, "--rate-limit", str(ENGAGE_LIMIT), *emulator_flags)
     config = write_config(
         workdir / "consent-relay.toml",
@@ -183,6 +185,7 @@ def start_run(
         queue=f"cr-chaos-{uuid.uuid4().hex[:8]}",
         delivery={**CHAOS_DELIVERY, **(delivery or {})},
         destination=CHAOS_DESTINATION,
+        extra=extra,
     )
     settings = load_settings(config, environ={})
     upgrade(make_engine(settings.database_url))

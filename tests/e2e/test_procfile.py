@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -110,7 +111,8 @@ def test_new_contact_reaches_engage(relay: Relay) -> None:
     email = _email()
     response = relay.post(decision(email, "granted", source="newsletter_form", source_id="v3"))
     assert response.status_code == 202
-    assert set(response.json()) == {"event_id"}
+    assert set(response.json()) == {"status", "event_id", "events"}
+    assert response.json()["status"] == "accepted"
     wait_for(lambda: _consent(relay, email) == "granted", what="delivery")
     attributes = emulator_contact(relay.engage, email)["attributes"]
     assert attributes["tracking_consent_source"] == "newsletter_form"
@@ -206,10 +208,30 @@ def test_demo_mode_prints_a_ready_command_that_works(tmp_path: Path) -> None:
             lambda: emulator_contact("http://127.0.0.1:8025", "jane.doe@example.com"),
             what="demo delivery to the emulator",
         )
+        _demo_decision_reaches_every_peer(banner)
         _metrics_from_banner_move(banner)
         _operator_page_from_banner_opens(banner, port)
     finally:
         demo.stop()
+
+
+def _demo_decision_reaches_every_peer(banner: str) -> None:
+    """Demo mode fans out to the three peer emulators too, each in its documented form."""
+    assert "acoustic-emulator :8026" in banner, banner[:2000]
+
+    def peer(port: int) -> dict[str, Any] | None:
+        contacts = requests.get(f"http://127.0.0.1:{port}/_emulator/state", timeout=5).json()
+        found: dict[str, Any] | None = contacts["contacts"].get("jane.doe@example.com")
+        return found
+
+    def field(port: int, name: str) -> Any:
+        return (peer(port) or {}).get("fields", {}).get(name)
+
+    # Each in its documented form: Acoustic attributes, Dotdigital data fields (attribute
+    # mode), MoEngage's opt_in_status (the demo's channel_consent mode).
+    wait_for(lambda: field(8026, "tracking_consent") == "granted", 60, "demo to Acoustic")
+    wait_for(lambda: field(8027, "TRACKING_CONSENT") == "granted", 60, "demo to Dotdigital")
+    wait_for(lambda: (peer(8028) or {}).get("channel") == "DOUBLE_OPTED_IN", 60, "demo to MoEngage")
 
 
 def _metrics_from_banner_move(banner: str) -> None:

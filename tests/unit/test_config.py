@@ -138,7 +138,7 @@ def test_unknown_kinds_name_both_keys(tmp_path: Path) -> None:
 
 
 def test_unknown_source_kind_alone(tmp_path: Path) -> None:
-    message = config_error(tmp_path, README_EXAMPLE.replace('"standard-webhooks"', '"typeform"'))
+    message = config_error(tmp_path, README_EXAMPLE.replace('"standard-webhooks"', '"formstack"'))
     assert "sources.signup.kind" in message
     assert "destinations.engage" not in message
 

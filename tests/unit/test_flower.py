@@ -164,7 +164,16 @@ def test_demo_run_prints_a_fresh_flower_password_each_time(
         passwords.append(password)
     assert len(set(passwords)) == 2 and all(len(p) >= 12 for p in passwords)
     names = process_names(honcho_procfile(exec_calls[-1]))
-    assert names == ["web", "worker", "beat", "flower", "engage-emulator"]
+    assert names == [
+        "web",
+        "worker",
+        "beat",
+        "flower",
+        "engage-emulator",
+        "acoustic-emulator",
+        "dotdigital-emulator",
+        "moengage-emulator",
+    ]
 
 
 # --- `consent-relay flower` ---------------------------------------------------------------------

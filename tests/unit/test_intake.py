@@ -187,7 +187,8 @@ def test_accepted_decision_is_recorded(intake: Intake) -> None:
     assert response.status_code == 202
     assert response.mimetype == "application/json"
     event_id = response.get_json()["event_id"]
-    assert response.get_json() == {"event_id": event_id}
+    one = {"id": "msg_accept_1", "status": "accepted", "event_id": event_id}
+    assert response.get_json() == {"status": "accepted", "event_id": event_id, "events": [one]}
     assert str(uuid.UUID(event_id)) == event_id
 
     [event] = intake.all(Event)
@@ -284,7 +285,8 @@ def test_duplicate_delivery_answers_200_with_the_same_event(intake: Intake) -> N
 
     assert first.status_code == 202
     assert second.status_code == 200
-    assert second.get_json() == {"event_id": first.get_json()["event_id"], "duplicate": True}
+    same = {"status": "duplicate", "event_id": first.get_json()["event_id"], "duplicate": True}
+    assert second.get_json() == {**same, "events": [{"id": "msg_dup", **same}]}
     assert intake.count(Event) == 1
     assert intake.count(Outbox) == len(DESTINATIONS)
     assert len(intake.broker_messages()) == len(DESTINATIONS)  # nothing re-published

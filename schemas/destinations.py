@@ -1,0 +1,152 @@
+"""Schemas of `[destinations.<name>]`, one per `kind`, picked by `DestinationField`.
+
+Every schema is strict (unknown keys are errors) and every error names its key, like the rest
+of schemas/config.py. Vendor facts are cited from /work/shared/reference/destinations.md
+("§n.m"); defaults that no primary source confirms are marked UNVERIFIED.
+
+The peers (Acoustic Connect, Dotdigital, MoEngage) record consent to *receive* e-mail, while
+the relay carries consent to *tracking* (§0.7, §5 design note). So each peer has a `mode`:
+`attribute` (default) writes the decision, source and source id into custom fields named
+here; `channel_consent` maps the decision onto the e-mail channel status (lossy: see
+workers/destinations.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import RAISE, Schema, ValidationError, fields, validate
+
+ENGAGE = "mapp-engage"
+ACOUSTIC = "acoustic-connect"
+DOTDIGITAL = "dotdigital"
+MOENGAGE = "moengage"
+DESTINATION_KINDS = (ENGAGE, ACOUSTIC, DOTDIGITAL, MOENGAGE)
+MODES = ("attribute", "channel_consent")
+# HTTP calls one write can make, for the lease check: Engage update, create, update (§1.2);
+# Dotdigital attribute mode looks the contact up, then PATCHes (§3.2); the others one call.
+CALLS_PER_WRITE = {ENGAGE: 3, ACOUSTIC: 1, DOTDIGITAL: 2, MOENGAGE: 1}
+# Keys every destination has; DestinationSettings takes them as fields, the rest as `options`.
+COMMON_KEYS = (
+    "kind",
+    "base_url",
+    "username",
+    "password",
+    "connect_timeout_seconds",
+    "read_timeout_seconds",
+    "rate_limit_per_second",
+    "rate_limit_headroom",
+)
+
+
+class _Strict(Schema):
+    class Meta:
+        unknown = RAISE
+
+
+def _secret() -> fields.String:
+    return fields.String(required=True, validate=validate.Length(min=1))
+
+
+def _field_name(default: str) -> fields.String:
+    return fields.String(load_default=default, validate=validate.Length(min=1, max=255))
+
+
+def _rate(default: float) -> fields.Float:
+    return fields.Float(load_default=default, validate=validate.Range(min=0.01))
+
+
+class _DestinationSchema(_Strict):
+    kind = fields.String(required=True, validate=validate.OneOf(DESTINATION_KINDS))
+    base_url = fields.Url(required=True, schemes={"http", "https"}, require_tld=False)
+    connect_timeout_seconds = fields.Float(load_default=5.0, validate=validate.Range(min=0.1))
+    read_timeout_seconds = fields.Float(load_default=40.0, validate=validate.Range(min=0.1))
+    # Pace this far below the limit so that network jitter cannot bunch requests over it.
+    rate_limit_headroom = fields.Float(load_default=0.05, validate=validate.Range(min=0.0, max=0.5))
+
+
+class EngageSchema(_DestinationSchema):
+    username = _secret()
+    password = _secret()
+    # Engage: "some calls take more than 30 s; set client timeouts to match" (destinations.md §1.1)
+    read_timeout_seconds = fields.Float(load_default=40.0, validate=validate.Range(min=0.1))
+    # Engage: about 10 transactions per second per account (destinations.md §1.4).
+    rate_limit_per_second = _rate(10.0)
+
+
+class _PeerSchema(_DestinationSchema):
+    mode = fields.String(load_default="attribute", validate=validate.OneOf(MODES))
+    read_timeout_seconds = fields.Float(load_default=30.0, validate=validate.Range(min=0.1))
+    consent_field = _field_name("tracking_consent")
+    source_field = _field_name("tracking_consent_source")
+    source_id_field = _field_name("tracking_consent_source_id")
+
+
+class AcousticSchema(_PeerSchema):
+    api_key = _secret()  # header x-api-key (§2.1)
+    # "The ID of your audience": Required in one doc version, left out in newer examples (§2.2);
+    # whether it is optional is UNVERIFIED, so it is sent whenever it is configured.
+    data_set_id = fields.String(load_default=None, allow_none=True)
+    # Contacts are addressed by their e-mail (`addressable`, §2.2); attribute names are
+    # case-sensitive (§2.2).
+    email_attribute = _field_name("Email")
+    # updateContactInputs is an array (§2.2); the maximum per call is UNVERIFIED.
+    batch_size = fields.Integer(load_default=50, validate=validate.Range(min=1, max=1000))
+    # No published rate limit for Connect (§2.4, UNVERIFIED): a cautious default.
+    rate_limit_per_second = _rate(5.0)
+
+
+class DotdigitalSchema(_PeerSchema):
+    username = _secret()  # the API user, e.g. apiuser-xxx@apiconnector.com (§3.1)
+    password = _secret()
+    # Data field names are conventionally upper case in Dotdigital (§3.2 example "FIRSTNAME").
+    consent_field = _field_name("TRACKING_CONSENT")
+    source_field = _field_name("TRACKING_CONSENT_SOURCE")
+    source_id_field = _field_name("TRACKING_CONSENT_SOURCE_ID")
+    # Tiered limits per minute, by package; the one published figure is Basic's Low tier,
+    # "35 calls per minute (0.5/sec ...)"; the flat scheme allows 2000/hour (§3.4). Check
+    # Settings > Access > API rate limits and raise it.
+    rate_limit_per_second = _rate(0.5)
+
+
+class MoEngageSchema(_PeerSchema):
+    app_id = _secret()  # the Workspace ID: Basic-auth user and MOE-APPKEY header (§4.1)
+    api_key = _secret()  # the Data API key: Basic-auth password (§4.1)
+    # The opt-in endpoint allows 1000 requests/min and 360K/day (§4.4): the daily cap is
+    # 4.17/s sustained, and one pace must respect both.
+    rate_limit_per_second = _rate(4.0)
+
+
+SCHEMAS: dict[str, type[_DestinationSchema]] = {
+    ENGAGE: EngageSchema,
+    ACOUSTIC: AcousticSchema,
+    DOTDIGITAL: DotdigitalSchema,
+    MOENGAGE: MoEngageSchema,
+}
+
+
+class DestinationField(fields.Field):
+    """A destination table, loaded with the schema of its `kind`."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        if not isinstance(value, dict):
+            raise ValidationError("Not a valid mapping type.")
+        schema = SCHEMAS.get(str(value.get("kind")))
+        if schema is None:
+            errors: dict[str, Any] = {"kind": [f"Must be one of: {', '.join(DESTINATION_KINDS)}."]}
+            try:  # also name the other bad keys, as far as the common ones go
+                _DestinationSchema(partial=True, unknown="exclude").load(value)
+            except ValidationError as exc:
+                errors = {**exc.normalized_messages(), **errors}
+            raise ValidationError(errors)
+        return schema().load(value)
+
+
+def worst_case_write_seconds(destination: dict[str, Any], max_wait: float) -> tuple[int, float]:
+    """How many calls one write can make and how long they can take, each bounded by its
+    rate-limit wait and its connect and read timeouts."""
+    calls = CALLS_PER_WRITE[destination["kind"]]
+    per_call = (
+        max_wait + destination["connect_timeout_seconds"] + destination["read_timeout_seconds"]
+    )
+    return calls, calls * per_call

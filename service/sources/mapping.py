@@ -1,0 +1,140 @@
+"""From a source event's answers to a canonical decision, as the source's config says.
+
+Where the address and the consent answer are, how answers map to granted/denied/withdrawn/
+unknown, what an absent answer means, and the `source`/`source_id` templates are per source
+in the config file (README, "Sources"). Anything that cannot become a valid decision is
+*ignored* with a reason that is recorded, never a 4xx (webhook-sources.md §0.2).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import string
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from schemas.consent import ConsentDecisionSchema
+from service.ledger import Decision
+from service.sources.base import SourceEvent
+
+# Answers as forms send them: booleans, yes/no, checkbox "on", 1/0, and our own words.
+DEFAULT_VALUES: Mapping[str, str] = {
+    "true": "granted",
+    "false": "denied",
+    "yes": "granted",
+    "no": "denied",
+    "on": "granted",
+    "off": "denied",
+    "1": "granted",
+    "0": "denied",
+    "granted": "granted",
+    "denied": "denied",
+    "withdrawn": "withdrawn",
+    "unknown": "unknown",
+}
+WHEN_MISSING = ("ignore", "unknown")
+
+
+@dataclass(frozen=True)
+class MappingSettings:
+    """`[sources.<name>.mapping]`; `source`/`source_id` are the source's templates."""
+
+    source: str
+    source_id: str | None = None
+    email: str | None = None
+    consent: str | None = None
+    values: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_VALUES))
+    when_missing: str = "ignore"
+
+
+def template_fields(template: str) -> list[str]:
+    """The names a template uses; only plain names (no `{a.b}` or `{a[0]}`), so a template
+    can never reach into attributes of the values."""
+    names = []
+    for _text, name, _spec, _conversion in string.Formatter().parse(template):
+        if name is None:
+            continue
+        if not name.isidentifier():
+            raise ValueError(f"Template field {{{name}}} must be a plain name.")
+        names.append(name)
+    return names
+
+
+def render(template: str, variables: Mapping[str, Any]) -> str:
+    missing = [name for name in template_fields(template) if variables.get(name) in (None, "")]
+    if missing:
+        raise LookupError(f"Template {template!r} needs {', '.join(missing)}, absent here.")
+    return template.format_map({name: str(value) for name, value in variables.items()})
+
+
+def resolve(
+    event: SourceEvent,
+    settings: MappingSettings,
+    default_source_id: str | None,
+    max_future_skew: dt.timedelta,
+) -> Decision | str:
+    """The decision the event carries, or the reason it is ignored."""
+    if event.ignored is not None:
+        return event.ignored
+    if event.decision is not None:
+        return event.decision
+    email = event.answers.get(settings.email) if settings.email else event.email
+    if not isinstance(email, str) or not email.strip():
+        where = f"answer {settings.email!r}" if settings.email else "e-mail field"
+        return f"No e-mail address in the {where}."
+    consent = _consent(event.answers.get(settings.consent) if settings.consent else None, settings)
+    if consent.startswith("!"):
+        return consent[1:]
+    try:
+        source = render(settings.source, event.variables)
+        id_template = settings.source_id or default_source_id
+        source_id = render(id_template, event.variables) if id_template else None
+    except LookupError as exc:
+        return str(exc)
+    candidate = Decision(email.strip(), consent, source, source_id, event.occurred_at)
+    problems = _invalid(candidate, max_future_skew)
+    return problems or candidate
+
+
+def _consent(answer: Any, settings: MappingSettings) -> str:
+    """The consent state, or `!reason` when the event is to be ignored."""
+    found = list(_candidates(answer))
+    if not found:
+        if settings.when_missing == "unknown":
+            return "unknown"
+        return f"!No consent answer in {settings.consent!r}."
+    for value in found:
+        if value in settings.values:
+            return settings.values[value]
+    return f"!Consent answer {found[0]!r} is not in the mapping's values."
+
+
+def _candidates(answer: Any) -> Iterable[str]:
+    """Normalised answers: a checkbox list offers each selected label in order."""
+    values = answer if isinstance(answer, list | tuple) else [answer]
+    for value in values:
+        if value is None or isinstance(value, dict | list):
+            continue
+        text = str(value).lower() if isinstance(value, bool) else str(value).strip().lower()
+        if text:
+            yield text
+
+
+def _invalid(decision: Decision, skew: dt.timedelta) -> str | None:
+    """The canonical schema's verdict, so a mapped decision meets the same rules as a
+    canonical one (address syntax, label length, no control characters, no future time)."""
+    payload: dict[str, Any] = {
+        "email": decision.email,
+        "tracking_consent": decision.tracking_consent,
+        "source": decision.source,
+    }
+    if decision.source_id is not None:
+        payload["source_id"] = decision.source_id
+    if decision.occurred_at is not None:
+        payload["occurred_at"] = decision.occurred_at.isoformat()
+    errors = ConsentDecisionSchema(max_future_skew=skew).validate(payload)
+    if not errors:
+        return None
+    detail = "; ".join(f"{name}: {' '.join(map(str, msgs))}" for name, msgs in errors.items())
+    return f"The mapped decision is invalid ({detail})."

@@ -1,0 +1,187 @@
+"""The Dotdigital client: answer classification, then real calls against the emulator."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+
+from emulators import dotdigital
+from emulators.server import EmulatorServer
+from service.config import DestinationSettings
+from workers.destinations import Verdict, Written
+from workers.dotdigital import DotdigitalClient, classify
+from workers.engage import ConsentWrite
+from workers.errors import (
+    AuthError,
+    MisconfiguredError,
+    NotFoundError,
+    RateLimitedError,
+    RejectedError,
+)
+
+EMAIL = "Jane.Doe+tag@Example.com"
+FIELDS = {
+    "consent_field": "TRACKING_CONSENT",
+    "source_field": "TRACKING_CONSENT_SOURCE",
+    "source_id_field": "TRACKING_CONSENT_SOURCE_ID",
+}
+
+
+class Counting:
+    def __init__(self) -> None:
+        self.acquired = self.slowed = 0
+
+    def acquire(self) -> None:
+        self.acquired += 1
+
+    def slow_down(self) -> None:
+        self.slowed += 1
+
+
+@pytest.fixture
+def server() -> Iterator[EmulatorServer]:
+    with EmulatorServer(dotdigital.create_emulator_app()) as running:
+        yield running
+
+
+def client(
+    server: EmulatorServer,
+    throttle: Any = None,
+    password: str = dotdigital.PASSWORD,
+    **options: Any,
+) -> DotdigitalClient:
+    settings = DestinationSettings(
+        "dotdigital",
+        "dotdigital",
+        server.url,
+        dotdigital.USERNAME,
+        password,
+        read_timeout_seconds=5,
+        options={**FIELDS, **options},
+    )
+    return DotdigitalClient(settings, throttle=throttle)
+
+
+def seed(server: EmulatorServer, channel: str | None = None) -> None:
+    requests.post(
+        f"{server.url}/_emulator/contacts", json={"email": EMAIL, "channel": channel}, timeout=5
+    )
+
+
+def stored(server: EmulatorServer) -> dict[str, Any]:
+    return requests.get(f"{server.url}/_emulator/state", timeout=5).json()["contacts"][
+        EMAIL.lower()
+    ]
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "verdict"),
+    [
+        (200, "{}", Verdict.OK),
+        (201, "{}", Verdict.OK),
+        (404, '{"errorCode":"contacts:contactNotFound","description":"..."}', Verdict.NOT_FOUND),
+        (404, "<html>Not Found</html>", Verdict.REJECTED),  # a wrong base_url
+        (400, '{"errorCode":"contacts:dataFieldNotFound"}', Verdict.MISCONFIGURED),
+        (400, '{"message":"Error: ERROR_DATAFIELD_NOTFOUND"}', Verdict.MISCONFIGURED),
+        (400, '{"message":"ERROR_APIUSAGE_EXCEEDED"}', Verdict.RATE_LIMITED),  # flat scheme
+        (400, '{"errorCode":"contacts:invalidId"}', Verdict.REJECTED),
+        (409, '{"errorCode":"contacts:idAlreadyExists"}', Verdict.REJECTED),
+        (401, "", Verdict.AUTH),
+        (403, "", Verdict.AUTH),
+        (429, "", Verdict.RATE_LIMITED),
+        (408, "", Verdict.TRANSIENT),
+        (503, "", Verdict.TRANSIENT),
+    ],
+)
+def test_classify(status: int, body: str, verdict: Verdict) -> None:
+    assert classify(status, body) is verdict
+
+
+def test_attribute_mode_writes_the_data_fields_of_an_existing_contact(
+    server: EmulatorServer,
+) -> None:
+    seed(server, channel="unsubscribed")
+    throttle = Counting()
+    status = client(server, throttle).write(ConsentWrite(EMAIL, "withdrawn", "form", None))
+    assert status == 200
+    contact = stored(server)
+    assert contact["fields"] == {
+        "TRACKING_CONSENT": "withdrawn",
+        "TRACKING_CONSENT_SOURCE": "form",
+        "TRACKING_CONSENT_SOURCE_ID": "",
+    }
+    assert contact["channel"] == "unsubscribed"  # the marketing status is left alone
+    assert throttle.acquired == 2  # lookup, then PATCH: each takes a rate-limit slot
+
+
+def test_attribute_mode_never_creates_a_contact(server: EmulatorServer) -> None:
+    """A PATCH would create a *subscribed* contact (§3.5): an opt-in nobody gave."""
+    with pytest.raises(NotFoundError) as caught:
+        client(server).write(ConsentWrite(EMAIL, "granted", "form", "1"))
+    assert caught.value.status == 404 and "contactNotFound" in caught.value.body
+    state = requests.get(f"{server.url}/_emulator/state", timeout=5).json()
+    assert state["contacts"] == {}
+    assert [r["method"] for r in state["requests"]] == ["GET"]
+
+
+def test_missing_data_field_is_a_configuration_error(server: EmulatorServer) -> None:
+    seed(server)
+    settings_client = client(server, consent_field="NO_SUCH_FIELD")
+    with pytest.raises(MisconfiguredError) as caught:
+        settings_client.write(ConsentWrite(EMAIL, "granted", "form", None))
+    assert caught.value.status == 400 and "NO_SUCH_FIELD" in caught.value.body
+
+
+@pytest.mark.parametrize(
+    ("decision", "status"),
+    [("granted", "subscribed"), ("denied", "unsubscribed"), ("withdrawn", "unsubscribed")],
+)
+def test_channel_consent_maps_onto_the_email_status(
+    server: EmulatorServer, decision: str, status: str
+) -> None:
+    seed(server)
+    result = client(server, mode="channel_consent").write(ConsentWrite(EMAIL, decision, "f", "7"))
+    assert isinstance(result, Written) and result.status == 200
+    assert f"written as {status}" in (result.detail or "")
+    assert ("lossy" in (result.detail or "")) == (decision != "granted")
+    assert stored(server)["channel"] == status
+    assert stored(server)["fields"]["TRACKING_CONSENT"] == decision  # evidence alongside
+
+
+def test_channel_consent_writes_nothing_for_unknown(server: EmulatorServer) -> None:
+    seed(server, channel="subscribed")
+    result = client(server, mode="channel_consent").write(ConsentWrite(EMAIL, "unknown", "f", None))
+    assert result == Written(None, "not_written", "not written: unknown has no Dotdigital value")
+    assert requests.get(f"{server.url}/_emulator/state", timeout=5).json()["requests_total"] == 0
+
+
+def test_rate_limit_answer_slows_the_shared_limiter(server: EmulatorServer) -> None:
+    seed(server)
+    requests.put(f"{server.url}/_emulator/faults", json={"rate_limit_per_second": 0}, timeout=5)
+    throttle = Counting()
+    with pytest.raises(RateLimitedError) as caught:
+        client(server, throttle).write(ConsentWrite(EMAIL, "granted", "f", None))
+    assert caught.value.status == 429 and throttle.slowed == 1
+
+
+def test_refused_credentials_and_the_probe(server: EmulatorServer) -> None:
+    with pytest.raises(AuthError):
+        client(server, password="wrong").write(ConsentWrite(EMAIL, "granted", "f", None))
+    with pytest.raises(AuthError):
+        client(server, password="wrong").probe()
+    assert client(server).probe() == 404  # a reserved address: authenticated, writes nothing
+
+
+def test_invalid_status_is_rejected(server: EmulatorServer) -> None:
+    response = requests.patch(
+        f"{server.url}/contacts/v3/email/x%40example.com",
+        json={"channelProperties": {"email": {"status": "maybe"}}},
+        auth=(dotdigital.USERNAME, dotdigital.PASSWORD),
+        timeout=5,
+    )
+    assert response.status_code == 400
+    assert classify(response.status_code, response.text) is Verdict.REJECTED
+    assert issubclass(NotFoundError, RejectedError)

@@ -1,0 +1,113 @@
+"""`[destinations.<name>]` of the peer kinds: each kind's own schema, defaults from the vendors'
+documented figures, and errors that name their key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from service.config import DEMO_CONFIG, ConfigError, Settings, load_settings
+
+SOURCE = """
+[sources.signup]
+kind = "standard-webhooks"
+secrets = ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]
+source = "registration_form"
+"""
+PEERS = """
+[destinations.acoustic]
+kind = "acoustic-connect"
+base_url = "https://connect-gql-eu-1.goacoustic.com"
+api_key = "${ACOUSTIC_API_KEY}"
+data_set_id = "4fe4136f-c007-44a3-b38f-92220xxxxxxxx"
+
+[destinations.dotdigital]
+kind = "dotdigital"
+base_url = "https://r1-api.dotdigital.com"
+username = "apiuser-xxx@apiconnector.com"
+password = "${DOTDIGITAL_PASSWORD}"
+mode = "channel_consent"
+
+[destinations.moengage]
+kind = "moengage"
+base_url = "https://api-01.moengage.com"
+app_id = "WORKSPACE01"
+api_key = "${MOENGAGE_API_KEY}"
+consent_field = "email_tracking_consent"
+"""
+ENV = {"ACOUSTIC_API_KEY": "k1", "DOTDIGITAL_PASSWORD": "p2", "MOENGAGE_API_KEY": "k3"}
+
+
+def load(tmp_path: Path, text: str) -> Settings:
+    path = tmp_path / "consent-relay.toml"
+    path.write_text(text + SOURCE)
+    return load_settings(path, environ=ENV)
+
+
+def error(tmp_path: Path, text: str) -> str:
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, text)
+    return str(caught.value)
+
+
+def test_peer_kinds_load_with_their_defaults(tmp_path: Path) -> None:
+    settings = load(tmp_path, PEERS)
+    acoustic, dotdigital, moengage = (
+        settings.destinations[n] for n in ("acoustic", "dotdigital", "moengage")
+    )
+    assert (acoustic.kind, acoustic.rate_limit_per_second) == ("acoustic-connect", 5.0)
+    assert acoustic.options["api_key"] == "k1" and acoustic.options["batch_size"] == 50
+    assert acoustic.options["mode"] == "attribute"
+    assert acoustic.options["consent_field"] == "tracking_consent"
+    assert (dotdigital.username, dotdigital.password) == ("apiuser-xxx@apiconnector.com", "p2")
+    assert dotdigital.rate_limit_per_second == 0.5  # §3.4: Basic's Low tier, 35/min
+    assert dotdigital.options["mode"] == "channel_consent"
+    assert dotdigital.options["consent_field"] == "TRACKING_CONSENT"
+    assert moengage.rate_limit_per_second == 4.0  # §4.4: 360K/day is 4.17/s
+    assert moengage.options["consent_field"] == "email_tracking_consent"
+    assert "k3" not in repr(moengage) and "k1" not in repr(acoustic)
+
+
+def test_each_kind_has_its_own_keys(tmp_path: Path) -> None:
+    text = PEERS.replace('app_id = "WORKSPACE01"\n', 'username = "x"\n')
+    message = error(tmp_path, text)
+    assert "destinations.moengage.app_id: Missing data for required field." in message
+    assert "destinations.moengage.username: Unknown field." in message
+
+
+def test_mode_and_batch_size_are_checked(tmp_path: Path) -> None:
+    text = PEERS.replace('mode = "channel_consent"', 'mode = "unsubscribe"')
+    text = text.replace('data_set_id = "4fe4136f-c007-44a3-b38f-92220xxxxxxxx"', "batch_size = 0")
+    message = error(tmp_path, text)
+    assert "destinations.dotdigital.mode: Must be one of: attribute, channel_consent." in message
+    assert "destinations.acoustic.batch_size" in message
+
+
+def test_unknown_kind_names_the_key_and_the_other_bad_keys(tmp_path: Path) -> None:
+    message = error(tmp_path, '[destinations.x]\nkind = "braze"\nbase_url = "nope"\n')
+    assert (
+        "destinations.x.kind: Must be one of: mapp-engage, acoustic-connect, dotdigital, moengage."
+        in message
+    )
+    assert "destinations.x.base_url: Not a valid URL." in message
+
+
+def test_lease_check_counts_the_calls_of_each_kind(tmp_path: Path) -> None:
+    slow = PEERS.replace('mode = "channel_consent"', "read_timeout_seconds = 100")
+    message = error(tmp_path, slow + "\n[delivery]\nlease_seconds = 200\n")
+    # Dotdigital: 2 calls x (5 s wait + 5 s connect + 100 s read) + 30 s = 250 s.
+    assert "delivery.lease_seconds: Must be at least 250 s: 2 calls" in message
+
+
+def test_demo_config_fans_out_to_all_four(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(environ={})
+    assert settings.demo
+    assert {d.kind for d in settings.destinations.values()} == {
+        "mapp-engage",
+        "acoustic-connect",
+        "dotdigital",
+        "moengage",
+    }
+    assert set(DEMO_CONFIG["destinations"]) == set(settings.destinations)

@@ -1,0 +1,23 @@
+"""The writer (destination client) of each configured destination, by its `kind`."""
+
+from __future__ import annotations
+
+from schemas.destinations import ACOUSTIC, DOTDIGITAL, ENGAGE, MOENGAGE
+from service.config import DestinationSettings
+from workers.acoustic import AcousticClient
+from workers.delivery import ConsentWriter
+from workers.dotdigital import DotdigitalClient
+from workers.engage import EngageClient, Throttle
+from workers.moengage import MoEngageClient
+
+CLIENTS: dict[str, type[EngageClient | AcousticClient | DotdigitalClient | MoEngageClient]] = {
+    ENGAGE: EngageClient,
+    ACOUSTIC: AcousticClient,
+    DOTDIGITAL: DotdigitalClient,
+    MOENGAGE: MoEngageClient,
+}
+
+
+def build_writer(settings: DestinationSettings, throttle: Throttle | None = None) -> ConsentWriter:
+    """The client of `settings.kind`, pacing every call with `throttle` (the shared limiter)."""
+    return CLIENTS[settings.kind](settings, throttle=throttle)
