@@ -83,9 +83,10 @@ def resolve(
     if not isinstance(email, str) or not email.strip():
         where = f"answer {settings.email!r}" if settings.email else "e-mail field"
         return f"No e-mail address in the {where}."
-    consent = _consent(event.answers.get(settings.consent) if settings.consent else None, settings)
-    if consent.startswith("!"):
-        return consent[1:]
+    answer = event.answers.get(settings.consent) if settings.consent else None
+    consent, reason = _consent(answer, settings)
+    if consent is None:
+        return reason
     try:
         source = render(settings.source, event.variables)
         id_template = settings.source_id or default_source_id
@@ -97,17 +98,17 @@ def resolve(
     return problems or candidate
 
 
-def _consent(answer: Any, settings: MappingSettings) -> str:
-    """The consent state, or `!reason` when the event is to be ignored."""
+def _consent(answer: Any, settings: MappingSettings) -> tuple[str | None, str]:
+    """The consent state, or None and the reason the event is ignored."""
     found = list(_candidates(answer))
     if not found:
         if settings.when_missing == "unknown":
-            return "unknown"
-        return f"!No consent answer in {settings.consent!r}."
+            return "unknown", ""
+        return None, f"No consent answer in {settings.consent!r}."
     for value in found:
         if value in settings.values:
-            return settings.values[value]
-    return f"!Consent answer {found[0]!r} is not in the mapping's values."
+            return settings.values[value], ""
+    return None, f"Consent answer {found[0]!r} is not in the mapping's values."
 
 
 def _candidates(answer: Any) -> Iterable[str]:

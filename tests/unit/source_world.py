@@ -3,21 +3,28 @@
 `SourceWorld.send` signs a body as the sender would (the kind's own `sign`, the same code as
 `consent-relay sources send`); `post` sends exactly what a test gives, for forged requests.
 The ledger is SQLite in tmp_path; the broker is the embedded filesystem transport.
+
+Also the small helpers every source-kind test file needs: `config_error` (the message a bad
+`[sources.<name>]` table raises), `fixture_json` (a kind's JSON fixture as a dict) and
+`basic_auth` (JSON headers with a Basic authorization).
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import pytest
 from flask import Flask
 from sqlalchemy import select
 from werkzeug.test import TestResponse
 
 from service import create_app
-from service.config import Settings, load_settings
+from service.config import ConfigError, Settings, load_settings
 from service.db import make_engine
 from service.migrate import upgrade
 from service.models import Event, IgnoredEvent
@@ -41,6 +48,26 @@ password = "engage-demo-password"
 [sources.{name}]
 {source_toml}
 """
+
+
+def config_error(tmp_path: Path, source_toml: str, name: str = "src") -> str:
+    """The ConfigError message for a config whose `[sources.<name>]` table is source_toml."""
+    path = tmp_path / "consent-relay.toml"
+    path.write_text(world_config(tmp_path / "data", name, source_toml))
+    with pytest.raises(ConfigError) as raised:
+        load_settings(path, environ={})
+    return str(raised.value)
+
+
+def fixture_json(kind: str, event: str) -> dict[str, Any]:
+    body, _ = load_fixture(kind, event)
+    payload: dict[str, Any] = json.loads(body)
+    return payload
+
+
+def basic_auth(user: str, password: str) -> dict[str, str]:
+    pair = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return {"Content-Type": "application/json", "Authorization": f"Basic {pair}"}
 
 
 class SourceWorld:
@@ -69,6 +96,9 @@ class SourceWorld:
         """Signed (or authorised) by the kind itself, as the real sender would."""
         signed = self.kind.sign(body, content_type, self.url, time.time() if now is None else now)
         return self.post(signed.url, signed.body, dict(signed.headers))
+
+    def send_json(self, payload: Any) -> TestResponse:
+        return self.send(json.dumps(payload).encode())
 
     def send_fixture(self, kind: str, event: str, now: float | None = None) -> TestResponse:
         body, content_type = load_fixture(kind, event)

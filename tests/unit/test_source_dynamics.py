@@ -10,9 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from source_world import SourceWorld
+from source_world import SourceWorld, config_error, fixture_json
 
-from service.config import ConfigError, load_settings
 from service.sources.dynamics import EMPTY_GUID, _unwrap, _wcf_time
 from service.sources.fixtures import load_fixture
 
@@ -33,16 +32,6 @@ values = {{ "true" = "withdrawn", "false" = "granted" }}
 @pytest.fixture
 def world(tmp_path: Path) -> SourceWorld:
     return SourceWorld(tmp_path, CONFIG)
-
-
-def fixture_json(name: str) -> dict[str, Any]:
-    body, _ = load_fixture("dynamics", name)
-    payload: dict[str, Any] = json.loads(body)
-    return payload
-
-
-def send_json(world: SourceWorld, payload: Any) -> Any:
-    return world.send(json.dumps(payload).encode())
 
 
 def keyed(headers: dict[str, str] | None = None) -> dict[str, str]:
@@ -118,11 +107,13 @@ def synchronous(payload: dict[str, Any], record: str) -> dict[str, Any]:
 def test_synchronous_steps_fall_back_to_correlation_message_record_time(
     world: SourceWorld,
 ) -> None:
-    first = synchronous(fixture_json("contact_update"), CONTACT_ID)
-    other = synchronous(fixture_json("contact_update"), "11111111-0f9f-e711-8122-000d3aa2331c")
-    assert send_json(world, first).status_code == 202
-    assert send_json(world, other).status_code == 202  # same CorrelationId, other record
-    again = send_json(world, first)
+    first = synchronous(fixture_json("dynamics", "contact_update"), CONTACT_ID)
+    other = synchronous(
+        fixture_json("dynamics", "contact_update"), "11111111-0f9f-e711-8122-000d3aa2331c"
+    )
+    assert world.send_json(first).status_code == 202
+    assert world.send_json(other).status_code == 202  # same CorrelationId, other record
+    again = world.send_json(first)
     assert again.get_json()["duplicate"] is True
     assert [e["delivery_id"] for e in world.events()] == [
         f"b374239d-4233-41a9-8b17-a86cb4f737b5:Update:{CONTACT_ID}:/Date(1506409448000-0700)/",
@@ -142,7 +133,7 @@ def test_synchronous_steps_fall_back_to_correlation_message_record_time(
 def test_other_messages_are_ignored_and_recorded(
     world: SourceWorld, mutate: Any, event_type: str, reason: str
 ) -> None:
-    response = send_json(world, mutate(fixture_json("contact_delete")))
+    response = world.send_json(mutate(fixture_json("dynamics", "contact_delete")))
     assert response.status_code == 200
     assert reason in response.get_json()["reason"]
     [ignored] = world.ignored()
@@ -153,8 +144,8 @@ def test_other_messages_are_ignored_and_recorded(
 
 
 def test_pre_operation_step_is_ignored(world: SourceWorld) -> None:
-    payload = dict(fixture_json("contact_update"), Stage=20)
-    response = send_json(world, payload)
+    payload = dict(fixture_json("dynamics", "contact_update"), Stage=20)
+    response = world.send_json(payload)
     assert response.status_code == 200
     assert "PreOperation step" in response.get_json()["reason"]
     assert world.events() == []
@@ -169,7 +160,7 @@ def oversized(payload: dict[str, Any]) -> dict[str, Any]:
 def test_oversized_context_without_the_address_is_ignored_with_the_reason(
     world: SourceWorld,
 ) -> None:
-    body = json.dumps(oversized(fixture_json("contact_update"))).encode()
+    body = json.dumps(oversized(fixture_json("dynamics", "contact_update"))).encode()
     headers = keyed({"x-ms-dynamics-msg-size-exceeded": "true"})
     response = world.post(f"/webhooks/src?code={KEY}", body, headers)
     assert response.status_code == 200
@@ -184,9 +175,9 @@ def test_oversized_header_with_the_address_present_is_accepted(world: SourceWorl
 
 
 def test_no_address_is_ignored(world: SourceWorld) -> None:
-    payload = fixture_json("contact_update")
+    payload = fixture_json("dynamics", "contact_update")
     payload["PostEntityImages"] = []
-    response = send_json(world, payload)
+    response = world.send_json(payload)
     assert response.status_code == 200
     assert response.get_json()["reason"] == "No e-mail address in the e-mail field."
 
@@ -300,11 +291,4 @@ def test_escaped_slashes_as_in_the_documented_example(world: SourceWorld) -> Non
 def test_dynamics_config_errors_name_the_key(
     tmp_path: Path, source_toml: str, expected: str
 ) -> None:
-    path = tmp_path / "consent-relay.toml"
-    path.write_text(
-        '[destinations.engage]\nkind = "mapp-engage"\nbase_url = "http://127.0.0.1:8025"\n'
-        f'username = "u"\npassword = "p"\n\n[sources.src]\n{source_toml}\n'
-    )
-    with pytest.raises(ConfigError) as raised:
-        load_settings(path, environ={})
-    assert expected in str(raised.value)
+    assert expected in config_error(tmp_path, source_toml)

@@ -4,14 +4,12 @@ contacts -> decisions, Webhooks API events -> ignored with reasons, and the fail
 from __future__ import annotations
 
 import datetime as dt
-import json
 import time
 from pathlib import Path
 
 import pytest
-from source_world import SourceWorld, world_config
+from source_world import SourceWorld, config_error, fixture_json
 
-from service.config import ConfigError, load_settings
 from service.sources.base import SignatureError
 from service.sources.fixtures import load_fixture
 from service.sources.hubspot_signature import (
@@ -53,8 +51,7 @@ def world(tmp_path: Path) -> SourceWorld:
 
 
 def workflow_contact() -> dict:
-    body, _ = load_fixture("hubspot", "workflow_contact")
-    return json.loads(body)
+    return fixture_json("hubspot", "workflow_contact")
 
 
 def v3_headers(body: bytes, *, secret: str = SECRET, url: str = URL, now: float | None = None):
@@ -164,7 +161,7 @@ def test_later_consent_change_with_the_same_form_submission_is_new(world: Source
     consent["versions"].insert(
         0, {"value": "false", "source-type": "CRM_UI", "timestamp": 1400000000000}
     )
-    assert world.send(json.dumps(contact).encode()).status_code == 202
+    assert world.send_json(contact).status_code == 202
     later = world.events()[1]
     assert (later["decision"], later["delivery_id"]) == ("denied", "vid:71:consent-1400000000000")
     assert later["occurred_at"] == dt.datetime(2014, 5, 13, 16, 53, 20, tzinfo=dt.UTC)
@@ -180,7 +177,7 @@ def test_flat_workflow_contact_uses_lastmodifieddate(world: SourceWorld) -> None
             "lastmodifieddate": "2024-03-01T10:00:00.000Z",
         },
     }
-    assert world.send(json.dumps(contact).encode()).status_code == 202
+    assert world.send_json(contact).status_code == 202
     [event] = world.events()
     assert (event["email"], event["decision"]) == ("flat@example.com", "denied")
     assert event["delivery_id"] == "vid:512:modified-2024-03-01T10:00:00.000Z"
@@ -191,7 +188,7 @@ def test_flat_workflow_contact_uses_lastmodifieddate(world: SourceWorld) -> None
 def test_workflow_contact_without_consent_property_is_ignored(world: SourceWorld) -> None:
     contact = workflow_contact()
     del contact["properties"]["tracking_consent"]
-    response = world.send(json.dumps(contact).encode())
+    response = world.send_json(contact)
     assert response.status_code == 200
     assert response.get_json()["reason"] == "No consent answer in 'tracking_consent'."
     assert world.ignored()[0]["delivery_id"] == "vid:71:modified-1325633425000"
@@ -354,14 +351,6 @@ def test_non_json_body_is_a_415(world: SourceWorld) -> None:
 
 
 # --- config -------------------------------------------------------------------------------
-
-
-def config_error(tmp_path: Path, source_toml: str) -> str:
-    path = tmp_path / "consent-relay.toml"
-    path.write_text(world_config(tmp_path / "data", "src", source_toml))
-    with pytest.raises(ConfigError) as caught:
-        load_settings(path, environ={})
-    return str(caught.value)
 
 
 def test_unknown_signature_version_is_a_config_error(tmp_path: Path) -> None:

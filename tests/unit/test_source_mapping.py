@@ -7,8 +7,8 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
+from source_world import config_error
 
-from service.config import ConfigError, load_settings
 from service.ledger import Decision
 from service.sources.base import SourceEvent
 from service.sources.mapping import DEFAULT_VALUES, MappingSettings, render, resolve
@@ -30,7 +30,7 @@ def event(**answers: object) -> SourceEvent:
 
 def mapping(**overrides: object) -> MappingSettings:
     base: dict[str, object] = {"source": "form:{form_id}", "consent": "agree"}
-    return MappingSettings(**{**base, **overrides})  # type: ignore[arg-type]
+    return MappingSettings(**{**base, **overrides})  # type: ignore[arg-type]  # test data
 
 
 @pytest.mark.parametrize(
@@ -54,7 +54,8 @@ def test_default_values(answer: object, expected: str) -> None:
 
 def test_configured_values_replace_the_defaults() -> None:
     settings = mapping(values={"i agree": "granted", "stop": "withdrawn"})
-    assert resolve(event(agree="STOP"), settings, None, SKEW).tracking_consent == "withdrawn"  # type: ignore[union-attr]
+    stop = resolve(event(agree="STOP"), settings, None, SKEW)
+    assert isinstance(stop, Decision) and stop.tracking_consent == "withdrawn"
     assert resolve(event(agree="yes"), settings, None, SKEW) == (
         "Consent answer 'yes' is not in the mapping's values."
     )
@@ -114,25 +115,6 @@ def test_defaults_cover_every_state() -> None:
     assert set(DEFAULT_VALUES.values()) == {"granted", "denied", "withdrawn", "unknown"}
 
 
-def config_error(tmp_path: Path, source_toml: str) -> str:
-    path = tmp_path / "consent-relay.toml"
-    path.write_text(
-        f"""
-[destinations.engage]
-kind = "mapp-engage"
-base_url = "http://127.0.0.1:8025"
-username = "u"
-password = "p"
-
-[sources.forms]
-{source_toml}
-"""
-    )
-    with pytest.raises(ConfigError) as raised:
-        load_settings(path, environ={})
-    return str(raised.value)
-
-
 TYPEFORM = 'kind = "typeform"\nsecrets = ["typeform-secret"]\n'
 
 
@@ -179,4 +161,4 @@ TYPEFORM = 'kind = "typeform"\nsecrets = ["typeform-secret"]\n'
     ],
 )
 def test_config_errors_name_the_key(tmp_path: Path, source_toml: str, expected: str) -> None:
-    assert expected in config_error(tmp_path, source_toml)
+    assert expected in config_error(tmp_path, source_toml, name="forms")

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import json
 from pathlib import Path
 from typing import Any
 
 import pytest
-from source_world import SourceWorld
+from source_world import SourceWorld, basic_auth, config_error, fixture_json
 
-from service.config import ConfigError, load_settings
 from service.sources.fixtures import load_fixture
 from service.sources.pipedrive import _custom_value, _primary_email
 
@@ -40,21 +37,6 @@ V1_EVENT_ID = "v1:4710828:updated.person:11:1739827618595189"
 @pytest.fixture
 def world(tmp_path: Path) -> SourceWorld:
     return SourceWorld(tmp_path, CONFIG)
-
-
-def fixture_json(name: str) -> dict[str, Any]:
-    body, _ = load_fixture("pipedrive", name)
-    payload: dict[str, Any] = json.loads(body)
-    return payload
-
-
-def send_json(world: SourceWorld, payload: Any) -> Any:
-    return world.send(json.dumps(payload).encode())
-
-
-def basic(user: str, password: str) -> dict[str, str]:
-    token = base64.b64encode(f"{user}:{password}".encode()).decode()
-    return {"Content-Type": "application/json", "Authorization": f"Basic {token}"}
 
 
 def test_v2_create_person_becomes_a_granted_decision(world: SourceWorld) -> None:
@@ -92,36 +74,36 @@ def test_v1_updated_person_by_marketing_status(tmp_path: Path) -> None:
     world = SourceWorld(tmp_path, MARKETING_CONFIG)
     assert world.send_fixture("pipedrive", "updated_person_v1").status_code == 202
     assert world.events()[0]["decision"] == "granted"
-    payload = fixture_json("updated_person_v1")
+    payload = fixture_json("pipedrive", "updated_person_v1")
     payload["current"]["marketing_status"] = "unsubscribed"
     payload["meta"]["timestamp_micro"] += 1_000_000
-    assert send_json(world, payload).status_code == 202
+    assert world.send_json(payload).status_code == 202
     assert world.events()[1]["decision"] == "withdrawn"
 
 
 def test_v1_later_change_of_the_same_person_is_not_a_duplicate(world: SourceWorld) -> None:
     assert world.send_fixture("pipedrive", "updated_person_v1").status_code == 202
-    payload = fixture_json("updated_person_v1")
+    payload = fixture_json("pipedrive", "updated_person_v1")
     payload["meta"]["timestamp_micro"] = 1739827700000000
     payload["current"][CONSENT_FIELD] = "43"
-    assert send_json(world, payload).status_code == 202
+    assert world.send_json(payload).status_code == 202
     assert [e["decision"] for e in world.events()] == ["granted", "withdrawn"]
 
 
 def test_v1_retry_is_a_duplicate(world: SourceWorld) -> None:
     assert world.send_fixture("pipedrive", "updated_person_v1").status_code == 202
-    payload = fixture_json("updated_person_v1")
+    payload = fixture_json("pipedrive", "updated_person_v1")
     payload["retry"] = 1
-    again = send_json(world, payload)
+    again = world.send_json(payload)
     assert again.status_code == 200 and again.get_json()["duplicate"] is True
     assert len(world.events()) == 1
 
 
 def test_v2_retry_with_a_higher_attempt_is_a_duplicate(world: SourceWorld) -> None:
     assert world.send_fixture("pipedrive", "create_person").status_code == 202
-    payload = fixture_json("create_person")
+    payload = fixture_json("pipedrive", "create_person")
     payload["meta"]["attempt"] = 2
-    again = send_json(world, payload)
+    again = world.send_json(payload)
     assert again.status_code == 200 and again.get_json()["duplicate"] is True
     assert len(world.events()) == 1
 
@@ -145,25 +127,25 @@ def test_other_events_are_ignored_and_recorded(
 
 
 def test_unknown_event_type_is_ignored(world: SourceWorld) -> None:
-    payload = fixture_json("create_deal")
+    payload = fixture_json("pipedrive", "create_deal")
     payload["meta"]["entity"] = "project"
-    response = send_json(world, payload)
+    response = world.send_json(payload)
     assert response.status_code == 200
     assert "not handled by the pipedrive source" in response.get_json()["reason"]
 
 
 def test_person_without_an_address_is_ignored(world: SourceWorld) -> None:
-    payload = fixture_json("create_person")
+    payload = fixture_json("pipedrive", "create_person")
     payload["data"]["emails"] = [{"label": "work", "value": "", "primary": True}]
-    response = send_json(world, payload)
+    response = world.send_json(payload)
     assert response.status_code == 200
     assert response.get_json()["reason"] == "No e-mail address in the e-mail field."
 
 
 def test_person_event_without_data_is_ignored(world: SourceWorld) -> None:
-    payload = fixture_json("create_person")
+    payload = fixture_json("pipedrive", "create_person")
     payload["data"] = None
-    response = send_json(world, payload)
+    response = world.send_json(payload)
     assert response.status_code == 200
     assert response.get_json()["reason"] == "The delivery has no person data."
 
@@ -176,9 +158,9 @@ def test_several_options_and_plain_values_are_unwrapped() -> None:
 
 
 def test_a_multiple_option_field_is_mapped_by_any_option(world: SourceWorld) -> None:
-    payload = fixture_json("create_person")
+    payload = fixture_json("pipedrive", "create_person")
     payload["data"]["custom_fields"][CONSENT_FIELD] = {"type": "set", "values": [{"id": 42}]}
-    assert send_json(world, payload).status_code == 202
+    assert world.send_json(payload).status_code == 202
     assert world.events()[0]["decision"] == "granted"
 
 
@@ -201,22 +183,23 @@ def test_primary_email(entries: Any, expected: str | None) -> None:
 
 
 def test_v2_key_emails_and_v1_key_email_are_both_read(world: SourceWorld) -> None:
-    payload = fixture_json("create_person")
+    payload = fixture_json("pipedrive", "create_person")
     payload["data"]["email"] = payload["data"].pop("emails")
-    assert send_json(world, payload).status_code == 202
+    assert world.send_json(payload).status_code == 202
     assert world.events()[0]["email"] == "sample.person@example.com"
 
 
 def test_rotated_password_is_accepted(world: SourceWorld) -> None:
     body, _ = load_fixture("pipedrive", "create_person")
-    assert world.post("/webhooks/src", body, basic(USERNAME, OTHER_PASSWORD)).status_code == 202
+    headers = basic_auth(USERNAME, OTHER_PASSWORD)
+    assert world.post("/webhooks/src", body, headers).status_code == 202
 
 
 @pytest.mark.parametrize(
     ("headers", "detail"),
     [
-        (basic(USERNAME, "not-the-password-at-all"), "Basic credentials do not match."),
-        (basic("someone-else", PASSWORD), "Basic credentials do not match."),
+        (basic_auth(USERNAME, "not-the-password-at-all"), "Basic credentials do not match."),
+        (basic_auth("someone-else", PASSWORD), "Basic credentials do not match."),
         ({"Content-Type": "application/json"}, "Missing Basic authorization header."),
         (
             {"Content-Type": "application/json", "Authorization": f"Bearer {PASSWORD}"},
@@ -294,11 +277,4 @@ def test_form_body_is_a_415(world: SourceWorld) -> None:
 def test_pipedrive_config_errors_name_the_key(
     tmp_path: Path, source_toml: str, expected: str
 ) -> None:
-    path = tmp_path / "consent-relay.toml"
-    path.write_text(
-        '[destinations.engage]\nkind = "mapp-engage"\nbase_url = "http://127.0.0.1:8025"\n'
-        f'username = "u"\npassword = "p"\n\n[sources.src]\n{source_toml}\n'
-    )
-    with pytest.raises(ConfigError) as raised:
-        load_settings(path, environ={})
-    assert expected in str(raised.value)
+    assert expected in config_error(tmp_path, source_toml)

@@ -7,9 +7,8 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
-from source_world import SourceWorld, world_config
+from source_world import SourceWorld, config_error
 
-from service.config import ConfigError, load_settings
 from service.sources.fixtures import load_fixture
 from service.sources.salesforce import ACK
 
@@ -229,14 +228,6 @@ def test_json_body_is_a_415(world: SourceWorld) -> None:
 
 
 # --- config -------------------------------------------------------------------------------
-
-
-def config_error(tmp_path: Path, source_toml: str) -> str:
-    path = tmp_path / "consent-relay.toml"
-    path.write_text(world_config(tmp_path / "data", "src", source_toml))
-    with pytest.raises(ConfigError) as caught:
-        load_settings(path, environ={})
-    return str(caught.value)
 
 
 def test_organization_ids_are_required(tmp_path: Path) -> None:

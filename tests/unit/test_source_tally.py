@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 from pathlib import Path
 from typing import Any
 
 import pytest
-from source_world import SourceWorld
+from source_world import SourceWorld, config_error, fixture_json
 
-from service.config import ConfigError, load_settings
 from service.sources.base import Authenticated, InboundRequest, SignatureError
 from service.sources.fixtures import load_fixture
 from service.sources.tally import signature, verify
@@ -47,9 +45,7 @@ def world(tmp_path: Path) -> SourceWorld:
 
 
 def fixture_payload() -> dict[str, Any]:
-    body, _ = load_fixture("tally", "form_response")
-    payload: dict[str, Any] = json.loads(body)
-    return payload
+    return fixture_json("tally", "form_response")
 
 
 def consent_fields(payload: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -99,21 +95,21 @@ def test_unticked_option_is_denied(tmp_path: Path) -> None:
     payload = fixture_payload()
     group, option = consent_fields(payload)
     group["value"], option["value"] = [], False
-    assert world.send(json.dumps(payload).encode()).status_code == 202
+    assert world.send_json(payload).status_code == 202
     assert world.events()[0]["decision"] == "denied"
 
 
 def test_unticked_group_falls_back_to_when_missing(world: SourceWorld) -> None:
     payload = fixture_payload()
     consent_fields(payload)[0]["value"] = None
-    assert world.send(json.dumps(payload).encode()).status_code == 202
+    assert world.send_json(payload).status_code == 202
     assert world.events()[0]["decision"] == "unknown"
 
 
 def test_option_id_without_options_is_kept_and_unmapped(world: SourceWorld) -> None:
     payload = fixture_payload()
     del consent_fields(payload)[0]["options"]
-    response = world.send(json.dumps(payload).encode())
+    response = world.send_json(payload)
     assert response.status_code == 200
     assert (
         "'5b6e2c1f-8d7a-4b0e-9f3c-2a1d4e6f7a8b' is not in the mapping"
@@ -124,7 +120,7 @@ def test_option_id_without_options_is_kept_and_unmapped(world: SourceWorld) -> N
 def test_a_shared_label_is_not_a_locator(world: SourceWorld) -> None:
     payload = fixture_payload()
     payload["data"]["fields"][1]["label"] = "Marketing consent"
-    response = world.send(json.dumps(payload).encode())
+    response = world.send_json(payload)
     # when_missing = "unknown": the ambiguous label never picks one of the two answers.
     assert response.status_code == 202
     assert world.events()[0]["decision"] == "unknown"
@@ -133,7 +129,7 @@ def test_a_shared_label_is_not_a_locator(world: SourceWorld) -> None:
 def test_top_level_created_at_stands_in(world: SourceWorld) -> None:
     payload = fixture_payload()
     del payload["data"]["createdAt"]
-    assert world.send(json.dumps(payload).encode()).status_code == 202
+    assert world.send_json(payload).status_code == 202
     assert world.events()[0]["occurred_at"] == dt.datetime(2026, 8, 14, 10, 55, tzinfo=dt.UTC)
 
 
@@ -148,7 +144,7 @@ def test_redelivery_is_a_duplicate(world: SourceWorld) -> None:
 def test_no_email_field_is_ignored_with_its_reason(world: SourceWorld) -> None:
     payload = fixture_payload()
     del payload["data"]["fields"][0]
-    response = world.send(json.dumps(payload).encode())
+    response = world.send_json(payload)
     assert response.status_code == 200
     assert response.get_json()["reason"] == "No e-mail address in the e-mail field."
     assert world.ignored()[0]["delivery_id"] == payload["eventId"]
@@ -256,11 +252,4 @@ def test_parse_offers_keys_labels_and_variables(world: SourceWorld) -> None:
     ids=["short-secret", "no-consent", "unknown-variable", "foreign-option"],
 )
 def test_tally_config_errors_name_the_key(tmp_path: Path, source_toml: str, expected: str) -> None:
-    path = tmp_path / "consent-relay.toml"
-    path.write_text(
-        '[destinations.engage]\nkind = "mapp-engage"\nbase_url = "http://127.0.0.1:8025"\n'
-        f'username = "u"\npassword = "p"\n\n[sources.src]\n{source_toml}\n'
-    )
-    with pytest.raises(ConfigError) as raised:
-        load_settings(path, environ={})
-    assert expected in str(raised.value)
+    assert expected in config_error(tmp_path, source_toml)

@@ -11,9 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from source_world import SourceWorld
-
-from service.config import ConfigError, load_settings
+from source_world import SourceWorld, basic_auth, config_error
 
 TOKEN = "token-kind-secret-0123456789abcdefghij"
 OTHER_TOKEN = "token-kind-secret-rotated-zyxwvu987654"
@@ -38,11 +36,6 @@ JSON = {"Content-Type": "application/json"}
 @pytest.fixture
 def world(tmp_path: Path) -> SourceWorld:
     return SourceWorld(tmp_path, CONFIG)
-
-
-def basic(user: str, password: str) -> dict[str, str]:
-    pair = base64.b64encode(f"{user}:{password}".encode()).decode()
-    return {**JSON, "Authorization": f"Basic {pair}"}
 
 
 def body_with(**changes: Any) -> bytes:
@@ -95,7 +88,7 @@ def test_token_in_each_accepted_place(
         ("/webhooks/src", {}, "Missing token"),
         ("/webhooks/src", {"Authorization": "Bearer "}, "Missing token"),
         # Without a configured username, Basic auth is not a way in.
-        ("/webhooks/src", basic(USERNAME, TOKEN), "Missing token"),
+        ("/webhooks/src", basic_auth(USERNAME, TOKEN), "Missing token"),
     ],
     ids=["wrong-query", "wrong-bearer", "missing", "empty-bearer", "basic-without-username"],
 )
@@ -113,17 +106,17 @@ def test_basic_auth_when_a_username_is_configured(tmp_path: Path) -> None:
     world = SourceWorld(tmp_path, BASIC_CONFIG)
     signed = world.kind.sign(BODY, "application/json", world.url, 0.0)
     assert signed.url == world.url  # the secret travels in the header, not the URL
-    assert signed.headers["Authorization"] == basic(USERNAME, TOKEN)["Authorization"]
+    assert signed.headers["Authorization"] == basic_auth(USERNAME, TOKEN)["Authorization"]
     assert world.post(signed.url, BODY, dict(signed.headers)).status_code == 202
-    assert world.post("/webhooks/src", body_with(source_id="2"), basic(USERNAME, OTHER_TOKEN))
+    assert world.post("/webhooks/src", body_with(source_id="2"), basic_auth(USERNAME, OTHER_TOKEN))
     assert len(world.events()) == 2
 
 
 @pytest.mark.parametrize(
     ("headers", "detail"),
     [
-        (basic("someone-else", TOKEN), "Basic credentials do not match."),
-        (basic(USERNAME, "wrong-password"), "Basic credentials do not match."),
+        (basic_auth("someone-else", TOKEN), "Basic credentials do not match."),
+        (basic_auth(USERNAME, "wrong-password"), "Basic credentials do not match."),
         ({**JSON, "Authorization": "Basic not*base64"}, "Malformed Basic authorization header."),
         (
             {**JSON, "Authorization": "Basic " + base64.b64encode(b"no-colon").decode()},
@@ -144,7 +137,7 @@ def test_bad_basic_credentials_are_refused(
 def test_wrong_basic_is_refused_even_with_a_good_query_token(tmp_path: Path) -> None:
     world = SourceWorld(tmp_path, BASIC_CONFIG)
     url = f"/webhooks/src?token={TOKEN}"
-    assert world.post(url, BODY, basic(USERNAME, "wrong-password")).status_code == 401
+    assert world.post(url, BODY, basic_auth(USERNAME, "wrong-password")).status_code == 401
 
 
 def test_idempotency_key_recognises_a_retry_with_another_body(world: SourceWorld) -> None:
@@ -209,7 +202,7 @@ def test_idempotency_key_is_not_read_before_the_token(world: SourceWorld) -> Non
 def test_invalid_fields_answer_422_with_each_message(
     world: SourceWorld, payload: dict[str, Any], errors: dict[str, Any]
 ) -> None:
-    response = world.send(json.dumps(payload).encode())
+    response = world.send_json(payload)
     assert response.status_code == 422
     body = response.get_json()
     assert body["type"].endswith("validation-failed")
@@ -246,23 +239,9 @@ def test_unreadable_body(world: SourceWorld, body: bytes, content_type: str, sta
     ids=["source-id", "mapping", "foreign-option"],
 )
 def test_token_config_errors_name_the_key(tmp_path: Path, extra: str, expected: str) -> None:
-    path = tmp_path / "consent-relay.toml"
-    path.write_text(
-        '[destinations.engage]\nkind = "mapp-engage"\nbase_url = "http://127.0.0.1:8025"\n'
-        f'username = "u"\npassword = "p"\n\n[sources.src]\n{CONFIG}{extra}'
-    )
-    with pytest.raises(ConfigError) as raised:
-        load_settings(path, environ={})
-    assert expected in str(raised.value)
+    assert expected in config_error(tmp_path, CONFIG + extra)
 
 
 def test_short_token_is_a_config_error(tmp_path: Path) -> None:
-    path = tmp_path / "consent-relay.toml"
-    path.write_text(
-        '[destinations.engage]\nkind = "mapp-engage"\nbase_url = "http://127.0.0.1:8025"\n'
-        'username = "u"\npassword = "p"\n\n[sources.src]\n'
-        'kind = "token"\nsecrets = ["too-short"]\nsource = "s"\n'
-    )
-    with pytest.raises(ConfigError) as raised:
-        load_settings(path, environ={})
-    assert "sources.src.secrets.0: Secret must be at least 32 characters." in str(raised.value)
+    message = config_error(tmp_path, 'kind = "token"\nsecrets = ["too-short"]\nsource = "s"\n')
+    assert "sources.src.secrets.0: Secret must be at least 32 characters." in message

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 from pathlib import Path
 
 import pytest
-from source_world import SourceWorld
+from source_world import SourceWorld, fixture_json
 
 from service.sources.fixtures import load_fixture
 from service.sources.typeform import signature
@@ -68,18 +67,16 @@ def test_partial_response_is_ignored_and_recorded(world: SourceWorld) -> None:
 
 
 def test_declined_legal_answer_is_denied(world: SourceWorld) -> None:
-    body, _ = load_fixture("typeform", "form_response")
-    payload = json.loads(body)
+    payload = fixture_json("typeform", "form_response")
     payload["form_response"]["answers"][1]["boolean"] = False
-    assert world.send(json.dumps(payload).encode()).status_code == 202
+    assert world.send_json(payload).status_code == 202
     assert world.events()[0]["decision"] == "denied"
 
 
 def test_missing_consent_answer_is_ignored_with_its_reason(world: SourceWorld) -> None:
-    body, _ = load_fixture("typeform", "form_response")
-    payload = json.loads(body)
+    payload = fixture_json("typeform", "form_response")
     del payload["form_response"]["answers"][1]
-    response = world.send(json.dumps(payload).encode())
+    response = world.send_json(payload)
     assert response.status_code == 200
     assert "No consent answer in 'readable_ref_legal'" in response.get_json()["reason"]
 

@@ -4,15 +4,13 @@ and the failures."""
 from __future__ import annotations
 
 import datetime as dt
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from source_world import SourceWorld
+from source_world import SourceWorld, config_error, fixture_json
 
-from service.config import ConfigError, load_settings
 from service.sources.base import Authenticated, InboundRequest, SignatureError
 from service.sources.fixtures import load_fixture
 from service.sources.webflow import signature, verify
@@ -37,9 +35,7 @@ def world(tmp_path: Path) -> SourceWorld:
 
 
 def fixture_payload() -> dict[str, Any]:
-    body, _ = load_fixture("webflow", "form_submission")
-    payload: dict[str, Any] = json.loads(body)
-    return payload
+    return fixture_json("webflow", "form_submission")
 
 
 def signed_headers(body: bytes, millis: int, secret: str = SECRET) -> dict[str, str]:
@@ -99,7 +95,7 @@ def test_checkbox_value_formats(world: SourceWorld, answer: object, decision: st
     # The checkbox's value format is UNVERIFIED (B4.7): booleans, "true"/"false" and "on".
     payload = fixture_payload()
     payload["payload"]["data"]["Newsletter opt-in"] = answer
-    assert world.send(json.dumps(payload).encode()).status_code == 202
+    assert world.send_json(payload).status_code == 202
     assert world.events()[0]["decision"] == decision
 
 
@@ -109,7 +105,7 @@ def test_capitalised_email_field_and_site_id_template(tmp_path: Path) -> None:
     payload = fixture_payload()
     data = payload["payload"]["data"]
     data["Email"] = data.pop("email")
-    assert world.send(json.dumps(payload).encode()).status_code == 202
+    assert world.send_json(payload).status_code == 202
     [event] = world.events()
     assert event["email"] == "zaphod@heartofgold.ai"
     assert event["consent_source"] == "wf-65427cf400e02b306eaa049c"
@@ -119,7 +115,7 @@ def test_mapped_email_field_replaces_the_default(tmp_path: Path) -> None:
     world = SourceWorld(tmp_path, CONFIG + 'email = "Work e-mail"\n')
     payload = fixture_payload()
     payload["payload"]["data"]["Work e-mail"] = "ford@heartofgold.ai"
-    assert world.send(json.dumps(payload).encode()).status_code == 202
+    assert world.send_json(payload).status_code == 202
     assert world.events()[0]["email"] == "ford@heartofgold.ai"
 
 
@@ -134,7 +130,7 @@ def test_form_id_template_without_form_id_is_ignored(tmp_path: Path) -> None:
     payload = fixture_payload()
     payload["payload"]["formId"] = "6321ca84df3949bfc6752300"
     payload["payload"]["id"] = "6321ca84df3949bfc6752399"
-    assert world.send(json.dumps(payload).encode()).status_code == 202
+    assert world.send_json(payload).status_code == 202
     assert world.events()[0]["consent_source_id"] == "6321ca84df3949bfc6752300"
 
 
@@ -150,7 +146,7 @@ def test_redelivery_is_a_duplicate(world: SourceWorld) -> None:
 def test_missing_consent_answer_is_ignored_with_its_reason(world: SourceWorld) -> None:
     payload = fixture_payload()
     del payload["payload"]["data"]["Newsletter opt-in"]
-    response = world.send(json.dumps(payload).encode())
+    response = world.send_json(payload)
     assert response.status_code == 200
     assert response.get_json()["reason"] == "No consent answer in 'Newsletter opt-in'."
 
@@ -196,12 +192,7 @@ def test_timestamp_outside_tolerance_is_refused(
 def test_seconds_timestamp_is_refused_as_too_old(world: SourceWorld) -> None:
     # Webflow's timestamp is in milliseconds (B4.4); a seconds value reads as January 1970.
     body, _ = load_fixture("webflow", "form_submission")
-    seconds = int(time.time())
-    headers = {
-        "Content-Type": "application/json",
-        "x-webflow-timestamp": str(seconds),
-        "x-webflow-signature": signature(SECRET, seconds, body),
-    }
+    headers = signed_headers(body, int(time.time()))
     assert world.post("/webhooks/src", body, headers).get_json()["detail"] == (
         "Message timestamp too old."
     )
@@ -317,11 +308,4 @@ def test_parse_offers_data_fields_and_variables(world: SourceWorld) -> None:
 def test_webflow_config_errors_name_the_key(
     tmp_path: Path, source_toml: str, expected: str
 ) -> None:
-    path = tmp_path / "consent-relay.toml"
-    path.write_text(
-        '[destinations.engage]\nkind = "mapp-engage"\nbase_url = "http://127.0.0.1:8025"\n'
-        f'username = "u"\npassword = "p"\n\n[sources.src]\n{source_toml}\n'
-    )
-    with pytest.raises(ConfigError) as raised:
-        load_settings(path, environ={})
-    assert expected in str(raised.value)
+    assert expected in config_error(tmp_path, source_toml)
