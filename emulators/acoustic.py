@@ -22,7 +22,6 @@ Run it with ``acoustic-emulator --port 8026 [--any-contact] [--rate-limit 10 ...
 from __future__ import annotations
 
 import hmac
-import logging
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
@@ -40,11 +39,10 @@ from emulators.peer import (
     create_peer_app,
     field_list,
     parser,
+    serve,
 )
 from emulators.peer import peer_state as state
-from emulators.server import EmulatorServer
 
-logger = logging.getLogger("emulators.acoustic")
 API_KEY = "acoustic-demo-api-key"
 DATA_SET_ID = "4fe4136f-c007-44a3-b38f-922200000000"
 FIELDS = ("Email", *DEFAULT_FIELDS)
@@ -184,7 +182,6 @@ def main(argv: list[str] | None = None) -> None:
     cli.add_argument("--data-set-id", default=DATA_SET_ID)
     args = cli.parse_args(argv)
     faults = engage_faults.from_arguments(cli, args)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     app = create_emulator_app(
         api_key=args.api_key,
         data_set_id=args.data_set_id,
@@ -192,9 +189,7 @@ def main(argv: list[str] | None = None) -> None:
         any_contact=args.any_contact,
         faults=faults,
     )
-    server = EmulatorServer(app, args.host, args.port)
-    logger.info("Acoustic Connect emulator listening on %s", server.url)
-    server.serve_forever()
+    serve(app, args, "Acoustic Connect")
 
 
 if __name__ == "__main__":

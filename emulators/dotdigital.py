@@ -15,7 +15,6 @@ Run it with ``dotdigital-emulator --port 8027 [--any-contact] [--rate-limit 10 .
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
@@ -30,11 +29,10 @@ from emulators.peer import (
     create_peer_app,
     field_list,
     parser,
+    serve,
 )
 from emulators.peer import peer_state as state
-from emulators.server import EmulatorServer
 
-logger = logging.getLogger("emulators.dotdigital")
 USERNAME = "apiuser-demo@apiconnector.com"
 PASSWORD = "dotdigital-demo-password"  # noqa: S105 - emulator demo credential
 FIELDS = ("TRACKING_CONSENT", "TRACKING_CONSENT_SOURCE", "TRACKING_CONSENT_SOURCE_ID")
@@ -171,7 +169,6 @@ def main(argv: list[str] | None = None) -> None:
     cli.add_argument("--password", default=PASSWORD)
     args = cli.parse_args(argv)
     faults = engage_faults.from_arguments(cli, args)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     app = create_emulator_app(
         username=args.username,
         password=args.password,
@@ -179,9 +176,7 @@ def main(argv: list[str] | None = None) -> None:
         any_contact=args.any_contact,
         faults=faults,
     )
-    server = EmulatorServer(app, args.host, args.port)
-    logger.info("Dotdigital emulator listening on %s", server.url)
-    server.serve_forever()
+    serve(app, args, "Dotdigital")
 
 
 if __name__ == "__main__":

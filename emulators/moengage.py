@@ -18,7 +18,6 @@ Run it with ``moengage-emulator --port 8028 [--any-contact] [--rate-limit-per-mi
 
 from __future__ import annotations
 
-import logging
 import time
 import uuid
 from typing import Any
@@ -35,11 +34,10 @@ from emulators.peer import (
     basic_auth_matches,
     create_peer_app,
     parser,
+    serve,
 )
 from emulators.peer import peer_state as state
-from emulators.server import EmulatorServer
 
-logger = logging.getLogger("emulators.moengage")
 APP_ID = "DEMOWORKSPACE01"
 API_KEY = "moengage-demo-data-api-key"
 OPT_IN_PATHS = (
@@ -194,7 +192,6 @@ def main(argv: list[str] | None = None) -> None:
     cli.add_argument("--feature-off", action="store_true", help="opt-in endpoint answers 403")
     args = cli.parse_args(argv)
     faults = engage_faults.from_arguments(cli, args)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     app = create_emulator_app(
         app_id=args.app_id,
         api_key=args.api_key,
@@ -203,9 +200,7 @@ def main(argv: list[str] | None = None) -> None:
         rate_limit_per_minute=args.rate_limit_per_minute,
         faults=faults,
     )
-    server = EmulatorServer(app, args.host, args.port)
-    logger.info("MoEngage emulator listening on %s", server.url)
-    server.serve_forever()
+    serve(app, args, "MoEngage")
 
 
 if __name__ == "__main__":

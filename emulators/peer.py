@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import copy
 import hmac
+import logging
 import threading
 import time
 from collections import deque
@@ -29,6 +30,7 @@ from werkzeug.exceptions import HTTPException
 from emulators import engage_faults
 from emulators.engage_faults import Faults, current_faults
 from emulators.engage_state import ApiError, utc_now_iso
+from emulators.server import EmulatorServer
 
 REQUEST_LOG_LIMIT = 10_000
 DEFAULT_FIELDS = ("tracking_consent", "tracking_consent_source", "tracking_consent_source_id")
@@ -282,3 +284,11 @@ def parser(
 
 def field_list(text: str) -> list[str]:
     return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def serve(app: Flask, args: argparse.Namespace, label: str) -> None:
+    """Serve an emulator from its command line until interrupted (the three peers' `main`)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    server = EmulatorServer(app, args.host, args.port)
+    logging.getLogger(app.import_name).info("%s emulator listening on %s", label, server.url)
+    server.serve_forever()
