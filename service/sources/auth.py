@@ -30,6 +30,19 @@ def matches_any(offered: str, secrets: Iterable[str]) -> bool:
     return found
 
 
+def require_signature(
+    offered: str, expected: Iterable[str], message: str = "No signature matches an active secret."
+) -> None:
+    """The offered signature against each expected one (one per active secret, or per signed
+    variant), constant-time and with no early exit that would reveal which one matched."""
+    offered_bytes = offered.encode()
+    matched = False
+    for candidate in expected:
+        matched |= hmac.compare_digest(candidate.encode(), offered_bytes)
+    if not matched:
+        raise SignatureError(message)
+
+
 def offered_tokens(request: InboundRequest) -> list[str]:
     """Every place a token may be: `?token=`/`?code=`, the token header, a Bearer header."""
     offered = [request.query[name] for name in TOKEN_QUERY if request.query.get(name)]

@@ -23,6 +23,7 @@ import hmac
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
+from service.sources.auth import require_signature
 from service.sources.base import SignatureError
 
 SIGNATURE_HEADER = "x-hubspot-signature"
@@ -108,16 +109,15 @@ def verify(
 
 
 def _verify_legacy(version: str, offered: str, parts: SignedParts, secrets: Sequence[str]) -> None:
-    offered_bytes = offered.strip().lower().encode()
-    matched = False
-    for secret in secrets:  # every active secret, no early exit (rotation)
-        if version == "v1":
-            expected = signature_v1(secret, parts.body)
-        else:
-            expected = signature_v2(secret, parts.method, parts.uri, parts.body)
-        matched |= hmac.compare_digest(expected.encode(), offered_bytes)
-    if not matched:
-        raise SignatureError(f"No {version} signature matches an active secret.")
+    expected = (
+        signature_v1(secret, parts.body)
+        if version == "v1"
+        else signature_v2(secret, parts.method, parts.uri, parts.body)
+        for secret in secrets
+    )
+    require_signature(
+        offered.strip().lower(), expected, f"No {version} signature matches an active secret."
+    )
 
 
 def _verify_v3(
@@ -131,14 +131,12 @@ def _verify_v3(
     checked = _timestamp(timestamp, tolerance_seconds, now)
     signed_timestamp = str(timestamp)  # as sent: HubSpot signs its own header string
     uris = dict.fromkeys([decode_v3_uri(parts.uri), parts.uri])  # decoded first, no repeat
-    offered_bytes = offered.strip().encode()
-    matched = False
-    for secret in secrets:
-        for uri in uris:
-            expected = signature_v3(secret, parts.method, uri, parts.body, signed_timestamp)
-            matched |= hmac.compare_digest(expected.encode(), offered_bytes)
-    if not matched:
-        raise SignatureError("No v3 signature matches an active secret.")
+    expected = (
+        signature_v3(secret, parts.method, uri, parts.body, signed_timestamp)
+        for secret in secrets
+        for uri in uris
+    )
+    require_signature(offered.strip(), expected, "No v3 signature matches an active secret.")
     return checked
 
 

@@ -21,6 +21,7 @@ import hmac
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, TypeGuard
 
+from service.sources.auth import require_signature
 from service.sources.base import (
     Authenticated,
     BaseKind,
@@ -50,11 +51,7 @@ def verify(headers: Mapping[str, str], body: bytes, secrets: Sequence[str]) -> N
     if not offered:
         # Tally only signs when a secret is set on the webhook (B2.1): fail closed.
         raise SignatureError("Missing Tally-Signature header.")
-    matched = False
-    for secret in secrets:  # every active secret, no early exit (rotation)
-        matched |= hmac.compare_digest(signature(secret, body).encode(), offered.strip().encode())
-    if not matched:
-        raise SignatureError("No signature matches an active secret.")
+    require_signature(offered.strip(), (signature(secret, body) for secret in secrets))
 
 
 class TallyKind(BaseKind):

@@ -17,6 +17,7 @@ import hmac
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
+from service.sources.auth import require_signature
 from service.sources.base import (
     Authenticated,
     BaseKind,
@@ -45,11 +46,7 @@ def verify(headers: Mapping[str, str], body: bytes, secrets: Sequence[str]) -> N
         raise SignatureError("Missing Typeform-Signature header.")
     if not offered.startswith(PREFIX):
         raise SignatureError("Malformed Typeform-Signature header.")
-    matched = False
-    for secret in secrets:
-        matched |= hmac.compare_digest(signature(secret, body).encode(), offered.encode())
-    if not matched:
-        raise SignatureError("No signature matches an active secret.")
+    require_signature(offered, (signature(secret, body) for secret in secrets))
 
 
 class TypeformKind(BaseKind):

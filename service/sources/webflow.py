@@ -21,6 +21,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
+from service.sources.auth import require_signature
 from service.sources.base import (
     Authenticated,
     BaseKind,
@@ -63,12 +64,8 @@ def verify(
             "the API are signed)."
         )
     timestamp = _timestamp(headers.get(TIMESTAMP_HEADER), tolerance_seconds, now)
-    matched = False
-    for secret in secrets:  # every active secret, no early exit (rotation)
-        expected = signature(secret, timestamp, body)
-        matched |= hmac.compare_digest(expected.encode(), offered.strip().lower().encode())
-    if not matched:
-        raise SignatureError("No signature matches an active secret.")
+    expected = (signature(secret, timestamp, body) for secret in secrets)
+    require_signature(offered.strip().lower(), expected)
     return timestamp
 
 
