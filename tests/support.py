@@ -39,6 +39,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+# Delivery settings for tests through a real worker: sweeps and retries within seconds.
+FAST_DELIVERY = {
+    "sweep_interval_seconds": 0.5,
+    "redispatch_after_seconds": 2,
+    "retry_schedule_seconds": [1, 2],
+    "probe_interval_seconds": 1,
+}
+
+
 def write_config(
     path: Path,
     *,

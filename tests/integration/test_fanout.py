@@ -23,6 +23,7 @@ from service.ledger import Decision, record_decision
 from service.migrate import upgrade
 from service.models import DeliveryAttempt, DeliveryState, Event, Outbox
 from support import (
+    FAST_DELIVERY,
     celery_beat,
     celery_worker,
     decision,
@@ -33,12 +34,6 @@ from support import (
 )
 
 pytestmark = pytest.mark.integration
-FAST_DELIVERY = {
-    "sweep_interval_seconds": 0.5,
-    "redispatch_after_seconds": 2,
-    "retry_schedule_seconds": [1, 2],
-    "probe_interval_seconds": 1,
-}
 T0 = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
 NAMES = ("engage", "acoustic", "dotdigital", "moengage")
 
