@@ -2,6 +2,10 @@
 
 - `bare_app()`: a Flask endpoint that reads the body and answers 202 with a JSON body, like the
   real intake does, and nothing else: the framework's ceiling on this machine;
+- `ledger_app()`: the durable ledger write alone: the relay's own one-statement insert on
+  PostgreSQL (event, contact, outbox row) and its commit, with no signature check, no
+  validation, no queue and no log line: what a webhook costs at the least when it must be
+  on disk before the answer;
 - `naive_app()`: a relay without a ledger or a queue. It checks the signature (the service's
   own verifier), parses the JSON and writes the decision to Engage inside the request (the
   workers' own EngageClient, without rate limiting), answering 202 once Engage answered 2xx.
@@ -15,6 +19,9 @@ import uuid
 from flask import Flask, Response, jsonify, request
 
 from service.config import load_settings
+from service.db import make_engine
+from service.ledger import Decision
+from service.ledger_pg import record_new_decisions
 from service.sources import VERIFIERS, SignatureError
 from workers.engage import ConsentWrite, EngageClient
 from workers.errors import DeliveryError
@@ -37,6 +44,31 @@ def bare_app() -> Flask:
     @app.post("/webhooks/<source_name>")
     def receive(source_name: str) -> Response:
         request.get_data()
+        return _accepted()
+
+    return _with_health(app)
+
+
+def ledger_app() -> Flask:
+    settings = load_settings()
+    engine = make_engine(settings.database_url, pre_ping=False)
+    destinations = tuple(settings.destinations)
+    app = Flask("bench_ledger")
+
+    @app.post("/webhooks/<source_name>")
+    def receive(source_name: str) -> Response:
+        payload = json.loads(request.get_data())
+        decision = Decision(
+            payload["email"], payload["tracking_consent"], "bench", payload.get("source_id"), None
+        )
+        record_new_decisions(
+            engine,
+            source_name=source_name,
+            webhook_timestamp=0,
+            body_sha256="0" * 64,
+            decisions=[(request.headers["webhook-id"], decision)],
+            destinations=destinations,
+        )
         return _accepted()
 
     return _with_health(app)

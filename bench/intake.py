@@ -1,6 +1,8 @@
 """Intake: the real app (signature, validation, ledger write, enqueue) under gunicorn, next to
-two baselines under the same gunicorn settings: a bare Flask endpoint (the framework's
-ceiling) and a naive relay that calls Engage (the emulator, 100 ms a call) inside the request.
+three baselines under the same gunicorn settings: a bare Flask endpoint (the framework's
+ceiling), a naive relay that calls Engage (the emulator, 100 ms a call) inside the request,
+and the durable ledger write alone on PostgreSQL (the floor of any relay that answers after
+the commit).
 No Celery worker runs during these runs: only the web process is measured."""
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ CLOSED_CEILING = 8000  # requests/s a closed-loop run is given bodies for (more:
 OPEN_THREADS = (2, 8)  # open loop: load processes x connections each
 NAIVE_LATENCY_MS = 100
 NAIVE = f"naive relay, Engage inline {NAIVE_LATENCY_MS} ms (baseline 2)"
+LEDGER_ONLY = "ledger write only (baseline 3)"
 
 
 @dataclass
@@ -31,6 +34,7 @@ class IntakeRow:
     mode: str
     result: load.LoadResult
     others_cpu: float  # share of the machine used by processes the bench did not start
+    cpu_us: dict[str, float] = field(default_factory=dict)  # CPU per request: web, PostgreSQL...
     web_rss_kib: list[int] = field(default_factory=list)  # the gunicorn tree, master first
 
 
@@ -38,7 +42,7 @@ class IntakeRow:
 class Target:
     name: str
     app: str
-    backend: env.Backend | None  # None: a baseline (no ledger; the config is only read)
+    backend: env.Backend | None  # None: no ledger (a baseline that only reads the config)
 
 
 TARGETS = (
@@ -48,6 +52,7 @@ TARGETS = (
         "bench.apps:naive_app()",
         None,
     ),
+    Target(LEDGER_ONLY, "bench.apps:ledger_app()", env.PG_REDIS),
     Target("consent relay", env.REAL_APP, env.EMBEDDED),
     Target("consent relay", env.REAL_APP, env.PG_REDIS),
 )
@@ -79,11 +84,12 @@ def _run_target(workdir: Path, engage: str, target: Target, sizes: Sizes) -> lis
         builder = load.Webhooks("127.0.0.1", port, env.SECRET)
         label = _backend_label(target)
         mode = f"closed loop, {CONNECTIONS} connections"
-        rows = [IntakeRow(target.name, label, mode, *_watched(_closed_loop, builder, sizes))]
-        if target.backend == env.PG_REDIS:
-            rows.append(
-                IntakeRow(target.name, label, _open_mode(), *_watched(_open_loop, builder, sizes))
-            )
+        rows = [
+            IntakeRow(target.name, label, mode, *_watched(_closed_loop, builder, sizes, web.pid))
+        ]
+        if target.backend == env.PG_REDIS and target.app == env.REAL_APP:
+            watched = _watched(_open_loop, builder, sizes, web.pid)
+            rows.append(IntakeRow(target.name, label, _open_mode(), *watched))
         rss = tree_peak_rss(web.pid)
         for row in rows:
             row.web_rss_kib = rss
@@ -91,12 +97,17 @@ def _run_target(workdir: Path, engage: str, target: Target, sizes: Sizes) -> lis
 
 
 def _watched(
-    measure: Callable[[load.Webhooks, Sizes], load.LoadResult], builder: load.Webhooks, sizes: Sizes
-) -> tuple[load.LoadResult, float]:
-    """The result, and how much CPU other processes took meanwhile."""
-    before = CpuSnapshot.take()
-    result = measure(builder, sizes)
-    return result, CpuSnapshot.take().others_since(before)
+    measure: Callable[[load.Webhooks, Sizes, Callable[[], CpuSnapshot]], load.LoadResult],
+    builder: load.Webhooks,
+    sizes: Sizes,
+    web_pid: int,
+) -> tuple[load.LoadResult, float, dict[str, float]]:
+    """The result, how much CPU other processes took meanwhile, and the CPU each part (web,
+    PostgreSQL, Redis, load processes) spent per request while the load was sent."""
+    result = measure(builder, sizes, lambda: CpuSnapshot.take(web_pid))
+    assert result.watched is not None
+    before, after = result.watched
+    return result, after.others_since(before), after.per_request(before, result.sent)
 
 
 def _open_mode() -> str:
@@ -104,17 +115,21 @@ def _open_mode() -> str:
     return f"open loop {OPEN_LOOP_RATE:.0f}/s, {processes * threads} connections"
 
 
-def _closed_loop(builder: load.Webhooks, sizes: Sizes) -> load.LoadResult:
+def _closed_loop(
+    builder: load.Webhooks, sizes: Sizes, watch: Callable[[], CpuSnapshot]
+) -> load.LoadResult:
     count = CLOSED_CEILING * math.ceil(sizes.warmup + sizes.duration)
     plan = load.Plan(warmup=sizes.warmup, duration=sizes.duration, processes=CONNECTIONS)
-    return load.run(builder, intake_bodies(count), plan)
+    return load.run(builder, intake_bodies(count), plan, watch)
 
 
-def _open_loop(builder: load.Webhooks, sizes: Sizes) -> load.LoadResult:
+def _open_loop(
+    builder: load.Webhooks, sizes: Sizes, watch: Callable[[], CpuSnapshot]
+) -> load.LoadResult:
     count = math.ceil(OPEN_LOOP_RATE * (sizes.warmup + sizes.open_duration)) + 1
     processes, threads = OPEN_THREADS
     plan = load.Plan(sizes.warmup, sizes.open_duration, OPEN_LOOP_RATE, processes, threads)
-    return load.run(builder, intake_bodies(count), plan)
+    return load.run(builder, intake_bodies(count), plan, watch)
 
 
 def _seed_contacts(engage: str) -> None:

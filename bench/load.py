@@ -19,9 +19,10 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.queues import Queue
-from typing import Protocol
+from typing import Any, Protocol
 
 import standardwebhooks
 
@@ -198,6 +199,8 @@ class LoadResult:
     samples: list[Sample] = field(repr=False)  # the measured window, by begin time
     statuses: Counter[int]
     exhausted: bool = False
+    sent: int = 0  # every request answered, warm-up included
+    watched: tuple[Any, Any] | None = None  # `watch()` when sending began and when it ended
 
     @property
     def latencies(self) -> list[float]:
@@ -219,8 +222,15 @@ class LoadResult:
         return cuts[round(pct * 10) - 1] * 1000
 
 
-def run(builder: RequestBuilder, bodies: list[bytes], plan: Plan) -> LoadResult:
-    """Send `bodies` (each at most once) under `plan`; the measured window excludes warm-up."""
+def run(
+    builder: RequestBuilder,
+    bodies: list[bytes],
+    plan: Plan,
+    watch: Callable[[], Any] | None = None,
+) -> LoadResult:
+    """Send `bodies` (each at most once) under `plan`; the measured window excludes warm-up.
+    `watch` is called once the load processes are ready (their requests built and signed)
+    and again when every answer is in, for measurements of the sending alone."""
     lanes = plan.processes * plan.threads
     ctx = mp.get_context("spawn")
     queues: tuple[Queue[float], Queue[float], Queue[list[Sample]]] = (
@@ -238,6 +248,7 @@ def run(builder: RequestBuilder, bodies: list[bytes], plan: Plan) -> LoadResult:
             child.start()
         for _ in children:
             queues[0].get(timeout=120)
+        before = watch() if watch else None
         start = time.monotonic() + 0.05
         for _ in children:
             queues[1].put(start)
@@ -245,6 +256,7 @@ def run(builder: RequestBuilder, bodies: list[bytes], plan: Plan) -> LoadResult:
         samples: list[Sample] = []
         for _ in children:
             samples += queues[2].get(timeout=budget)
+        watched = (before, watch()) if watch else None
     finally:
         for child in children:
             if child.pid is None:  # never started
@@ -252,7 +264,9 @@ def run(builder: RequestBuilder, bodies: list[bytes], plan: Plan) -> LoadResult:
             child.join(5)
             if child.is_alive():
                 child.kill()
-    return _summarise(samples, plan, everything_sent=len(samples) >= len(bodies))
+    result = _summarise(samples, plan, everything_sent=len(samples) >= len(bodies))
+    result.sent, result.watched = len(samples), watched
+    return result
 
 
 def _summarise(samples: list[Sample], plan: Plan, everything_sent: bool) -> LoadResult:

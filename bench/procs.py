@@ -10,7 +10,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
@@ -138,7 +138,8 @@ def tree_peak_rss(root: int) -> list[int]:
     return [peak_rss_kib(pid) for pid in process_tree(root)]
 
 
-SERVICES = frozenset({"postgres", "redis-server"})  # shared servers: neither ours nor "others"
+SERVICE_NAMES = {"postgres": "PostgreSQL", "redis-server": "Redis"}
+SERVICES = frozenset(SERVICE_NAMES)  # shared servers: neither ours nor "others"
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -159,15 +160,26 @@ class CpuSnapshot:
     busy: int  # every CPU, in clock ticks, from /proc/stat
     mine: int  # this process and its descendants
     services: int  # PostgreSQL and Redis, whoever they worked for
+    by_part: dict[str, int] = field(default_factory=dict)  # web, PostgreSQL, Redis, load
 
     @classmethod
-    def take(cls) -> CpuSnapshot:
+    def take(cls, web_pid: int | None = None) -> CpuSnapshot:
+        """With `web_pid`: the CPU of the web tree (gunicorn), of PostgreSQL, of Redis and of
+        the rest of the bench's own tree (the load processes) apart, for `per_request`."""
         values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
         busy = sum(values) - values[3] - values[4]  # less idle and iowait
         mine = sum(_times(pid)[1] for pid in process_tree(os.getpid()))
         pids = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
-        services = sum(t for comm, t in map(_times, pids) if comm in SERVICES)
-        return cls(time.monotonic(), busy, mine, services)
+        times = [_times(pid) for pid in pids]
+        by_part = {
+            name: sum(t for comm, t in times if comm == comm_name)
+            for comm_name, name in SERVICE_NAMES.items()
+        }
+        services = sum(by_part.values())
+        if web_pid is not None:
+            by_part["web"] = sum(_times(pid)[1] for pid in process_tree(web_pid))
+            by_part["load"] = mine - by_part["web"]
+        return cls(time.monotonic(), busy, mine, services, by_part)
 
     def others_since(self, start: CpuSnapshot) -> float:
         """Share of the machine (all cores) used by processes the bench did not start."""
@@ -175,3 +187,12 @@ class CpuSnapshot:
         others = (self.busy - start.busy) - (self.mine - start.mine)
         others -= self.services - start.services
         return max(0.0, others / capacity) if capacity > 0 else 0.0
+
+    def per_request(self, start: CpuSnapshot, requests: float) -> dict[str, float]:
+        """Microseconds of CPU per request in each part since `start`."""
+        if requests <= 0:
+            return {}
+        return {
+            name: (ticks - start.by_part.get(name, 0)) / TICKS / requests * 1e6
+            for name, ticks in self.by_part.items()
+        }

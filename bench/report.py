@@ -195,6 +195,28 @@ def targets(results: Results) -> list[tuple[str, str, bool]]:
     return found
 
 
+CPU_PARTS = ("web", "PostgreSQL", "Redis", "load")
+
+
+def _cpu_table(results: Results) -> list[str]:
+    """Each part's CPU per request while the load ran: what the relay costs beyond the bare
+    endpoint, and where (the machine's cores are shared by all of them)."""
+    lines = [
+        "| target | ledger + broker | web (gunicorn) | PostgreSQL | Redis | load processes "
+        "| total | vs bare Flask's total |",
+        "|---|---|--:|--:|--:|--:|--:|--:|",
+    ]
+    closed = [row for row in results.intake if row.mode.startswith("closed") and row.cpu_us]
+    bare = next((sum(r.cpu_us.values()) for r in closed if "baseline 1" in r.name), 0.0)
+    for row in closed:
+        parts = [row.cpu_us.get(part, 0.0) for part in CPU_PARTS]
+        total = sum(parts)
+        ratio = f"{total / bare:.1f}x" if bare else "-"
+        cells = " | ".join(f"{value:.0f}" for value in (*parts, total))
+        lines.append(f"| {row.name} | {row.backend} | {cells} | {ratio} |")
+    return lines
+
+
 def markdown(results: Results, chart: str) -> str:
     m = results.meta
     return "\n".join(
@@ -215,6 +237,10 @@ def markdown(results: Results, chart: str) -> str:
             "## Intake",
             "",
             *_intake_table(results),
+            "",
+            "### Where the CPU goes (microseconds of CPU per request, closed loop)",
+            "",
+            *_cpu_table(results),
             "",
             "## Delivery (PostgreSQL + Redis, Engage emulator 50 ms a call)",
             "",

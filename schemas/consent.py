@@ -7,6 +7,7 @@ Standard Webhooks defines as the time of the delivery *attempt* (webhook-gateway
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates
@@ -60,6 +61,14 @@ class ConsentDecisionSchema(Schema):
         # last-decision-wins, so a withdrawal could never take effect. Allow clock skew only.
         if value > dt.datetime.now(dt.UTC) + self.max_future_skew:
             raise ValidationError("Must not be in the future.")
+
+
+@functools.lru_cache(maxsize=8)
+def decision_schema(max_future_skew: dt.timedelta) -> ConsentDecisionSchema:
+    """Built once per setting: building a marshmallow schema deep-copies its fields, which
+    cost as much as a load (bench/results/intake-profile.txt). A schema keeps no state
+    between loads, so one instance serves every request."""
+    return ConsentDecisionSchema(max_future_skew=max_future_skew)
 
 
 def contact_key(email: str) -> str:

@@ -11,7 +11,7 @@ from service import admin, health, intake, logs, metrics_http, openapi, ops
 from service.config import Settings, load_settings
 from service.logs import configure_logging, demo_banner
 from service.problems import register_error_handlers
-from service.publisher import Publisher
+from service.publisher import BackgroundPublisher, Publisher
 from service.runtime import Runtime
 from workers.celery_app import create_celery_app
 
@@ -24,9 +24,11 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app = Flask(__name__)
     app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes)
     app.config.update(overrides)
-    app.extensions["consent_relay"] = Runtime.build(settings)
+    # No pre-ping: the intake retries once on a dropped connection instead (service/intake.py).
+    app.extensions["consent_relay"] = Runtime.build(settings, pre_ping=False)
     app.extensions["celery"] = create_celery_app(settings)
     app.extensions["publisher"] = Publisher(app.extensions["celery"])
+    app.extensions["background_publisher"] = BackgroundPublisher(app.extensions["publisher"])
     register_error_handlers(app)
     logs.init_app(app)  # request ids
     metrics_http.init_app(app)  # GET /metrics, multiprocess dir

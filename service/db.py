@@ -13,12 +13,15 @@ from sqlalchemy.orm import Session, sessionmaker
 SQLITE_BUSY_TIMEOUT_MS = 15000
 
 
-def make_engine(database_url: str, **kwargs: Any) -> Engine:
+def make_engine(database_url: str, *, pre_ping: bool = True, **kwargs: Any) -> Engine:
+    """`pre_ping=False` saves a round trip per checkout; the caller then retries once when a
+    statement fails on a connection the server closed (`DBAPIError.connection_invalidated`):
+    SQLAlchemy then drops every older connection of the pool."""
     # Statement parameters carry e-mail addresses: keep them out of exception messages and logs.
     kwargs.setdefault("hide_parameters", True)
     url = make_url(database_url)
     if url.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True, **kwargs)
+        return create_engine(url, pool_pre_ping=pre_ping, **kwargs)
     if url.database and url.database != ":memory:":
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, **kwargs)

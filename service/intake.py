@@ -18,12 +18,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from structlog.contextvars import bind_contextvars, bound_contextvars
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from service import metrics
-from service.ledger import Incoming, Outcome, record_events
+from service.ledger import Incoming, Outcome, record_events, record_new_at_once
 from service.logs import get_logger, mask_email
 from service.problems import problem
 from service.runtime import Runtime
@@ -147,33 +147,52 @@ def _record(
     inbound: InboundRequest,
     incoming: list[Incoming],
 ) -> list[Outcome]:
-    """Every event and its outbox rows, committed (503 when the ledger cannot be written)."""
-    session = runtime.sessions()
-    try:
-        return record_events(
-            session,
-            source_name=source_name,
-            webhook_timestamp=auth.timestamp or int(inbound.received_at),
-            body_sha256=hashlib.sha256(inbound.body).hexdigest(),
-            incoming=incoming,
-            destinations=runtime.settings.destinations.keys(),
-        )
-    except SQLAlchemyError:
-        log.exception("ledger write failed")
-        raise _Refused(
-            "ledger_unavailable",
-            503,
-            "ledger-unavailable",
-            "The ledger cannot be written",
-            "Nothing was recorded; retry later.",
-            headers={"Retry-After": LEDGER_RETRY_AFTER_SECONDS},
-        ) from None
-    finally:
-        session.close()
+    """Every event and its outbox rows, committed (503 when the ledger cannot be written).
+
+    The web's pool does not ping a connection before each use (a round trip per webhook), so
+    one that the server closed (a restart, a failover) fails here once: that is retried on a
+    new connection, since nothing was committed."""
+    arguments: dict[str, Any] = {
+        "source_name": source_name,
+        "webhook_timestamp": auth.timestamp or int(inbound.received_at),
+        "body_sha256": hashlib.sha256(inbound.body).hexdigest(),
+        "incoming": incoming,
+        "destinations": tuple(runtime.settings.destinations),
+    }
+    for attempt in (1, 2):
+        try:
+            outcomes = record_new_at_once(runtime.engine, **arguments)
+            return _record_in_session(runtime, arguments) if outcomes is None else outcomes
+        except DBAPIError as exc:
+            if not (exc.connection_invalidated and attempt == 1):
+                raise _ledger_unavailable() from None
+            log.warning("ledger connection was closed; retrying on a new one")
+        except SQLAlchemyError:
+            raise _ledger_unavailable() from None
+    raise AssertionError("unreachable")
+
+
+def _record_in_session(runtime: Runtime, arguments: dict[str, Any]) -> list[Outcome]:
+    """Duplicates, ignored events, SQLite: the general path (service/ledger.py)."""
+    with runtime.sessions() as session:
+        return record_events(session, **arguments, at_once=False)
+
+
+def _ledger_unavailable() -> _Refused:
+    log.exception("ledger write failed")
+    return _Refused(
+        "ledger_unavailable",
+        503,
+        "ledger-unavailable",
+        "The ledger cannot be written",
+        "Nothing was recorded; retry later.",
+        headers={"Retry-After": LEDGER_RETRY_AFTER_SECONDS},
+    )
 
 
 def _after(source_name: str, item: Incoming, outcome: Outcome) -> None:
-    """Enqueue after the commit (best effort, see service.publisher); count and log."""
+    """Enqueue after the commit (best effort, in the background: service.publisher); count
+    and log."""
     recorded = outcome.recorded
     if outcome.status == "ignored":
         metrics.count_intake(source_name, "ignored")
@@ -185,9 +204,9 @@ def _after(source_name: str, item: Incoming, outcome: Outcome) -> None:
             metrics.count_intake(source_name, "duplicate")
             log.info("duplicate")
             return
-        publisher = current_app.extensions["publisher"]
+        publisher = current_app.extensions["background_publisher"]
         for destination in recorded.destinations:
-            publisher.publish(destination, recorded.contact_id, event_id=recorded.event_id)
+            publisher.submit(destination, recorded.contact_id)
         metrics.count_intake(source_name, "accepted")
         decision = item.decision
         log.info("accepted", email=mask_email(decision.email), decision=decision.tracking_consent)

@@ -7,12 +7,13 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from schemas.consent import contact_key
 from service.db import insert_ignoring_conflicts
+from service.ledger_pg import record_new_decisions
 from service.models import Contact, Event, IgnoredEvent, Outbox, utcnow
 
 
@@ -103,6 +104,7 @@ def record_events(
     body_sha256: str,
     incoming: Sequence[Incoming],
     destinations: Iterable[str],
+    at_once: bool = True,
 ) -> list[Outcome]:
     """Record every event of one delivery in one transaction (HubSpot and Salesforce send
     up to 100 per request); each is recognised as a duplicate by its own id.
@@ -111,6 +113,17 @@ def record_events(
     rolled back and recorded again, and the second pass finds those ids as duplicates.
     """
     names = tuple(destinations)
+    if at_once:  # False: the caller tried that already
+        fast = record_new_at_once(
+            session.get_bind(),  # type: ignore[arg-type]  # our sessions are bound to an Engine
+            source_name=source_name,
+            webhook_timestamp=webhook_timestamp,
+            body_sha256=body_sha256,
+            incoming=incoming,
+            destinations=names,
+        )
+        if fast is not None:
+            return fast
     for attempt in range(2):
         try:
             outcomes = [
@@ -124,6 +137,38 @@ def record_events(
             if attempt:
                 raise
     raise AssertionError("unreachable")
+
+
+def record_new_at_once(
+    engine: Engine,
+    *,
+    source_name: str,
+    webhook_timestamp: int,
+    body_sha256: str,
+    incoming: Sequence[Incoming],
+    destinations: tuple[str, ...],
+) -> list[Outcome] | None:
+    """PostgreSQL, and only new decisions: one statement each (service/ledger_pg.py). None,
+    and nothing written, for anything else: then `record_events` tells what it is."""
+    decisions = [(item.delivery_id, item.decision) for item in incoming if item.decision]
+    if engine.dialect.name != "postgresql" or len(decisions) != len(incoming):
+        return None
+    recorded = record_new_decisions(
+        engine,
+        source_name=source_name,
+        webhook_timestamp=webhook_timestamp,
+        body_sha256=body_sha256,
+        decisions=decisions,
+        destinations=destinations,
+    )
+    if recorded is None:
+        return None
+    return [
+        Outcome(
+            delivery_id, "accepted", recorded=Recorded(public_id, contact_id, False, destinations)
+        )
+        for (delivery_id, _), (public_id, contact_id) in zip(decisions, recorded, strict=True)
+    ]
 
 
 def _record_one(

@@ -23,8 +23,8 @@ class Runtime:
     kinds: Mapping[str, SourceKind]
 
     @classmethod
-    def build(cls, settings: Settings) -> Runtime:
-        engine = make_engine(settings.database_url)
+    def build(cls, settings: Settings, *, pre_ping: bool = True) -> Runtime:
+        engine = make_engine(settings.database_url, pre_ping=pre_ping)
         skew = dt.timedelta(seconds=settings.max_future_skew_seconds)
         kinds = {name: build_kind(source, skew) for name, source in settings.sources.items()}
         return cls(settings, engine, make_session_factory(engine), kinds)

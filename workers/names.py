@@ -2,6 +2,8 @@
 
 DELIVER_TASK = "consent_relay.deliver_contact"
 DELIVER_BATCH_TASK = "consent_relay.deliver_batch"  # (destination, [contact ids]): ids only
+# [[destination, contact id, request id], ...] from a web process's background publisher
+DISPATCH_TASK = "consent_relay.dispatch"
 SWEEP_TASK = "consent_relay.sweep_outbox"
 PROBE_TASK = "consent_relay.probe_destination"
 # Message header with the intake request's id, for the worker's log lines (not an argument:

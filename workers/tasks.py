@@ -17,9 +17,11 @@ from service.logs import get_logger, task_context
 from service.runtime import Runtime
 from workers.batch import deliver_batch
 from workers.delivery import DeliveryContext, deliver_contact
+from workers.dispatch import fan_out
 from workers.names import (
     DELIVER_BATCH_TASK,
     DELIVER_TASK,
+    DISPATCH_TASK,
     PROBE_TASK,
     REQUEST_ID_TASK_HEADER,
     SWEEP_TASK,
@@ -78,6 +80,23 @@ def _request_id(request: Any) -> str | None:
     value = (getattr(request, "headers", None) or {}).get(REQUEST_ID_TASK_HEADER)
     value = value or getattr(request, REQUEST_ID_TASK_HEADER, None)
     return value if isinstance(value, str) else None
+
+
+@shared_task(bind=True, name=DISPATCH_TASK, acks_late=True, ignore_result=True)
+def dispatch_task(self: Any, deliveries: list[list[Any]]) -> int:
+    """One delivery task per entry (workers/dispatch.py). Re-run after a lost worker, it
+    publishes them again: harmless, delivery is state-based and leased."""
+    with task_context(task_id=self.request.id):
+        with self.app.producer_or_acquire() as producer:
+
+            def publish(destination: str, contact_id: int, request_id: str | None) -> None:
+                headers = {REQUEST_ID_TASK_HEADER: request_id} if request_id else None
+                args = [destination, contact_id]
+                self.app.send_task(DELIVER_TASK, args=args, headers=headers, producer=producer)
+
+            count = fan_out(deliveries, publish)
+        log.info("dispatched", count=count)
+        return count
 
 
 @shared_task(bind=True, name=SWEEP_TASK, acks_late=True, ignore_result=True)

@@ -8,7 +8,7 @@ import datetime as dt
 
 from marshmallow import ValidationError
 
-from schemas.consent import ConsentDecisionSchema
+from schemas.consent import decision_schema
 from service.ledger import Decision
 from service.sources.base import FieldsError, InboundRequest
 from service.sources.payloads import read_json
@@ -19,7 +19,7 @@ def canonical_decision(
 ) -> Decision:
     payload = read_json(request)
     try:
-        fields = ConsentDecisionSchema(max_future_skew=max_future_skew).load(payload)
+        fields = decision_schema(max_future_skew).load(payload)
     except ValidationError as exc:
         raise FieldsError(exc.messages) from None
     return Decision(

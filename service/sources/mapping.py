@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from schemas.consent import ConsentDecisionSchema
+from schemas.consent import decision_schema
 from service.ledger import Decision
 from service.sources.base import SourceEvent
 
@@ -134,7 +134,7 @@ def _invalid(decision: Decision, skew: dt.timedelta) -> str | None:
         payload["source_id"] = decision.source_id
     if decision.occurred_at is not None:
         payload["occurred_at"] = decision.occurred_at.isoformat()
-    errors = ConsentDecisionSchema(max_future_skew=skew).validate(payload)
+    errors = decision_schema(skew).validate(payload)
     if not errors:
         return None
     detail = "; ".join(f"{name}: {' '.join(map(str, msgs))}" for name, msgs in errors.items())

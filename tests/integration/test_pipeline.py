@@ -23,6 +23,7 @@ from service.db import make_engine
 from service.ledger import Decision, record_decision
 from service.migrate import upgrade
 from service.models import Event, Outbox
+from service.publisher import DIRECT_MAX, Queued
 from support import (
     FAST_DELIVERY,
     Process,
@@ -213,8 +214,34 @@ def test_broker_down_at_intake_still_accepts_and_delivers(stack: Stack, tmp_path
         "/webhooks/signup", data=body, headers=signed_headers(body, msg_id=uuid.uuid4().hex)
     )
     assert response.status_code == 202
+    assert web.extensions["background_publisher"].flush(timeout=60)  # its publish failed
     beat: Process = celery_beat(stack.config, stack.workdir)
     try:
         wait_for(lambda: _consent(stack, email) == "granted", what="delivery after broker loss")
     finally:
         beat.stop()
+
+
+def test_a_dispatch_message_is_fanned_out_by_a_worker(stack: Stack) -> None:
+    """Under load the web publishes one dispatch message for many contacts: the real worker
+    turns it into their deliveries (no beat runs here, so nothing else could deliver them)."""
+    emails = [_email() for _ in range(DIRECT_MAX + 3)]
+    runtime = stack.app.extensions["consent_relay"]
+    contact_ids = []
+    with runtime.sessions() as session:
+        for email in emails:
+            recorded = record_decision(
+                session,
+                source_name="signup",
+                delivery_id=f"batch-{uuid.uuid4().hex}",
+                webhook_timestamp=0,
+                body_sha256="0" * 64,
+                decision=Decision(email, "withdrawn", "registration_form", None, T0),
+                destinations=["engage"],
+            )
+            contact_ids.append(recorded.contact_id)
+    queued = [Queued("engage", contact_id, "req-batch") for contact_id in contact_ids]
+    assert stack.app.extensions["publisher"].publish_queued(queued) == 1  # one message
+    for email in emails:
+        wait_for(lambda email=email: _consent(stack, email) == "withdrawn", what=email)
+        assert stack.outbox_statuses(email) == ["delivered"]

@@ -84,7 +84,10 @@ class Relay:
             "content-type": content_type,
             **(headers or {}),
         }
-        return self.client.post(f"/webhooks/{source}", data=body, headers=signed)
+        response = self.client.post(f"/webhooks/{source}", data=body, headers=signed)
+        # Its deliveries are published from a background thread: done before anyone looks.
+        assert self.app.extensions["background_publisher"].flush()
+        return response
 
     def scrape(self, token: str | None = METRICS_TOKEN) -> TestResponse:
         headers = {"Authorization": f"Bearer {token}"} if token else {}

@@ -74,7 +74,8 @@ def test_an_accepted_request_logs_its_request_and_event_ids(
     assert accepted["source"] == "signup" and accepted["level"] == "info"
     assert accepted["email"] == mask_email(EMAIL)  # the handle, never the address
     assert {"timestamp", "logger", "pid"} <= set(accepted)
-    # Third-party lines (kombu here) logged during the request carry the same context.
+    # Third-party lines (kombu here) logged during the request, or while its deliveries are
+    # published in the background, carry the same context.
     assert all(line.get("request_id") == "req-7f3a.intake:1" for line in lines)
     assert_clean(lines)
 
