@@ -18,6 +18,7 @@ import redis
 from sqlalchemy import create_engine, text
 
 from bench.procs import Proc, answers, free_port, wait_for, wait_http
+from service.config import web_concurrency as config_web_concurrency
 from service.db import make_engine
 from service.migrate import upgrade
 
@@ -174,8 +175,8 @@ def gunicorn(stack: contextlib.ExitStack, config: Relay, app: str, name: str) ->
 
 
 def web_concurrency() -> int:
-    """gunicorn's worker count: service/gunicorn_conf.py reads WEB_CONCURRENCY (default 2)."""
-    return int(os.environ.get("WEB_CONCURRENCY", "2"))
+    """gunicorn's worker count, as service/gunicorn_conf.py sets it."""
+    return config_web_concurrency(os.environ)
 
 
 def _all_workers_booted(proc: Proc) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import os
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from service.config import (
     Settings,
     load_settings,
     normalise_database_url,
+    web_concurrency,
 )
 
 SECRET_A = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -446,3 +448,18 @@ def test_repr_hides_database_and_broker_credentials(tmp_path: Path) -> None:
     text = repr(load(tmp_path, README_EXAMPLE, env))
     assert "db-pa55word" not in text
     assert "broker-pa55word" not in text
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        ({"WEB_CONCURRENCY": "3"}, 3),
+        ({}, 2 * (os.cpu_count() or 1)),
+        ({"WEB_CONCURRENCY": "0"}, 2 * (os.cpu_count() or 1)),
+        ({"WEB_CONCURRENCY": "many"}, 2 * (os.cpu_count() or 1)),
+    ],
+)
+def test_web_concurrency_defaults_to_two_workers_per_core(
+    environ: dict[str, str], expected: int
+) -> None:
+    assert web_concurrency(environ) == expected
