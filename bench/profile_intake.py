@@ -141,7 +141,9 @@ def main() -> None:
         "# Intake profile (pyinstrument)",
         "",
         "The real app in process: Flask test client, signed requests, no gunicorn and no",
-        "network; the enqueue goes to the configured broker. `make bench` writes this file.",
+        "network. This is the request's own thread: the enqueue runs in the background",
+        "publisher's thread (service/publisher.py) and is not in it; `latest.md`'s CPU table",
+        "counts every thread. `make bench` writes this file.",
         "",
     ]
     sections = [
