@@ -17,7 +17,7 @@ from bench.sizes import CONNECTIONS, OPEN_LOOP_RATE
 
 P99_TARGET_MS = 50.0
 THROUGHPUT_TARGET = 0.5
-HEADROOM = 0.05  # destinations.<name>.rate_limit_headroom default
+DELIVERY_SHARE_TARGET = 0.95  # of the rate limit, with no violation
 
 
 @dataclass(frozen=True)
@@ -119,15 +119,18 @@ def _delivery_table(results: Results) -> list[str]:
 
 
 def _delivery_notes(results: Results) -> list[str]:
-    pace = ENGAGE_LIMIT * (1 - HEADROOM)
     limited = [d for d in results.delivered if "rate limited" in d.spec.name]
-    floor = f" ({limited[0].api_requests} calls: {limited[0].api_requests / pace:.1f} s)"
+    paces = [
+        f"{ENGAGE_LIMIT} x (1 - {d.spec.headroom}) = {ENGAGE_LIMIT * (1 - d.spec.headroom):.1f} "
+        f"calls/s ({d.spec.name}: {d.api_requests} calls in "
+        f"{d.api_requests / (ENGAGE_LIMIT * (1 - d.spec.headroom)):.1f} s at the least)"
+        for d in limited
+    ]
     return [
         "Every contact is new to Engage: 2 calls (update answers NO_SUCH_OBJECT, then create). "
         "One write per contact however many decisions it has (coalescing). The drain is timed "
         "from the worker's `ready.` to no pending outbox row. The relay paces at "
-        f"{ENGAGE_LIMIT} x (1 - {HEADROOM}) = {pace:.1f} calls/s, the shortest possible drain"
-        + (floor if limited else "")
+        + "; ".join(paces)
         + ".",
     ]
 
@@ -188,6 +191,9 @@ def targets(results: Results) -> list[tuple[str, str, bool]]:
         found.append((label, f"{share:.0%}", share >= THROUGHPUT_TARGET))
     for d in results.delivered:
         if "rate limited" in d.spec.name:
+            share = d.call_rate / ENGAGE_LIMIT
+            label = f"at least {DELIVERY_SHARE_TARGET:.0%} of the limit ({d.spec.name})"
+            found.append((label, f"{share:.0%}", share >= DELIVERY_SHARE_TARGET))
             label = f"no rate-limit violation ({d.spec.name}, Engage emulator's count)"
             found.append((label, str(d.violations), d.violations == 0))
     wrong = sum(d.wrong_contacts for d in results.delivered)

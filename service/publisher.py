@@ -27,8 +27,7 @@ log = get_logger(__name__)
 DEFAULT_PAUSE_SECONDS = 15.0
 DEFAULT_CAPACITY = 50_000  # deliveries queued in memory at most; beyond, the sweeper's
 MAX_BATCH = 500  # deliveries in one dispatch message at most
-DIRECT_MAX = 4  # up to this many queued deliveries go as delivery tasks of their own
-DEFAULT_INTERVAL_SECONDS = 0.02  # between two messages of one web process
+DEFAULT_INTERVAL_SECONDS = 0.05  # between two messages of one web process
 
 
 class Publisher:
@@ -65,28 +64,24 @@ class Publisher:
         return True
 
     def publish_queued(self, items: Sequence[Queued]) -> int:
-        """Enqueue what the background publisher collected: a few as delivery tasks of their
-        own, more as one dispatch task that the first free worker fans out (workers/tasks.py).
-        Return how many messages were sent (none when paused or failed: the sweeper
+        """Enqueue what the background publisher collected: a single delivery as its delivery
+        task, more as one dispatch task that the first free worker fans out (workers/tasks.py).
+        Return how many messages were sent: 1, or 0 when paused or failed (the sweeper
         delivers)."""
         if not items or self._clock() < self._paused_until:
             return 0
-        if len(items) <= DIRECT_MAX:
-            messages = [_delivery_message(item) for item in items]
+        if len(items) == 1:
+            name, args, headers = _delivery_message(items[0])
         else:
             deliveries = [[i.destination, i.contact_id, i.request_id] for i in items]
-            messages = [(DISPATCH_TASK, [deliveries], None)]
+            name, args, headers = DISPATCH_TASK, [deliveries], None
         try:
-            with self._celery.producer_or_acquire() as producer:
-                for name, args, headers in messages:
-                    self._celery.send_task(
-                        name, args=args, headers=headers, retry=False, producer=producer
-                    )
+            self._celery.send_task(name, args=args, headers=headers, retry=False)
         except Exception:  # noqa: BLE001 - any broker error; the events are already committed
             self._paused_until = self._clock() + self._pause
             log.warning("enqueue failed; the sweeper will deliver", exc_info=True, count=len(items))
             return 0
-        return len(messages)
+        return 1
 
 
 def _delivery_message(item: Queued) -> tuple[str, list[Any], dict[str, str] | None]:

@@ -13,7 +13,7 @@ import pytest
 from structlog.contextvars import bound_contextvars
 
 from service.config import load_settings
-from service.publisher import DIRECT_MAX, BackgroundPublisher, Publisher, Queued
+from service.publisher import BackgroundPublisher, Publisher, Queued
 from workers.celery_app import create_celery_app
 from workers.dispatch import fan_out
 from workers.names import DELIVER_TASK, DISPATCH_TASK, REQUEST_ID_TASK_HEADER
@@ -71,28 +71,24 @@ def _messages(tmp_path: Path) -> list[tuple[str, list[Any], dict[str, Any]]]:
     return found
 
 
-def test_a_few_queued_deliveries_go_as_delivery_tasks_with_their_request_ids(
-    tmp_path: Path,
-) -> None:
+def test_a_single_queued_delivery_goes_as_its_delivery_task(tmp_path: Path) -> None:
     publisher = Publisher(_celery(tmp_path, None))
-    items = [Queued("engage", 1, "req-1"), Queued("engage_eu", 1, None)]
-    assert publisher.publish_queued(items) == 2
-    messages = sorted(_messages(tmp_path), key=lambda m: m[1][0])
-    assert [(name, args) for name, args, _ in messages] == [
-        (DELIVER_TASK, ["engage", 1]),
-        (DELIVER_TASK, ["engage_eu", 1]),
+    assert publisher.publish_queued([Queued("engage", 1, "req-1")]) == 1
+    [(name, args, headers)] = _messages(tmp_path)
+    assert (name, args, headers[REQUEST_ID_TASK_HEADER]) == (DELIVER_TASK, ["engage", 1], "req-1")
+
+
+def test_several_queued_deliveries_go_as_one_dispatch_message(tmp_path: Path) -> None:
+    publisher = Publisher(_celery(tmp_path, None))
+    items = [
+        Queued("engage", 1, "req-1"),
+        Queued("engage_eu", 1, "req-1"),
+        Queued("engage", 2, None),
     ]
-    assert messages[0][2][REQUEST_ID_TASK_HEADER] == "req-1"
-    assert REQUEST_ID_TASK_HEADER not in messages[1][2]
-
-
-def test_many_queued_deliveries_go_as_one_dispatch_message(tmp_path: Path) -> None:
-    publisher = Publisher(_celery(tmp_path, None))
-    items = [Queued("engage", n, f"req-{n}") for n in range(1, DIRECT_MAX + 2)]
     assert publisher.publish_queued(items) == 1
-    [(name, args, _headers)] = _messages(tmp_path)
-    assert name == DISPATCH_TASK
-    assert args == [[["engage", n, f"req-{n}"] for n in range(1, DIRECT_MAX + 2)]]
+    [(name, args, headers)] = _messages(tmp_path)
+    assert name == DISPATCH_TASK and REQUEST_ID_TASK_HEADER not in headers
+    assert args == [[["engage", 1, "req-1"], ["engage_eu", 1, "req-1"], ["engage", 2, None]]]
 
 
 def test_background_publisher_coalesces_what_queued_meanwhile(tmp_path: Path) -> None:
@@ -150,7 +146,9 @@ def test_closing_publishes_what_is_still_queued(tmp_path: Path) -> None:
     for contact_id in (2, 3):
         assert background.submit("engage", contact_id)
     background.close(timeout=5)
-    assert sorted(args[1] for _, args, _ in _messages(tmp_path)) == [1, 2, 3]
+    first, second = sorted(_messages(tmp_path), key=lambda message: message[0])
+    assert (first[0], first[1]) == (DELIVER_TASK, ["engage", 1])
+    assert (second[0], [entry[1] for entry in second[1][0]]) == (DISPATCH_TASK, [2, 3])
 
 
 def test_fan_out_publishes_each_well_formed_entry_and_skips_the_rest(
