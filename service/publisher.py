@@ -1,4 +1,5 @@
-"""Publishing delivery tasks from the web process, after the ledger commit.
+"""Publishing delivery tasks from the web process, after the ledger commit: `Publisher` sends
+(the admin's replay uses it directly), `BackgroundPublisher` batches the intake's.
 
 Best effort by design: the outbox row is already committed, and beat's sweeper enqueues it if
 this publish fails. When the broker is unreachable each attempt costs seconds of connection
@@ -105,10 +106,10 @@ class BackgroundPublisher:
     the message, kombu a Redis client: bench/results/intake-profile.txt). The webhook's answer
     needs neither, because the committed outbox row is the guarantee (warehouse's "enqueue
     after commit"; beat's sweeper re-sends whatever is not delivered). So the request only
-    queues (destination, contact id) in memory; one thread per process publishes what has
-    queued over one producer, once per contact however many of its decisions are waiting
-    (delivery is state-based: workers/delivery.py). What is still queued when the process
-    dies is left to the sweeper, like a failed publish.
+    queues (destination, contact id) in memory, and one thread per process publishes at most
+    one message per interval: what queued meanwhile, once per contact however many of its
+    decisions are waiting (delivery is state-based: workers/delivery.py). What is still
+    queued when the process dies is left to the sweeper, like a failed publish.
     """
 
     def __init__(
