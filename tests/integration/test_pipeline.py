@@ -243,5 +243,6 @@ def test_a_dispatch_message_is_fanned_out_by_a_worker(stack: Stack) -> None:
     queued = [Queued("engage", contact_id, "req-batch") for contact_id in contact_ids]
     assert stack.app.extensions["publisher"].publish_queued(queued) == 1  # one message
     for email in emails:
+        # The ledger settles the outbox row just after Engage answered: wait for both.
         wait_for(lambda email=email: _consent(stack, email) == "withdrawn", what=email)
-        assert stack.outbox_statuses(email) == ["delivered"]
+        wait_for(lambda email=email: stack.outbox_statuses(email) == ["delivered"], what=email)

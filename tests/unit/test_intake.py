@@ -614,19 +614,20 @@ def test_published_message_carries_only_destination_and_contact_id(intake: Intak
     assert response.status_code == 202
     [contact] = intake.all(Contact)
 
-    # One decision for two destinations: one dispatch message carrying ids only.
-    [path] = intake.broker_messages()
-    raw = path.read_text()
-    message = json.loads(raw)
-    assert message["headers"]["task"] == "consent_relay.dispatch"
-    assert message["properties"]["body_encoding"] == "base64"
-    decoded = base64.b64decode(message["body"]).decode()
-    args, kwargs, _embed = json.loads(decoded)
-    assert kwargs == {}
-    assert len(args) == 1 and all(len(entry) == 3 for entry in args[0])
-    for text in (raw, decoded):
-        for needle in (EMAIL, EMAIL.lower(), "jane.doe", "example.com"):
-            assert needle.lower() not in text.lower()
+    # The embedded broker publishes in the request: one delivery task per destination.
+    files = intake.broker_messages()
+    assert len(files) == len(DESTINATIONS)
+    for path in files:
+        raw = path.read_text()
+        message = json.loads(raw)
+        assert message["headers"]["task"] == "consent_relay.deliver_contact"
+        assert message["properties"]["body_encoding"] == "base64"
+        decoded = base64.b64decode(message["body"]).decode()
+        args, kwargs, _embed = json.loads(decoded)
+        assert kwargs == {} and len(args) == 2
+        for text in (raw, decoded):
+            for needle in (EMAIL, EMAIL.lower(), "jane.doe", "example.com"):
+                assert needle.lower() not in text.lower()
     assert intake.published() == sorted((name, contact.id) for name in DESTINATIONS)
 
 
