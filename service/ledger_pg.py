@@ -78,6 +78,13 @@ def record_new_decisions(
     transaction: [(event public id, contact id)]. None, and nothing written, when any of them
     was not inserted (see the module text)."""
     now = utcnow()
+    delivery = {
+        "now": _naive_utc(now),
+        "source_name": source_name,
+        "body_sha256": body_sha256,
+        "webhook_timestamp": webhook_timestamp,
+        "destinations": list(destinations),
+    }
     recorded = []
     connection = None
     try:
@@ -85,14 +92,8 @@ def record_new_decisions(
         cursor = connection.cursor()
         for delivery_id, decision in decisions:
             public_id = str(uuid.uuid4())
-            params = _params(decision, now, public_id, list(destinations))
-            params |= {
-                "source_name": source_name,
-                "delivery_id": delivery_id,
-                "body_sha256": body_sha256,
-                "webhook_timestamp": webhook_timestamp,
-            }
-            cursor.execute(RECORD_DECISION, params)
+            params = {**delivery, **_decision_params(decision, now), "public_id": public_id}
+            cursor.execute(RECORD_DECISION, params | {"delivery_id": delivery_id})
             row = cursor.fetchone()
             if row is None:
                 connection.rollback()
@@ -130,13 +131,9 @@ def _wrapped(engine: Engine, connection: Any, exc: Any) -> StatementError:
     )
 
 
-def _params(
-    decision: Decision, now: dt.datetime, public_id: str, destinations: list[str]
-) -> dict[str, Any]:
+def _decision_params(decision: Decision, now: dt.datetime) -> dict[str, Any]:
     return {
         "email_key": contact_key(decision.email),
-        "now": _naive_utc(now),
-        "public_id": public_id,
         "email": decision.email,
         "decision": decision.tracking_consent,
         "consent_source": decision.source,
@@ -145,5 +142,4 @@ def _params(
         # webhook timestamp, which is the attempt time (spec §1.1).
         "occurred_at": _naive_utc(decision.occurred_at or now),
         "occurred_at_given": decision.occurred_at is not None,
-        "destinations": destinations,
     }

@@ -22,7 +22,8 @@ from celery import Celery
 from structlog.contextvars import bound_contextvars
 
 from service.logs import current_request_id, get_logger
-from workers.names import DELIVER_TASK, DISPATCH_TASK, REQUEST_ID_TASK_HEADER
+from workers.dispatch import Message, delivery_message
+from workers.names import DISPATCH_TASK
 
 log = get_logger(__name__)
 DEFAULT_PAUSE_SECONDS = 15.0
@@ -52,17 +53,7 @@ class Publisher:
         if self._clock() < self._paused_until:
             log.info("broker paused after a failure; leaving it to the sweeper", **where)
             return False
-        request_id = current_request_id()
-        headers = {REQUEST_ID_TASK_HEADER: request_id} if request_id else None
-        try:
-            self._celery.send_task(
-                DELIVER_TASK, args=[destination, contact_id], headers=headers, retry=False
-            )
-        except Exception:  # noqa: BLE001 - any broker error; the event is already committed
-            self._paused_until = self._clock() + self._pause
-            log.warning("enqueue failed; the sweeper will deliver", exc_info=True, **where)
-            return False
-        return True
+        return self._send(delivery_message(destination, contact_id, current_request_id()), where)
 
     def publish_queued(self, items: Sequence[Queued]) -> int:
         """Enqueue what the background publisher collected: a single delivery as its delivery
@@ -72,22 +63,25 @@ class Publisher:
         if not items or self._clock() < self._paused_until:
             return 0
         if len(items) == 1:
-            name, args, headers = _delivery_message(items[0])
+            message = delivery_message(
+                items[0].destination, items[0].contact_id, items[0].request_id
+            )
         else:
             deliveries = [[i.destination, i.contact_id, i.request_id] for i in items]
-            name, args, headers = DISPATCH_TASK, [deliveries], None
+            message = (DISPATCH_TASK, [deliveries], None)
+        return int(self._send(message, {"count": len(items)}))
+
+    def _send(self, message: Message, where: dict[str, Any]) -> bool:
+        """Send one message; a failure pauses publishing (each try against a dead broker costs
+        seconds of connection timeouts)."""
+        name, args, headers = message
         try:
             self._celery.send_task(name, args=args, headers=headers, retry=False)
         except Exception:  # noqa: BLE001 - any broker error; the events are already committed
             self._paused_until = self._clock() + self._pause
-            log.warning("enqueue failed; the sweeper will deliver", exc_info=True, count=len(items))
-            return 0
-        return 1
-
-
-def _delivery_message(item: Queued) -> tuple[str, list[Any], dict[str, str] | None]:
-    headers = {REQUEST_ID_TASK_HEADER: item.request_id} if item.request_id else None
-    return DELIVER_TASK, [item.destination, item.contact_id], headers
+            log.warning("enqueue failed; the sweeper will deliver", exc_info=True, **where)
+            return False
+        return True
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,18 @@ from collections.abc import Callable
 from typing import Any
 
 from service.logs import get_logger
+from workers.names import DELIVER_TASK, REQUEST_ID_TASK_HEADER
 
 log = get_logger(__name__)
 PublishDelivery = Callable[[str, int, str | None], None]
+Message = tuple[str, list[Any], dict[str, str] | None]  # task name, args, headers
+
+
+def delivery_message(destination: str, contact_id: int, request_id: str | None) -> Message:
+    """The delivery task for one contact: ids only as arguments; the intake request's id,
+    when there is one, as a message header for the worker's log lines."""
+    headers = {REQUEST_ID_TASK_HEADER: request_id} if request_id else None
+    return DELIVER_TASK, [destination, contact_id], headers
 
 
 def fan_out(deliveries: Any, publish: PublishDelivery) -> int:

@@ -17,7 +17,7 @@ from service.logs import get_logger, task_context
 from service.runtime import Runtime
 from workers.batch import deliver_batch
 from workers.delivery import DeliveryContext, deliver_contact
-from workers.dispatch import fan_out
+from workers.dispatch import delivery_message, fan_out
 from workers.names import (
     DELIVER_BATCH_TASK,
     DELIVER_TASK,
@@ -90,9 +90,8 @@ def dispatch_task(self: Any, deliveries: list[list[Any]]) -> int:
         with self.app.producer_or_acquire() as producer:
 
             def publish(destination: str, contact_id: int, request_id: str | None) -> None:
-                headers = {REQUEST_ID_TASK_HEADER: request_id} if request_id else None
-                args = [destination, contact_id]
-                self.app.send_task(DELIVER_TASK, args=args, headers=headers, producer=producer)
+                name, args, headers = delivery_message(destination, contact_id, request_id)
+                self.app.send_task(name, args=args, headers=headers, producer=producer)
 
             count = fan_out(deliveries, publish)
         log.info("dispatched", count=count)

@@ -113,6 +113,22 @@ def _email() -> str:
     return f"Person.{uuid.uuid4().hex[:8]}+Tag@Example.com"
 
 
+def _record_unpublished(stack: Stack, email: str, state: str) -> int:
+    """A decision written to the ledger (for Engage) with no message published; its contact id."""
+    runtime = stack.app.extensions["consent_relay"]
+    with runtime.sessions() as session:
+        recorded = record_decision(
+            session,
+            source_name="signup",
+            delivery_id=f"unpublished-{uuid.uuid4().hex}",
+            webhook_timestamp=0,
+            body_sha256="0" * 64,
+            decision=Decision(email, state, "registration_form", None, T0),
+            destinations=["engage"],
+        )
+    return recorded.contact_id
+
+
 def _consent(stack: Stack, email: str) -> Any:
     contact = emulator_contact(stack.engage, email)
     return contact and contact["attributes"].get("tracking_consent")
@@ -176,17 +192,7 @@ def test_burst_for_one_contact_ends_at_the_latest_decision(stack: Stack) -> None
 def test_sweeper_delivers_an_event_whose_message_was_lost(stack: Stack) -> None:
     """Recorded in the ledger but never published: beat's sweeper must deliver it."""
     email = _email()
-    runtime = stack.app.extensions["consent_relay"]
-    with runtime.sessions() as session:
-        record_decision(
-            session,
-            source_name="signup",
-            delivery_id=f"lost-{uuid.uuid4().hex}",
-            webhook_timestamp=0,
-            body_sha256="0" * 64,
-            decision=Decision(email, "denied", "registration_form", None, T0),
-            destinations=["engage"],
-        )
+    _record_unpublished(stack, email, "denied")
     beat = celery_beat(stack.config, stack.workdir)
     try:
         wait_for(lambda: _consent(stack, email) == "denied", what="sweeper delivery")
@@ -226,20 +232,7 @@ def test_a_dispatch_message_is_fanned_out_by_a_worker(stack: Stack) -> None:
     """Under load the web publishes one dispatch message for many contacts: the real worker
     turns it into their deliveries (no beat runs here, so nothing else could deliver them)."""
     emails = [_email() for _ in range(6)]
-    runtime = stack.app.extensions["consent_relay"]
-    contact_ids = []
-    with runtime.sessions() as session:
-        for email in emails:
-            recorded = record_decision(
-                session,
-                source_name="signup",
-                delivery_id=f"batch-{uuid.uuid4().hex}",
-                webhook_timestamp=0,
-                body_sha256="0" * 64,
-                decision=Decision(email, "withdrawn", "registration_form", None, T0),
-                destinations=["engage"],
-            )
-            contact_ids.append(recorded.contact_id)
+    contact_ids = [_record_unpublished(stack, email, "withdrawn") for email in emails]
     queued = [Queued("engage", contact_id, "req-batch") for contact_id in contact_ids]
     assert stack.app.extensions["publisher"].publish_queued(queued) == 1  # one message
     for email in emails:
