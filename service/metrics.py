@@ -47,6 +47,7 @@ class _Metrics:
     coalesced: Counter
     throttled: Counter
     dead_lettered: Counter
+    lost_runs: Counter
     latency: Histogram
 
 
@@ -62,6 +63,7 @@ _COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "coalesced": ("Decisions folded into the write of a newer one", ("destination",)),
     "throttled": ("Writes deferred: no rate-limit slot in time", ("destination",)),
     "dead_lettered": ("Decisions dead-lettered", ("destination", "reason")),
+    "lost_runs": ("Delivery runs whose pool process died; leases freed, work re-sent", ("task",)),
 }
 
 
@@ -133,6 +135,10 @@ def count_throttled(destination: str) -> None:
 
 def count_dead_lettered(destination: str, reason: str) -> None:
     _safely("dead_lettered", lambda: metrics().dead_lettered.labels(destination, reason).inc())
+
+
+def count_lost_run(task: str) -> None:
+    _safely("lost_runs", lambda: metrics().lost_runs.labels(task).inc())
 
 
 def observe_latency(destination: str, seconds: float) -> None:
