@@ -25,6 +25,7 @@ _metrics_dir = metrics.prepare_multiprocess_dir(_settings.data_dir)
 # Demo mode signs with a public secret: listen on loopback only.
 bind = f"{'127.0.0.1' if _settings.demo else '0.0.0.0'}:{_settings.port}"  # noqa: S104
 workers = web_concurrency(os.environ)
+worker_class = "service.web.RelayWorker"  # slow clients hold a socket, never a worker
 timeout = 30
 graceful_timeout = 20
 accesslog = "-"
