@@ -341,9 +341,9 @@ def _port(env_value: str | None, file_value: int) -> int:
 
 
 def web_concurrency(environ: Mapping[str, str]) -> int:
-    """gunicorn's sync workers: WEB_CONCURRENCY, else two per core. Each webhook waits on its
-    ledger commit; with one worker per core the cores idle meanwhile (bench: +15% requests/s
-    with 4 workers on 2 cores, and no change for a bare endpoint)."""
+    """gunicorn's worker processes (service/web.py): WEB_CONCURRENCY, else two per core. Each
+    webhook waits on its ledger commit; with one sync worker per core the cores idled meanwhile
+    (bench: +15% requests/s with 4 workers on 2 cores, and no change for a bare endpoint)."""
     value = environ.get("WEB_CONCURRENCY", "")
     if value.strip().isdigit() and int(value) > 0:
         return int(value)
