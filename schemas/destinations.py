@@ -23,6 +23,8 @@ DOTDIGITAL = "dotdigital"
 MOENGAGE = "moengage"
 DESTINATION_KINDS = (ENGAGE, ACOUSTIC, DOTDIGITAL, MOENGAGE)
 MODES = ("attribute", "channel_consent")
+# A rate-limit key names an account in Redis keys and the ledger's rate_limits table.
+RATE_LIMIT_KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,47}$"
 # HTTP calls one write can make, for the lease check: Engage update, create, update (§1.2);
 # Dotdigital attribute mode looks the contact up, then PATCHes (§3.2); the others one call.
 CALLS_PER_WRITE = {ENGAGE: 3, ACOUSTIC: 1, DOTDIGITAL: 2, MOENGAGE: 1}
@@ -36,6 +38,7 @@ COMMON_KEYS = (
     "read_timeout_seconds",
     "rate_limit_per_second",
     "rate_limit_headroom",
+    "rate_limit_key",
 )
 
 
@@ -63,6 +66,16 @@ class _DestinationSchema(_Strict):
     read_timeout_seconds = fields.Float(load_default=40.0, validate=validate.Range(min=0.1))
     # Pace this far below the limit so that network jitter cannot bunch requests over it.
     rate_limit_headroom = fields.Float(load_default=0.05, validate=validate.Range(min=0.0, max=0.5))
+    # Vendors count their limits per account (destinations.md §1.4, §3.4, §4.4): destinations
+    # with the same key share one pace. None: derived from the base URL and the credentials
+    # (workers/ratelimit_keys.py), so entries on one account share it without saying so.
+    rate_limit_key = fields.String(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Regexp(
+            RATE_LIMIT_KEY_PATTERN, error="Use 1-48 letters, digits, '.', '_', ':' or '-'."
+        ),
+    )
 
 
 class EngageSchema(_DestinationSchema):
