@@ -13,6 +13,7 @@ workers/destinations.py).
 
 from __future__ import annotations
 
+import string
 from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
@@ -23,6 +24,8 @@ DOTDIGITAL = "dotdigital"
 MOENGAGE = "moengage"
 DESTINATION_KINDS = (ENGAGE, ACOUSTIC, DOTDIGITAL, MOENGAGE)
 MODES = ("attribute", "channel_consent")
+# What a template over a decision may name (MoEngage `customer_id`).
+DECISION_FIELDS = ("email", "source", "source_id")
 # A rate-limit key names an account in Redis keys and the ledger's rate_limits table.
 RATE_LIMIT_KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,47}$"
 # HTTP calls one write can make, for the lease check: Engage update, create, update (§1.2);
@@ -40,6 +43,19 @@ COMMON_KEYS = (
     "rate_limit_headroom",
     "rate_limit_key",
 )
+
+
+def _decision_template(template: str) -> None:
+    """A template over the decision, like a source's `source` template: plain `{name}`s of
+    DECISION_FIELDS only (no `{a.b}`), and something to render."""
+    try:
+        names = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    except ValueError as exc:
+        raise ValidationError(f"Not a valid template: {exc}.") from exc
+    unknown = sorted(set(names) - set(DECISION_FIELDS))
+    if unknown or not template.strip():
+        allowed = ", ".join(f"{{{name}}}" for name in DECISION_FIELDS)
+        raise ValidationError(f"Use text and {allowed} only.")
 
 
 class _Strict(Schema):
@@ -125,6 +141,12 @@ class DotdigitalSchema(_PeerSchema):
 class MoEngageSchema(_PeerSchema):
     app_id = _secret()  # the Workspace ID: Basic-auth user and MOE-APPKEY header (§4.1)
     api_key = _secret()  # the Data API key: Basic-auth password (§4.1)
+    # The user's MoEngage customer_id, a template over the decision ({email}, {source},
+    # {source_id}). Track User keys users by it (default "{email}"); the opt-in endpoint
+    # needs it with PII tokenization and in workspaces that answer "customer_id is
+    # mandatory" (https://www.moengage.com/docs/api/email-subscription/email-subscription-overview).
+    # Unset in channel_consent mode: email_id is sent, which updates every user with it.
+    customer_id = fields.String(load_default=None, allow_none=True, validate=_decision_template)
     # The opt-in endpoint allows 1000 requests/min and 360K/day (§4.4): the daily cap is
     # 4.17/s sustained, and one pace must respect both.
     rate_limit_per_second = _rate(4.0)
