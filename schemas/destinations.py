@@ -16,7 +16,7 @@ from __future__ import annotations
 import string
 from typing import Any
 
-from marshmallow import RAISE, Schema, ValidationError, fields, validate
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
 ENGAGE = "mapp-engage"
 ACOUSTIC = "acoustic-connect"
@@ -132,10 +132,26 @@ class DotdigitalSchema(_PeerSchema):
     consent_field = _field_name("TRACKING_CONSENT")
     source_field = _field_name("TRACKING_CONSENT_SOURCE")
     source_id_field = _field_name("TRACKING_CONSENT_SOURCE_ID")
+    # A consent record (v3 `consentRecords`) with each `granted` decision: the wording the
+    # person agreed to and the page it was shown on; the time is the decision's. The relay
+    # does not capture the IP address or user agent (README "Dotdigital").
+    consent_text = fields.String(
+        load_default=None, allow_none=True, validate=validate.Length(min=1, max=2000)
+    )
+    consent_url = fields.Url(
+        load_default=None, allow_none=True, schemes={"http", "https"}, require_tld=False
+    )
     # Tiered limits per minute, by package; the one published figure is Basic's Low tier,
     # "35 calls per minute (0.5/sec ...)"; the flat scheme allows 2000/hour (§3.4). Check
     # Settings > Access > API rate limits and raise it.
     rate_limit_per_second = _rate(0.5)
+
+    @validates_schema
+    def _consent_record_complete(self, data: dict[str, Any], **_kwargs: Any) -> None:
+        # Dotdigital requires both in a consent record (https://developer.dotdigital.com/reference/importcontact).
+        if (data.get("consent_text") is None) != (data.get("consent_url") is None):
+            missing = "consent_url" if data.get("consent_url") is None else "consent_text"
+            raise ValidationError("Set consent_text and consent_url together.", missing)
 
 
 class MoEngageSchema(_PeerSchema):
