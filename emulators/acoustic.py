@@ -12,6 +12,10 @@ query is parsed with graphql-core, so a syntax error answers like a GraphQL serv
   `CONTACT_NOT_FOUND_BY_KEY` (§2.3); the others of the batch are applied and counted in
   `modifiedCount`. Consent channels: EMAIL or SMS (else INVALID_CHANNEL_TYPE), status
   OPT_IN, OPT_OUT, OPT_IN_UNVERIFIED or null (002_*.txt).
+  `dataSetId` is optional, as in Acoustic's current reference
+  (https://developer.goacoustic.com/acoustic-connect/reference/update-contacts-, no
+  dataSetId in any example); a wrong one answers `DATA_SET_NOT_FOUND` (code UNVERIFIED).
+  Each write's history entry records the dataSetId it came with (None: left out).
 - `query { dataSets { nodes { dataSetId } } }` lists the audience (§2.2).
 - Errors come as HTTP 200 with `{"errors": [{"message", "extensions": {"code"}}]}`; auth
   failures as 401 and rate limiting as 429 with a code: all UNVERIFIED (§2.3, §2.4).
@@ -108,7 +112,7 @@ def update_contacts(arguments: dict[str, Any]) -> dict[str, Any]:
             if contact is None:
                 errors.append(gql_error("CONTACT_NOT_FOUND_BY_KEY", NOT_FOUND_MESSAGE))
                 continue
-            _apply(contact, entry["to"])
+            _apply(contact, entry["to"], data_set)
             modified += 1
     result: dict[str, Any] = {"data": {"updateContacts": {"modifiedCount": modified}}}
     return {**result, "errors": errors} if errors else result
@@ -147,11 +151,11 @@ def _address(entry: dict[str, Any]) -> str | None:
     return None
 
 
-def _apply(contact: dict[str, Any], to: dict[str, Any]) -> None:
+def _apply(contact: dict[str, Any], to: dict[str, Any], data_set: Any) -> None:
     fields = {item["name"]: item.get("value") for item in to.get("attributes") or []}
     email = [c for c in _channels(to) if c.get("channel") == "EMAIL"]
     extra = {"channel": email[-1].get("status")} if email else {}
-    state().apply(contact, "updateContacts", fields, **extra)
+    state().apply(contact, "updateContacts", fields, data_set_id=data_set, **extra)
 
 
 VENDOR = Vendor(

@@ -113,8 +113,9 @@ class _PeerSchema(_DestinationSchema):
 
 class AcousticSchema(_PeerSchema):
     api_key = _secret()  # header x-api-key (§2.1)
-    # "The ID of your audience": Required in one doc version, left out in newer examples (§2.2);
-    # whether it is optional is UNVERIFIED, so it is sent whenever it is configured.
+    # "The ID of your audience": Required on the consent page (§2.2), absent from every example
+    # of the current reference (https://developer.goacoustic.com/acoustic-connect/reference/
+    # update-contacts-): not required here, sent whenever it is configured (UNVERIFIED).
     data_set_id = fields.String(load_default=None, allow_none=True)
     # Contacts are addressed by their e-mail (`addressable`, §2.2); attribute names are
     # case-sensitive (§2.2).

@@ -1,6 +1,12 @@
 """Acoustic Connect client: the GraphQL `updateContacts` mutation (destinations.md §2,
 002_*.txt). Every call is a POST to the region's host with the header `x-api-key` (§2.1).
 
+- `dataSetId` (config `data_set_id`) is sent only when configured. The consent page lists it
+  as Required (https://developer.goacoustic.com/acoustic-connect/reference/update-consent-
+  preferences), but Acoustic's current "Update contacts" reference
+  (https://developer.goacoustic.com/acoustic-connect/reference/update-contacts-) shows
+  updateContacts without it in every example, so config validation does not require it;
+  which one holds for a given subscription is UNVERIFIED (README "Acoustic Connect").
 - Contacts are addressed by e-mail, `addressable: [{field: "Email", eq: ...}]`, in place of
   a contact key (§2.2). The relay never creates a contact: a contact added to an audience is
   opted in to e-mail implicitly (§0.8). A missing one is `CONTACT_NOT_FOUND_BY_KEY` (§2.3).
@@ -43,9 +49,15 @@ from workers.errors import BatchPartialError, DeliveryError
 VENDOR = "Acoustic Connect"
 NOT_FOUND_CODE = "CONTACT_NOT_FOUND_BY_KEY"  # §2.3, documented
 # The audience lacks what we name: a channel or consent group (codes from 002_*.txt), or an
-# attribute. The unknown-attribute code is not documented (UNVERIFIED): ATTRIBUTE_NOT_FOUND
-# is what the emulator answers.
-MISCONFIGURED_CODES = ("ATTRIBUTE_NOT_FOUND", "CHANNEL_NOT_DEFINED", "CONSENT_GROUP_NOT_FOUND")
+# attribute, or there is no such audience (`data_set_id`). The unknown-attribute and
+# unknown-audience codes are not documented (UNVERIFIED): ATTRIBUTE_NOT_FOUND and
+# DATA_SET_NOT_FOUND are what the emulator answers.
+MISCONFIGURED_CODES = (
+    "ATTRIBUTE_NOT_FOUND",
+    "CHANNEL_NOT_DEFINED",
+    "CONSENT_GROUP_NOT_FOUND",
+    "DATA_SET_NOT_FOUND",
+)
 AUTH_CODES = ("UNAUTHENTICATED", "UNAUTHORIZED", "FORBIDDEN")
 RATE_CODES = ("TOO_MANY_REQUESTS", "RATE_LIMITED", "THROTTLED")
 PROBE_QUERY = "query { dataSets { nodes { dataSetId } } }"  # §2.2: lists the audiences
