@@ -45,6 +45,7 @@ from workers.destinations import (
 )
 from workers.engage import ConsentWrite, Throttle
 from workers.errors import BatchPartialError, DeliveryError
+from workers.outcomes import UNVERIFIED
 
 VENDOR = "Acoustic Connect"
 NOT_FOUND_CODE = "CONTACT_NOT_FOUND_BY_KEY"  # §2.3, documented
@@ -214,10 +215,13 @@ def _count_note(count: int | None, sent: int) -> str | None:
     if count is None or count >= sent:
         return None
     # §2.3: a smaller modifiedCount "may" mean a missing contact (UNVERIFIED); with no error
-    # it may also be a write that changed nothing. Recorded, not retried.
+    # it may also be a write that changed nothing. Not retried, but the answer cannot show
+    # that this contact was written (nor which of a batch was not): recorded as unverified.
     return f"modifiedCount {count} of {sent}"
 
 
 def _written(status: int, note: str | None, detail: str | None) -> int | Written:
     text = "; ".join(part for part in (note, detail) if part)
+    if detail is not None:  # a short modifiedCount
+        return Written(status, UNVERIFIED, text)
     return Written(status, detail=text) if text else status
