@@ -116,6 +116,7 @@ class DestinationSettings:
     read_timeout_seconds: float = 40.0
     rate_limit_per_second: float = 10.0
     rate_limit_headroom: float = 0.05
+    rate_limit_key: str | None = None  # None: derived (workers/ratelimit_keys.py)
     # Kind-specific keys (schemas/destinations.py): mode, field names, api_key, batch_size...
     options: Mapping[str, Any] = field(default_factory=dict, repr=False)
 

@@ -120,7 +120,7 @@ class Outbox(Base):
     event_id: Mapped[int] = mapped_column(ForeignKey("events.id"))
     destination: Mapped[str] = mapped_column(String(64))
     contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id"))
-    # pending | delivered | superseded | dead_lettered
+    # pending | delivered | unverified | superseded | dead_lettered (workers/outcomes.py)
     status: Mapped[str] = mapped_column(String(16), default="pending")
     settled_by_event_id: Mapped[int | None] = mapped_column(ForeignKey("events.id"))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
