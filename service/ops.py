@@ -122,19 +122,31 @@ def login() -> ResponseReturnValue:
         if ops_auth.signed_in(ops):
             return redirect(target)
         return render_template("ops/login.html", next=target, username=ops.admin_username)
-    username = request.form.get("username", "")
-    if ops_auth.credentials_match(ops, username, request.form.get("password", "")):
-        ops_auth.sign_in(ops.admin_username)
-        log.info("ops: operator signed in from %s", request.remote_addr)
+    username, client = request.form.get("username", ""), request.remote_addr or "unknown"
+    result = ops_auth.try_sign_in(ops, username, request.form.get("password", ""), client)
+    if result.signed_in:
+        log.info("ops: operator signed in from %s", client)
         return redirect(target, 303)
-    log.warning("ops: sign-in refused (wrong username or password) from %s", request.remote_addr)
+    if result.refusal is not None:
+        return _throttled(
+            target, username, client, result.refusal.scope, result.refusal.retry_after
+        )
+    log.warning("ops: sign-in refused (wrong username or password) from %s", client)
     error = "Wrong username or password."
     return render_template("ops/login.html", next=target, username=username, error=error), 401
 
 
+def _throttled(target: str, username: str, client: str, scope: str, wait: int) -> Response:
+    """429 with Retry-After: too many failed sign-ins from this address or for this account."""
+    log.warning("ops: sign-in throttled (%s) from %s, retry after %d s", scope, client, wait)
+    error = f"Too many failed sign-ins. Try again in {max(1, round(wait / 60))} min."
+    page = render_template("ops/login.html", next=target, username=username, error=error)
+    return Response(page, 429, {"Retry-After": str(wait)}, mimetype="text/html")
+
+
 @bp.post("/logout")
 def logout() -> ResponseReturnValue:
-    ops_auth.sign_out()
+    ops_auth.sign_out(_runtime().settings.ops)  # every session of the account, not only this
     flash("You are signed out.", "ok")
     return redirect(url_for("ops.login"), 303)
 
