@@ -128,20 +128,11 @@ def login() -> ResponseReturnValue:
         log.info("ops: operator signed in from %s", client)
         return redirect(target, 303)
     if result.refusal is not None:
-        return _throttled(
-            target, username, client, result.refusal.scope, result.refusal.retry_after
-        )
+        log.warning("ops: sign-in throttled (%s) from %s", result.refusal.scope, client)
+        return ops_auth.throttled_page(target, username, result.refusal.retry_after)
     log.warning("ops: sign-in refused (wrong username or password) from %s", client)
     error = "Wrong username or password."
     return render_template("ops/login.html", next=target, username=username, error=error), 401
-
-
-def _throttled(target: str, username: str, client: str, scope: str, wait: int) -> Response:
-    """429 with Retry-After: too many failed sign-ins from this address or for this account."""
-    log.warning("ops: sign-in throttled (%s) from %s, retry after %d s", scope, client, wait)
-    error = f"Too many failed sign-ins. Try again in {max(1, round(wait / 60))} min."
-    page = render_template("ops/login.html", next=target, username=username, error=error)
-    return Response(page, 429, {"Retry-After": str(wait)}, mimetype="text/html")
 
 
 @bp.post("/logout")

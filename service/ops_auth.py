@@ -103,6 +103,14 @@ def _same(given: str, expected: str) -> bool:
     return hmac.compare_digest(digest(given.encode()).digest(), digest(expected.encode()).digest())
 
 
+def throttled_page(target: str, username: str, retry_after: int) -> Response:
+    """429 with Retry-After (RFC 6585 §4): too many failed sign-ins from this address or
+    for this account."""
+    error = f"Too many failed sign-ins. Try again in {max(1, round(retry_after / 60))} min."
+    page = render_template("ops/login.html", next=target, username=username, error=error)
+    return Response(page, 429, {"Retry-After": str(retry_after)}, mimetype="text/html")
+
+
 def is_operator_name(ops: OpsSettings, username: str) -> bool:
     return _same(username, ops.admin_username)
 
