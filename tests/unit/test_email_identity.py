@@ -3,6 +3,7 @@ address form the intake accepts, in any script."""
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import json
 import logging
@@ -20,8 +21,11 @@ from schemas.consent import contact_key
 from service.logs import json_formatter, mask_email, scrub
 from service.models import Contact
 
+# Bounded for a 2-core CI machine: a few seconds per test in all.
 BOUNDED = settings(
-    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.filter_too_much]
+    max_examples=300,
+    deadline=dt.timedelta(seconds=2),
+    suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow],
 )
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 CONFIG = f"""
