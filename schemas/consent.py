@@ -81,8 +81,9 @@ def contact_key(email: str) -> str:
     letters, ligatures) and case foldings beyond lower-casing (`ß`/`ss`) stay distinct.
     ASCII addresses keep the plain lower-case key they always had (the fast path)."""
     email = email.strip()
-    if email.isascii() and "xn--" not in email.lower():
-        return email.lower()
+    lowered = email.lower()
+    if email.isascii() and "xn--" not in lowered:
+        return lowered
     local, at, domain = unicodedata.normalize("NFC", email).rpartition("@")
     if not at:
         return _lower_nfc(email)
