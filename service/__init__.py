@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from service import admin, health, intake, logs, metrics_http, openapi, ops
 from service.config import Settings, load_settings
@@ -24,6 +25,9 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app = Flask(__name__)
     app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes)
     app.config.update(overrides)
+    if settings.trusted_proxies:  # only when configured: the headers are trivially forged
+        hops = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
     # No pre-ping: the intake retries once on a dropped connection instead (service/intake.py).
     app.extensions["consent_relay"] = Runtime.build(settings, pre_ping=False)
     app.extensions["celery"] = create_celery_app(settings)

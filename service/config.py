@@ -166,6 +166,7 @@ class Settings:
     ops: OpsSettings
     config_path: Path | None
     demo: bool
+    trusted_proxies: int = 0  # [service] trusted_proxies: X-Forwarded-* hops to believe
 
     @property
     def is_sqlite(self) -> bool:
@@ -271,6 +272,7 @@ def _build(data: dict[str, Any], env: Mapping[str, str], config_path: Path | Non
         ops=_ops(data),
         config_path=config_path,
         demo=config_path is None,
+        trusted_proxies=service["trusted_proxies"],
     )
 
 

@@ -36,6 +36,7 @@ from service.sources import (
 )
 from service.sources.base import Authenticated, InboundRequest, MalformedJsonError, SourceEvent
 from service.sources.mapping import resolve
+from service.sources.raw_url import received_url
 
 log = get_logger(__name__)
 bp = Blueprint("intake", __name__)
@@ -84,7 +85,7 @@ def _inbound(source_name: str) -> InboundRequest:
     form = request.form.to_dict() if request.mimetype in FORM_TYPES else {}
     return InboundRequest(
         method=request.method,
-        url=request.url,
+        url=received_url(request.environ, request.scheme, request.host),
         headers={name.lower(): value for name, value in request.headers.items()},
         query=request.args.to_dict(),
         body=body,

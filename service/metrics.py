@@ -48,6 +48,7 @@ class _Metrics:
     throttled: Counter
     dead_lettered: Counter
     lost_runs: Counter
+    ops_sign_ins: Counter
     latency: Histogram
 
 
@@ -64,6 +65,7 @@ _COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "throttled": ("Writes deferred: no rate-limit slot in time", ("destination",)),
     "dead_lettered": ("Decisions dead-lettered", ("destination", "reason")),
     "lost_runs": ("Delivery runs whose pool process died; leases freed, work re-sent", ("task",)),
+    "ops_sign_ins": ("Operator page sign-in attempts, by outcome", ("outcome",)),
 }
 
 
@@ -139,6 +141,11 @@ def count_dead_lettered(destination: str, reason: str) -> None:
 
 def count_lost_run(task: str) -> None:
     _safely("lost_runs", lambda: metrics().lost_runs.labels(task).inc())
+
+
+def count_ops_sign_in(outcome: str) -> None:
+    """signed_in, refused, throttled_client or throttled_account."""
+    _safely("ops_sign_ins", lambda: metrics().ops_sign_ins.labels(outcome).inc())
 
 
 def observe_latency(destination: str, seconds: float) -> None:
