@@ -22,6 +22,8 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from structlog.contextvars import bind_contextvars, bound_contextvars
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from schemas.consent import MAX_IGNORED_REASON_LENGTH
+from schemas.text import storable
 from service import metrics
 from service.ledger import Incoming, Outcome, record_events, record_new_at_once
 from service.logs import get_logger, mask_email
@@ -34,7 +36,13 @@ from service.sources import (
     SignatureError,
     SourceKind,
 )
-from service.sources.base import Authenticated, InboundRequest, MalformedJsonError, SourceEvent
+from service.sources.base import (
+    Authenticated,
+    InboundRequest,
+    MalformedJsonError,
+    SourceEvent,
+    storable_events,
+)
 from service.sources.mapping import resolve
 
 log = get_logger(__name__)
@@ -106,7 +114,7 @@ def _authenticate(kind: SourceKind, inbound: InboundRequest) -> Authenticated:
 
 def _parse(kind: SourceKind, inbound: InboundRequest, auth: Authenticated) -> Sequence[SourceEvent]:
     try:
-        return kind.parse(inbound, auth)
+        return storable_events(kind.parse(inbound, auth))
     except MediaTypeError as exc:
         raise _Refused(
             "media_type", 415, "unsupported-media-type", "Unsupported Media Type", str(exc)
@@ -136,7 +144,9 @@ def _incoming(runtime: Runtime, source_name: str, event: SourceEvent) -> Incomin
     default_source_id = runtime.kinds[source_name].DEFAULT_SOURCE_ID
     resolved = resolve(event, source.effective_mapping, default_source_id, skew)
     if isinstance(resolved, str):
-        return Incoming(event.event_id, event.event_type, ignored=resolved)
+        # The reason may quote the sender's text: kept storable (schemas/text.py).
+        reason = storable(resolved, MAX_IGNORED_REASON_LENGTH)
+        return Incoming(event.event_id, event.event_type, ignored=reason)
     return Incoming(event.event_id, event.event_type, decision=resolved)
 
 
