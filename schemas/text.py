@@ -15,6 +15,7 @@ found by the database (which today looked like "ledger unavailable"):
 from __future__ import annotations
 
 import datetime as dt
+import re
 import unicodedata
 from typing import Any
 
@@ -42,8 +43,7 @@ def storable(value: str, max_length: int) -> str:
     """Our own text (an ignore reason that quotes the sender) made storable: each refused
     character replaced by U+FFFD, cut to the column's length."""
     cleaned = "".join(
-        REPLACEMENT if unicodedata.category(char) in REFUSED_CATEGORIES else char
-        for char in value
+        REPLACEMENT if unicodedata.category(char) in REFUSED_CATEGORIES else char for char in value
     )
     return cleaned[:max_length]
 
@@ -70,8 +70,17 @@ class PlainText(fields.String):
     lone surrogates, at most `max_length` characters. Used for every operator-entered text
     (pause reasons, filters) and for the senders' event ids and types."""
 
-    def __init__(self, *, max_length: int, min_length: int = 1, **kwargs: Any):
-        rules = [validate.Length(min=min_length, max=max_length), _refuse_unstorable]
+    def __init__(
+        self,
+        *,
+        max_length: int,
+        min_length: int = 1,
+        pattern: re.Pattern[str] | None = None,
+        **kwargs: Any,
+    ):
+        rules: list[Any] = [validate.Length(min=min_length, max=max_length), _refuse_unstorable]
+        if pattern is not None:
+            rules.append(validate.Regexp(pattern))
         super().__init__(validate=rules, **kwargs)
 
 

@@ -9,6 +9,7 @@ from flask import Flask
 
 from service import admin, health, intake, logs, metrics_http, openapi, ops
 from service.config import Settings, load_settings
+from service.db import LedgerIdConverter
 from service.logs import configure_logging, demo_banner
 from service.problems import register_error_handlers
 from service.publisher import BackgroundPublisher, Publisher
@@ -24,6 +25,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app = Flask(__name__)
     app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes)
     app.config.update(overrides)
+    app.url_map.converters["ledger_id"] = LedgerIdConverter
     # No pre-ping: the intake retries once on a dropped connection instead (service/intake.py).
     app.extensions["consent_relay"] = Runtime.build(settings, pre_ping=False)
     app.extensions["celery"] = create_celery_app(settings)

@@ -19,7 +19,9 @@ from typing import Any
 from xml.sax.saxutils import escape
 
 from flask import Flask
+from flask.testing import FlaskClient
 from hypothesis import strategies as st
+from sqlalchemy import select
 from urllib3 import encode_multipart_formdata
 from werkzeug.test import TestResponse
 
@@ -27,10 +29,13 @@ from service import create_app
 from service.config import load_settings
 from service.db import make_engine
 from service.migrate import upgrade
+from service.models import IgnoredEvent
 from service.sources import SourceKind
 from service.sources.fixtures import fixture_names, fixture_path, load_fixture
 
 BASE_URL = "http://relay.example.com"
+ADMIN_TOKEN = "adm-" + "a1b2c3d4" * 5
+OPS_PASSWORD = "correct-horse-battery-staple"
 STD_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 # One source per kind, configured like the kinds' own tests (tests/unit/test_source_*.py).
 SOURCES = {
@@ -102,9 +107,7 @@ scalars = st.one_of(
 )
 json_values = st.recursive(
     scalars,
-    lambda inner: st.one_of(
-        st.lists(inner, max_size=3), st.dictionaries(texts, inner, max_size=3)
-    ),
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(texts, inner, max_size=3)),
     max_leaves=8,
 )
 
@@ -214,6 +217,8 @@ class KindsWorld:
         config = workdir / "consent-relay.toml"
         config.write_text(
             f'[service]\ndata_dir = "{data_dir}"\n{database}\n'
+            f'[admin]\ntokens = ["{ADMIN_TOKEN}"]\nusername = "operator"\n'
+            f'password = "{OPS_PASSWORD}"\n\n'
             '[destinations.engage]\nkind = "mapp-engage"\nbase_url = "http://127.0.0.1:8025"\n'
             'username = "api-user@example.com"\npassword = "engage-demo-password"\n' + sources
         )
@@ -235,3 +240,57 @@ class KindsWorld:
         return self.client.post(
             path, data=signed.body, headers=dict(signed.headers), base_url=BASE_URL
         )
+
+    def ignored(self) -> list[IgnoredEvent]:
+        with self.app.extensions["consent_relay"].sessions() as session:
+            return list(session.scalars(select(IgnoredEvent).order_by(IgnoredEvent.id)))
+
+    def admin(self, method: str, path: str, **kwargs: Any) -> TestResponse:
+        headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        return self.client.open(path, method=method, headers=headers, **kwargs)
+
+    def ops_client(self) -> FlaskClient:
+        """A client signed in to the operator page; `ops_post` adds the CSRF token."""
+        client = self.app.test_client()
+        client.get("/ops/login")
+        form = {"username": "operator", "password": OPS_PASSWORD, "csrf_token": csrf(client)}
+        assert client.post("/ops/login", data=form).status_code == 303
+        return client
+
+
+def csrf(client: FlaskClient) -> str:
+    with client.session_transaction("/ops") as session:
+        return str(session["ops_csrf"])
+
+
+def fixture_with(kind: str, name: str, path: tuple[Any, ...], value: Any) -> bytes:
+    """A kind's JSON fixture with one value replaced (the path must exist)."""
+    document = _document(kind, name)
+    current = document
+    for key in path[:-1]:
+        current = current[key]
+    current[path[-1]]  # noqa: B018  # a KeyError here is a wrong path in a test
+    return encode(replaced(document, path, value))
+
+
+# The issue's cases (5): kind, fixture, JSON path, value, and the answer expected.
+SURROGATE = "\ud800"
+VENDOR_CASES = [
+    ("standard-webhooks", "canonical", ("email",), BIG_INT, 400),
+    ("typeform", "form_response", ("form_response", "definition", "fields", 0, "id"), [], 400),
+    ("typeform", "form_response", ("form_response", "hidden"), "x", 400),
+    ("typeform", "form_response", ("event_id",), "e" * 300, 422),
+    ("typeform", "form_response", ("event_id",), "a\x00b", 422),
+    ("tally", "form_response", ("data", "fields", 1, "options", 0, "id"), [], 400),
+    ("tally", "form_response", ("eventId",), SURROGATE, 422),
+    ("webflow", "form_submission", ("triggerType",), SURROGATE, 422),
+    ("pipedrive", "create_person", ("meta", "action"), SURROGATE, 422),
+    ("pipedrive", "create_person", ("meta", "id"), "a\x00b", 422),
+    ("dynamics", "contact_update", ("Stage",), [], 400),
+    ("dynamics", "contact_update", ("MessageName",), SURROGATE, 422),
+    ("dynamics", "contact_update", ("MessageName",), "Up\x00date", 422),
+    ("dynamics", "contact_update", ("OperationCreatedOn",), "/Date(" + "9" * 5000 + ")/", 202),
+    ("hubspot", "workflow_contact", ("properties", "tracking_consent", "versions"), True, 400),
+    ("hubspot", "workflow_contact", ("vid",), SURROGATE, 422),
+    ("hubspot", "property_change", (0, "eventId"), BIG_INT, 400),
+]

@@ -101,7 +101,9 @@ class DynamicsKind(BaseKind):
         context = _read_context(request)
         event_id = _event_id(context)
         event_type = f"{context.get('PrimaryEntityName')}.{context.get('MessageName')}"
-        reason = ignored_type(self, event_type) or _stage_reason(optional_scalar(context.get("Stage"), "Stage"))
+        reason = ignored_type(self, event_type) or _stage_reason(
+            optional_scalar(context.get("Stage"), "Stage")
+        )
         answers = _answers(context)
         email_column = self.source.effective_mapping.email or EMAIL_COLUMN
         if request.header(SIZE_EXCEEDED_HEADER) is not None and not answers.get(email_column):

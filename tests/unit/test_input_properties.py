@@ -10,7 +10,6 @@ test_input_properties_pg.py.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from hypothesis import given
