@@ -294,3 +294,24 @@ VENDOR_CASES = [
     ("hubspot", "workflow_contact", ("vid",), SURROGATE, 422),
     ("hubspot", "property_change", (0, "eventId"), BIG_INT, 400),
 ]
+
+# Admin API requests that cannot be used (issue 5): url, and the parameter named.
+BAD_ADMIN_QUERIES = [
+    ("/admin/dead-letters?offset=99999999999999999999", "offset"),
+    ("/admin/dead-letters?since=0001-01-01T00:00:00%2B14:00", "since"),
+    ("/admin/dead-letters?until=9999-12-31T23:59:59-14:00", "until"),
+    ("/admin/dead-letters?email=a%00b", "email"),
+    ("/admin/dead-letters?email=%1B%5B31m", "email"),
+    ("/admin/dead-letters?destination=engage%0A", "destination"),
+]
+# url, body, the answer, and the field named.
+BAD_ADMIN_BODIES = [
+    ("/admin/dead-letters/replay", b'{"ids": [' + b"9" * 5000 + b"]}", 400, None),
+    ("/admin/dead-letters/replay", b'{"ids": [99999999999999999999]}', 422, "ids"),
+    ("/admin/dead-letters/replay", b'{"email": "\\ud800@example.com"}', 422, "email"),
+    ("/admin/dead-letters/replay", b'{"email": "a\\u0000b"}', 422, "email"),
+    ("/admin/destinations/engage/pause", b'{"reason": "\\ud800"}', 422, "reason"),
+    ("/admin/destinations/engage/pause", b'{"reason": "\\u001b[2J gone"}', 422, "reason"),
+    ("/admin/destinations/engage/pause", b'{"reason": "a\\u0000b"}', 422, "reason"),
+    ("/admin/destinations/engage/pause", b'{"reason": "\\u009b31m"}', 422, "reason"),
+]
