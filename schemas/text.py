@@ -16,47 +16,39 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import unicodedata
 from typing import Any
 
 from marshmallow import ValidationError, fields, validate
 
-# Unicode categories that never belong in stored text: Cc is C0, DEL and C1 (NUL, ESC, CR,
-# LF, TAB, ...); Cs is a lone surrogate (https://www.unicode.org/reports/tr44/#GC_Values_Table).
-REFUSED_CATEGORIES = frozenset({"Cc", "Cs"})
+# Characters that never belong in stored text: the Unicode category Cc (C0, DEL and C1: NUL,
+# ESC, CR, LF, TAB ...) and Cs (surrogates, which only appear alone in a Python str)
+# (https://www.unicode.org/reports/tr44/#GC_Values_Table); one regex, as both are ranges.
+CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+SURROGATE = re.compile("[\ud800-\udfff]")
+REFUSED = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 MAX_BIGINT = 2**63 - 1
 REPLACEMENT = "\ufffd"
 
 
 def unstorable(value: str) -> str | None:
     """Why `value` cannot be stored as text, or None."""
-    for char in value:
-        category = unicodedata.category(char)
-        if category == "Cs":
-            return "Must not contain lone surrogates (text must be valid Unicode)."
-        if category in REFUSED_CATEGORIES:
-            return "Must not contain control characters (NUL, ESC, line breaks ...)."
+    if SURROGATE.search(value):
+        return "Must not contain lone surrogates (text must be valid Unicode)."
+    if CONTROL.search(value):
+        return "Must not contain control characters (NUL, ESC, line breaks ...)."
     return None
 
 
 def storable(value: str, max_length: int) -> str:
     """Our own text (an ignore reason that quotes the sender) made storable: each refused
     character replaced by U+FFFD, cut to the column's length."""
-    cleaned = "".join(
-        REPLACEMENT if unicodedata.category(char) in REFUSED_CATEGORIES else char for char in value
-    )
-    return cleaned[:max_length]
+    return REFUSED.sub(REPLACEMENT, value)[:max_length]
 
 
 def printable(value: str) -> str:
     """Text from the ledger for a terminal: refused characters shown as escapes (rows
     written before they were refused may still hold them)."""
-    return "".join(
-        char.encode("unicode_escape", "backslashreplace").decode("ascii")
-        if unicodedata.category(char) in REFUSED_CATEGORIES
-        else char
-        for char in value
-    )
+    return REFUSED.sub(lambda found: found.group().encode("unicode_escape").decode(), value)
 
 
 def _refuse_unstorable(value: str) -> None:

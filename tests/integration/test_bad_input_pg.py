@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from input_world import (
     BAD_ADMIN_BODIES,
@@ -64,7 +64,6 @@ def test_the_operator_page_answers_ids_beyond_bigint_not_found(world: KindsWorld
 
 
 @pytest.mark.parametrize("kind", sorted(SOURCES))
-@settings(max_examples=20)
 @given(data=st.data())
 def test_any_value_anywhere_is_never_a_server_error_on_postgresql(
     world: KindsWorld, kind: str, data: st.DataObject
