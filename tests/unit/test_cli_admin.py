@@ -406,6 +406,23 @@ def test_a_stored_reason_with_control_characters_is_listed_escaped(cli: Cli) -> 
     assert json.loads(out.splitlines()[0])["paused_reason"] == "\x1b[2Jgone\x00\x9b"
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("destinations", "pause", "engage", "--reason", "\x1b[31m"),
+        ("dead-letters", "list", "--email", "a\x00b"),
+        ("dead-letters", "list", "--since", "0001-01-01T00:00:00+14:00"),
+    ],
+)
+def test_arguments_the_ledger_cannot_use_are_refused_as_usage_errors(
+    cli: Cli, argv: tuple[str, ...]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--config", str(cli.config), *argv])
+    assert exited.value.code == 2
+    assert "the ledger cannot be used" not in cli.capsys.readouterr().err
+
+
 def test_a_pause_reason_with_control_characters_is_refused(cli: Cli) -> None:
     with pytest.raises(SystemExit) as exited:
         main(
