@@ -12,6 +12,12 @@ query is parsed with graphql-core, so a syntax error answers like a GraphQL serv
   `CONTACT_NOT_FOUND_BY_KEY` (§2.3); the others of the batch are applied and counted in
   `modifiedCount`. Consent channels: EMAIL or SMS (else INVALID_CHANNEL_TYPE), status
   OPT_IN, OPT_OUT, OPT_IN_UNVERIFIED or null (002_*.txt).
+  `dataSetId` is optional, as in Acoustic's current reference
+  (https://developer.goacoustic.com/acoustic-connect/reference/update-contacts-, no
+  dataSetId in any example); a wrong one answers `DATA_SET_NOT_FOUND` (code UNVERIFIED).
+  Each write's history entry records the dataSetId it came with (None: left out). Whether
+  `modifiedCount` counts a contact the write left unchanged is UNVERIFIED (§2.3): it does
+  here unless `count_unchanged=False`.
 - `query { dataSets { nodes { dataSetId } } }` lists the audience (§2.2).
 - Errors come as HTTP 200 with `{"errors": [{"message", "extensions": {"code"}}]}`; auth
   failures as 401 and rate limiting as 429 with a code: all UNVERIFIED (§2.3, §2.4).
@@ -24,7 +30,7 @@ from __future__ import annotations
 import hmac
 from typing import Any
 
-from flask import Flask, Response, jsonify, request
+from flask import Flask, Response, current_app, jsonify, request
 from graphql import GraphQLError, OperationDefinitionNode, parse
 from graphql.language import FieldNode
 from graphql.utilities import value_from_ast_untyped
@@ -108,8 +114,9 @@ def update_contacts(arguments: dict[str, Any]) -> dict[str, Any]:
             if contact is None:
                 errors.append(gql_error("CONTACT_NOT_FOUND_BY_KEY", NOT_FOUND_MESSAGE))
                 continue
-            _apply(contact, entry["to"])
-            modified += 1
+            changed = _apply(contact, entry["to"], data_set)
+            if changed or current_app.extensions["acoustic_count_unchanged"]:
+                modified += 1
     result: dict[str, Any] = {"data": {"updateContacts": {"modifiedCount": modified}}}
     return {**result, "errors": errors} if errors else result
 
@@ -147,11 +154,15 @@ def _address(entry: dict[str, Any]) -> str | None:
     return None
 
 
-def _apply(contact: dict[str, Any], to: dict[str, Any]) -> None:
+def _apply(contact: dict[str, Any], to: dict[str, Any], data_set: Any) -> bool:
+    """Apply one input; whether it changed anything."""
     fields = {item["name"]: item.get("value") for item in to.get("attributes") or []}
     email = [c for c in _channels(to) if c.get("channel") == "EMAIL"]
     extra = {"channel": email[-1].get("status")} if email else {}
-    state().apply(contact, "updateContacts", fields, **extra)
+    changed = any(contact["fields"].get(k) != v for k, v in fields.items())
+    changed = changed or ("channel" in extra and extra["channel"] != contact["channel"])
+    state().apply(contact, "updateContacts", fields, data_set_id=data_set, **extra)
+    return changed
 
 
 VENDOR = Vendor(
@@ -170,10 +181,13 @@ def create_emulator_app(
     data_set_id: str = DATA_SET_ID,
     fields: tuple[str, ...] = FIELDS,
     any_contact: bool = False,
+    count_unchanged: bool = True,
     faults: Faults | None = None,
 ) -> Flask:
     peer = PeerState(fields, any_contact=any_contact, credentials=(data_set_id, api_key))
-    return create_peer_app(__name__, VENDOR, peer, faults, (("/", "POST", graphql_endpoint),))
+    app = create_peer_app(__name__, VENDOR, peer, faults, (("/", "POST", graphql_endpoint),))
+    app.extensions["acoustic_count_unchanged"] = count_unchanged
+    return app
 
 
 def main(argv: list[str] | None = None) -> None:

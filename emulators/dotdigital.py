@@ -7,6 +7,12 @@
   overwrite-if-empty`: upsert, 200 updated / 201 created (§3.2). `dataFields` must be defined
   (v2's ERROR_DATAFIELD_NOTFOUND, §3.3; the v3 code here is UNVERIFIED). A new contact
   without `channelProperties.email.status` is *subscribed* (§3.5).
+- `consentRecords` on PATCH (https://developer.dotdigital.com/reference/importcontact): 1 to 5
+  records, each with a non-empty `text`, an ISO 8601 `dateTimeConsented` and a `url`; the
+  reference also marks `ipAddress` and `userAgent` required, the official SDK allows null
+  (UNVERIFIED which holds): here they are optional, strings when given. Invalid records
+  answer 400 `contacts:invalidConsentRecords` (code UNVERIFIED). Records are added to the
+  contact's `consentRecords` (add or replace is UNVERIFIED) and shown by GET.
 - Rate limit: 429 with `X-RateLimit-Limit`, `X-RateLimit-Reset` (seconds) and
   `X-RateLimit-Scope` (§3.4); the body is UNVERIFIED.
 
@@ -15,6 +21,7 @@ Run it with ``dotdigital-emulator --port 8027 [--any-contact] [--rate-limit 10 .
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
@@ -82,6 +89,7 @@ def _contact_json(contact: dict[str, Any]) -> dict[str, Any]:
         "identifiers": {"email": contact["email"]},
         "dataFields": contact["fields"],
         "channelProperties": {"email": {"status": contact["channel"] or "noSubscription"}},
+        "consentRecords": contact.get("consent_records", []),
     }
 
 
@@ -100,15 +108,52 @@ def patch_contact(email: str) -> tuple[Response, int]:
     if not isinstance(body, dict):
         raise error(400, "contacts:badJson", "The request body is not valid JSON")
     fields, status = _validate(email, body)
+    records = _consent_records(body.get("consentRecords"))
     with state().lock:
         contact = state().find(email)
         created = contact is None
         if contact is None:  # a new contact without a status is subscribed (§3.5)
             contact = state().add_contact(email, status or "subscribed")
         fields = _merged(contact["fields"], fields, merge)
-        extra = {"channel": status} if status else {}
+        extra: dict[str, Any] = {"channel": status} if status else {}
+        if records:
+            contact.setdefault("consent_records", []).extend(records)
+            extra["consent_records"] = records
         state().apply(contact, "create" if created else "update", fields, **extra)
         return jsonify(_contact_json(contact)), 201 if created else 200
+
+
+def _consent_records(records: Any) -> list[dict[str, Any]]:
+    if records is None:
+        return []
+    if not isinstance(records, list) or not 1 <= len(records) <= 5:
+        raise _invalid_records("consentRecords must hold 1 to 5 records")
+    for record in records:
+        if not isinstance(record, dict):
+            raise _invalid_records("Each consent record must be an object")
+        problem = _record_problem(record)
+        if problem:
+            raise _invalid_records(problem)
+    return [dict(record) for record in records]
+
+
+def _record_problem(record: dict[str, Any]) -> str | None:
+    if not isinstance(record.get("text"), str) or not record["text"].strip():
+        return "text is required"
+    try:
+        dt.datetime.fromisoformat(str(record.get("dateTimeConsented")).replace("Z", "+00:00"))
+    except ValueError:
+        return "dateTimeConsented must be an ISO 8601 date and time"
+    if not str(record.get("url") or "").startswith(("http://", "https://")):
+        return "url is required"
+    for key in ("ipAddress", "userAgent"):
+        if record.get(key) is not None and not isinstance(record[key], str):
+            return f"{key} must be a string"
+    return None
+
+
+def _invalid_records(description: str) -> PeerError:
+    return error(400, "contacts:invalidConsentRecords", description)
 
 
 def _validate(email: str, body: dict[str, Any]) -> tuple[dict[str, Any], str | None]:

@@ -7,9 +7,15 @@
   documented 400s (§4.3): invalid opt_in_status, extra key, invalid channel, missing ids,
   and "No users found ..." for an unknown user. 403 "Email Opt-in Management feature not
   enabled for the workspace" when the feature is off (`feature_enabled=False`).
-- `POST /v1/customer/{workspace_id}` (Track User, §4.2): 200 "accepted"; applied at once here
-  (MoEngage processes it asynchronously); with `update_existing_only` an unknown user is
-  ignored (counted as `ignored_unknown_users`).
+  Users are found by `customer_id` (a seeded contact's `customer_id`, else its address) or
+  by `email_id` (the address). With `customer_id_mandatory=True` (a workspace without
+  "unsubscribe on email", §4.2) a body without customer_id answers 400 "customer_id is
+  mandatory"; with `pii_tokenized=True` addresses are not stored, so `email_id` finds nobody
+  (https://www.moengage.com/docs/api/email-subscription/email-subscription-overview).
+- `POST /v1/customer/{workspace_id}` (Track User, §4.2): 200 "accepted" whatever happens
+  next; applied at once here (MoEngage processes it asynchronously); with
+  `update_existing_only` an unknown customer_id is written nowhere (counted as
+  `ignored_unknown_users`), as MoEngage drops it after answering 200.
 - Rate limit: 1000 requests per minute (§4.4) when `rate_limit_per_minute` is set, plus the
   per-second fault of engage_faults; both answer 429 with no body (§4.3).
 
@@ -49,6 +55,7 @@ PREFERENCE_KEYS = {"customer_id", "email_id", "categories", "opt_in_status", "ch
 NOT_FOUND = "No users found with the provided customer_id or email_id. Please check the same."
 FEATURE_OFF = "Email Opt-in Management feature not enabled for the workspace"
 ACCEPTED = "Your request has been accepted and will be processed soon."
+MANDATORY = "customer_id is mandatory"
 
 
 def invalid(target: str, message: str, status: int = 400) -> PeerError:
@@ -101,12 +108,36 @@ def update_preferences() -> Response:
     if not isinstance(prefs, dict) or set(body) - {"user_preferences"}:  # type: ignore[arg-type]
         raise invalid("user_preferences", "user_preferences is required")
     status = _validated_status(prefs)
-    email = prefs.get("email_id") or prefs.get("customer_id")
-    contact = state().find(str(email))
+    if current_app.extensions["moengage_customer_id_mandatory"] and not prefs.get("customer_id"):
+        raise invalid("customer_id", MANDATORY)
+    contact = _find_user(prefs)
     if contact is None:
         raise invalid("customer_id or email_id", NOT_FOUND)
-    state().apply(contact, "opt_in", {}, channel=status)
+    identity = {key: prefs[key] for key in ("customer_id", "email_id") if prefs.get(key)}
+    state().apply(contact, "opt_in", {}, channel=status, **identity)
     return jsonify({"message": "Your request has been processed successfully"})
+
+
+def _find_user(prefs: dict[str, Any]) -> dict[str, Any] | None:
+    """The email_id takes priority when given (§4.2); with PII tokenization no address is
+    stored, so it finds nobody."""
+    if prefs.get("email_id"):
+        if current_app.extensions["moengage_pii_tokenized"]:
+            return None
+        return state().find(str(prefs["email_id"]))
+    return find_customer(str(prefs["customer_id"]))
+
+
+def find_customer(customer_id: str) -> dict[str, Any] | None:
+    """The user with this customer_id: a seeded one's own, else its address."""
+    with state().lock:
+        for contact in state().contacts.values():
+            if contact.get("customer_id", contact["email"].lower()) in (
+                customer_id,
+                customer_id.lower(),
+            ):
+                return contact
+        return state().find(customer_id) if state().any_contact else None
 
 
 def _validated_status(prefs: dict[str, Any]) -> str:
@@ -136,7 +167,9 @@ def track_user(workspace_id: str) -> Response:
         raise PeerError(400, {"status": "fail", "error": error})
     customer_id = str(body["customer_id"])
     existing_only = bool(body.get("update_existing_only"))
-    contact = state().find(customer_id) if existing_only else state().add_contact(customer_id)
+    contact = find_customer(customer_id)
+    if contact is None and not existing_only:
+        contact = state().add_contact(customer_id)
     if contact is None:
         state().count("ignored_unknown_users")
     else:
@@ -174,12 +207,16 @@ def create_emulator_app(
     api_key: str = API_KEY,
     any_contact: bool = False,
     feature_enabled: bool = True,
+    customer_id_mandatory: bool = False,
+    pii_tokenized: bool = False,
     rate_limit_per_minute: int | None = None,
     faults: Faults | None = None,
 ) -> Flask:
     peer = PeerState(DEFAULT_FIELDS, any_contact=any_contact, credentials=(app_id, api_key))
     app = create_peer_app(__name__, VENDOR, peer, faults, ROUTES)
     app.extensions["moengage_feature"] = feature_enabled
+    app.extensions["moengage_customer_id_mandatory"] = customer_id_mandatory
+    app.extensions["moengage_pii_tokenized"] = pii_tokenized
     app.extensions["moengage_per_minute"] = rate_limit_per_minute
     return app
 
@@ -190,6 +227,10 @@ def main(argv: list[str] | None = None) -> None:
     cli.add_argument("--api-key", default=API_KEY)
     cli.add_argument("--rate-limit-per-minute", type=int, default=None, metavar="N")
     cli.add_argument("--feature-off", action="store_true", help="opt-in endpoint answers 403")
+    cli.add_argument(
+        "--customer-id-mandatory", action="store_true", help='400 "customer_id is mandatory"'
+    )
+    cli.add_argument("--pii-tokenized", action="store_true", help="email_id finds nobody")
     args = cli.parse_args(argv)
     faults = engage_faults.from_arguments(cli, args)
     app = create_emulator_app(
@@ -197,6 +238,8 @@ def main(argv: list[str] | None = None) -> None:
         api_key=args.api_key,
         any_contact=args.any_contact,
         feature_enabled=not args.feature_off,
+        customer_id_mandatory=args.customer_id_mandatory,
+        pii_tokenized=args.pii_tokenized,
         rate_limit_per_minute=args.rate_limit_per_minute,
         faults=faults,
     )

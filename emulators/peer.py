@@ -6,7 +6,8 @@ the CLI. Tests and the demo use them in place of the vendors, over real HTTP.
 
 Inspection (no auth): `GET /_emulator/state` (contacts with their write history, field
 definitions, request log, faults), `POST /_emulator/reset`, `POST /_emulator/contacts`
-(`{"email": ..., "channel": ...}`: a contact that exists at the vendor), `POST
+(`{"email": ..., "channel": ..., "customer_id": ...}`: a contact that exists at the
+vendor; `customer_id` for MoEngage, whose users otherwise have their address as id), `POST
 /_emulator/fields` (`{"name": ...}`: define a custom field), `/_emulator/faults` (see
 engage_faults.py). With `any_contact`, every address is treated as an existing contact.
 """
@@ -216,7 +217,10 @@ def _reset() -> tuple[str, int]:
 
 def _seed_contact() -> tuple[Response, int]:
     body = request.get_json(silent=True) or {}
-    contact = peer_state().add_contact(str(body["email"]), body.get("channel"))
+    with peer_state().lock:
+        contact = peer_state().add_contact(str(body["email"]), body.get("channel"))
+        if body.get("customer_id"):  # MoEngage: the workspace's own user id
+            contact["customer_id"] = str(body["customer_id"])
     return jsonify(contact), 201
 
 

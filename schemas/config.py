@@ -54,6 +54,9 @@ class ServiceSchema(_Strict):
     log_level = fields.String(
         load_default="INFO", validate=validate.OneOf(["DEBUG", "INFO", "WARNING", "ERROR"])
     )
+    # How many reverse proxies in front of the web process to believe about the client's
+    # address and scheme (X-Forwarded-For, X-Forwarded-Proto); 0: none, the headers are ignored.
+    trusted_proxies = fields.Integer(load_default=0, validate=validate.Range(min=0, max=10))
 
 
 class DeliverySchema(_Strict):

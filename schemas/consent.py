@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import unicodedata
 from typing import Any
 
+import idna
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates
 
 from schemas.text import PlainText
@@ -89,5 +91,32 @@ def decision_schema(max_future_skew: dt.timedelta) -> ConsentDecisionSchema:
 
 
 def contact_key(email: str) -> str:
-    """The identity of a contact: its address compared case-insensitively."""
-    return email.strip().lower()
+    """The identity of a contact (README "Contact identity"): the address in NFC with its
+    local part lower-cased and its domain in IDNA's canonical Unicode form (so `BÜCHER.de`,
+    `bücher.de` and `xn--bcher-kva.de` are one domain). Canonically equivalent spellings are
+    one contact (U+212A KELVIN SIGN is canonically `K`); compatibility variants (fullwidth
+    letters, ligatures) and case foldings beyond lower-casing (`ß`/`ss`) stay distinct.
+    ASCII addresses keep the plain lower-case key they always had (the fast path)."""
+    email = email.strip()
+    lowered = email.lower()
+    if email.isascii() and "xn--" not in lowered:
+        return lowered
+    local, at, domain = unicodedata.normalize("NFC", email).rpartition("@")
+    if not at:
+        return _lower_nfc(email)
+    return f"{_lower_nfc(local)}@{_domain_key(domain)}"
+
+
+def _lower_nfc(text: str) -> str:
+    # Lower-casing can leave a string that is not in NFC: normalise again.
+    return unicodedata.normalize("NFC", unicodedata.normalize("NFC", text).lower())
+
+
+@functools.lru_cache(maxsize=1024)
+def _domain_key(domain: str) -> str:
+    """IDNA 2008 with UTS #46 mapping, back to U-labels; a domain IDNA refuses (the intake
+    accepts some, such as IP literals) is only lower-cased."""
+    try:
+        return str(idna.decode(idna.encode(domain, uts46=True)))
+    except ValueError:  # idna.IDNAError and UnicodeError are ValueErrors
+        return _lower_nfc(domain)

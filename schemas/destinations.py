@@ -13,9 +13,10 @@ workers/destinations.py).
 
 from __future__ import annotations
 
+import string
 from typing import Any
 
-from marshmallow import RAISE, Schema, ValidationError, fields, validate
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
 ENGAGE = "mapp-engage"
 ACOUSTIC = "acoustic-connect"
@@ -23,6 +24,10 @@ DOTDIGITAL = "dotdigital"
 MOENGAGE = "moengage"
 DESTINATION_KINDS = (ENGAGE, ACOUSTIC, DOTDIGITAL, MOENGAGE)
 MODES = ("attribute", "channel_consent")
+# What a template over a decision may name (MoEngage `customer_id`).
+DECISION_FIELDS = ("email", "source", "source_id")
+# A rate-limit key names an account in Redis keys and the ledger's rate_limits table.
+RATE_LIMIT_KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,47}$"
 # HTTP calls one write can make, for the lease check: Engage update, create, update (§1.2);
 # Dotdigital attribute mode looks the contact up, then PATCHes (§3.2); the others one call.
 CALLS_PER_WRITE = {ENGAGE: 3, ACOUSTIC: 1, DOTDIGITAL: 2, MOENGAGE: 1}
@@ -36,7 +41,21 @@ COMMON_KEYS = (
     "read_timeout_seconds",
     "rate_limit_per_second",
     "rate_limit_headroom",
+    "rate_limit_key",
 )
+
+
+def _decision_template(template: str) -> None:
+    """A template over the decision, like a source's `source` template: plain `{name}`s of
+    DECISION_FIELDS only (no `{a.b}`), and something to render."""
+    try:
+        names = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    except ValueError as exc:
+        raise ValidationError(f"Not a valid template: {exc}.") from exc
+    unknown = sorted(set(names) - set(DECISION_FIELDS))
+    if unknown or not template.strip():
+        allowed = ", ".join(f"{{{name}}}" for name in DECISION_FIELDS)
+        raise ValidationError(f"Use text and {allowed} only.")
 
 
 class _Strict(Schema):
@@ -63,6 +82,16 @@ class _DestinationSchema(_Strict):
     read_timeout_seconds = fields.Float(load_default=40.0, validate=validate.Range(min=0.1))
     # Pace this far below the limit so that network jitter cannot bunch requests over it.
     rate_limit_headroom = fields.Float(load_default=0.05, validate=validate.Range(min=0.0, max=0.5))
+    # Vendors count their limits per account (destinations.md §1.4, §3.4, §4.4): destinations
+    # with the same key share one pace. None: derived from the base URL and the credentials
+    # (workers/ratelimit_keys.py), so entries on one account share it without saying so.
+    rate_limit_key = fields.String(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Regexp(
+            RATE_LIMIT_KEY_PATTERN, error="Use 1-48 letters, digits, '.', '_', ':' or '-'."
+        ),
+    )
 
 
 class EngageSchema(_DestinationSchema):
@@ -84,8 +113,9 @@ class _PeerSchema(_DestinationSchema):
 
 class AcousticSchema(_PeerSchema):
     api_key = _secret()  # header x-api-key (§2.1)
-    # "The ID of your audience": Required in one doc version, left out in newer examples (§2.2);
-    # whether it is optional is UNVERIFIED, so it is sent whenever it is configured.
+    # "The ID of your audience": Required on the consent page (§2.2), absent from every example
+    # of the current reference (https://developer.goacoustic.com/acoustic-connect/reference/
+    # update-contacts-): not required here, sent whenever it is configured (UNVERIFIED).
     data_set_id = fields.String(load_default=None, allow_none=True)
     # Contacts are addressed by their e-mail (`addressable`, §2.2); attribute names are
     # case-sensitive (§2.2).
@@ -103,15 +133,37 @@ class DotdigitalSchema(_PeerSchema):
     consent_field = _field_name("TRACKING_CONSENT")
     source_field = _field_name("TRACKING_CONSENT_SOURCE")
     source_id_field = _field_name("TRACKING_CONSENT_SOURCE_ID")
+    # A consent record (v3 `consentRecords`) with each `granted` decision: the wording the
+    # person agreed to and the page it was shown on; the time is the decision's. The relay
+    # does not capture the IP address or user agent (README "Dotdigital").
+    consent_text = fields.String(
+        load_default=None, allow_none=True, validate=validate.Length(min=1, max=2000)
+    )
+    consent_url = fields.Url(
+        load_default=None, allow_none=True, schemes={"http", "https"}, require_tld=False
+    )
     # Tiered limits per minute, by package; the one published figure is Basic's Low tier,
     # "35 calls per minute (0.5/sec ...)"; the flat scheme allows 2000/hour (§3.4). Check
     # Settings > Access > API rate limits and raise it.
     rate_limit_per_second = _rate(0.5)
 
+    @validates_schema
+    def _consent_record_complete(self, data: dict[str, Any], **_kwargs: Any) -> None:
+        # Dotdigital requires both in a consent record (https://developer.dotdigital.com/reference/importcontact).
+        if (data.get("consent_text") is None) != (data.get("consent_url") is None):
+            missing = "consent_url" if data.get("consent_url") is None else "consent_text"
+            raise ValidationError("Set consent_text and consent_url together.", missing)
+
 
 class MoEngageSchema(_PeerSchema):
     app_id = _secret()  # the Workspace ID: Basic-auth user and MOE-APPKEY header (§4.1)
     api_key = _secret()  # the Data API key: Basic-auth password (§4.1)
+    # The user's MoEngage customer_id, a template over the decision ({email}, {source},
+    # {source_id}). Track User keys users by it (default "{email}"); the opt-in endpoint
+    # needs it with PII tokenization and in workspaces that answer "customer_id is
+    # mandatory" (https://www.moengage.com/docs/api/email-subscription/email-subscription-overview).
+    # Unset in channel_consent mode: email_id is sent, which updates every user with it.
+    customer_id = fields.String(load_default=None, allow_none=True, validate=_decision_template)
     # The opt-in endpoint allows 1000 requests/min and 360K/day (§4.4): the daily cap is
     # 4.17/s sustained, and one pace must respect both.
     rate_limit_per_second = _rate(4.0)

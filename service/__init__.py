@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from service import admin, health, intake, logs, metrics_http, openapi, ops
 from service.config import Settings, load_settings
@@ -14,7 +15,7 @@ from service.logs import configure_logging, demo_banner
 from service.problems import register_error_handlers
 from service.publisher import BackgroundPublisher, Publisher
 from service.runtime import Runtime
-from workers.celery_app import broker_kind, create_celery_app
+from workers.celery_app import create_celery_app
 
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
@@ -26,18 +27,16 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes)
     app.config.update(overrides)
     app.url_map.converters["ledger_id"] = LedgerIdConverter
+    if settings.trusted_proxies:  # only when configured: the headers are trivially forged
+        hops = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
     # No pre-ping: the intake retries once on a dropped connection instead (service/intake.py).
     app.extensions["consent_relay"] = Runtime.build(settings, pre_ping=False)
     app.extensions["celery"] = create_celery_app(settings)
     app.extensions["publisher"] = Publisher(app.extensions["celery"])
-    # kombu's filesystem transport can hand a consumer a message file before its writer has
-    # written it (the file is created, then written; the worker then dies on the empty JSON).
-    # A second thread in the writer widens that window, so the embedded broker publishes in
-    # the request, as it always did; Redis and RabbitMQ publish in the background.
-    inline = broker_kind(settings.broker_url) == "filesystem"
-    app.extensions["background_publisher"] = BackgroundPublisher(
-        app.extensions["publisher"], inline=inline
-    )
+    # Every broker, the embedded one included (its files are written atomically:
+    # workers/embedded_broker.py), publishes off the request path.
+    app.extensions["background_publisher"] = BackgroundPublisher(app.extensions["publisher"])
     register_error_handlers(app)
     logs.init_app(app)  # request ids
     metrics_http.init_app(app)  # GET /metrics, multiprocess dir

@@ -116,6 +116,7 @@ class DestinationSettings:
     read_timeout_seconds: float = 40.0
     rate_limit_per_second: float = 10.0
     rate_limit_headroom: float = 0.05
+    rate_limit_key: str | None = None  # None: derived (workers/ratelimit_keys.py)
     # Kind-specific keys (schemas/destinations.py): mode, field names, api_key, batch_size...
     options: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
@@ -165,6 +166,7 @@ class Settings:
     ops: OpsSettings
     config_path: Path | None
     demo: bool
+    trusted_proxies: int = 0  # [service] trusted_proxies: X-Forwarded-* hops to believe
 
     @property
     def is_sqlite(self) -> bool:
@@ -270,6 +272,7 @@ def _build(data: dict[str, Any], env: Mapping[str, str], config_path: Path | Non
         ops=_ops(data),
         config_path=config_path,
         demo=config_path is None,
+        trusted_proxies=service["trusted_proxies"],
     )
 
 
@@ -341,9 +344,9 @@ def _port(env_value: str | None, file_value: int) -> int:
 
 
 def web_concurrency(environ: Mapping[str, str]) -> int:
-    """gunicorn's sync workers: WEB_CONCURRENCY, else two per core. Each webhook waits on its
-    ledger commit; with one worker per core the cores idle meanwhile (bench: +15% requests/s
-    with 4 workers on 2 cores, and no change for a bare endpoint)."""
+    """gunicorn's worker processes (service/web.py): WEB_CONCURRENCY, else two per core. Each
+    webhook waits on its ledger commit; with one sync worker per core the cores idled meanwhile
+    (bench: +15% requests/s with 4 workers on 2 cores, and no change for a bare endpoint)."""
     value = environ.get("WEB_CONCURRENCY", "")
     if value.strip().isdigit() and int(value) > 0:
         return int(value)

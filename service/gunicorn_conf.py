@@ -25,6 +25,7 @@ _metrics_dir = metrics.prepare_multiprocess_dir(_settings.data_dir)
 # Demo mode signs with a public secret: listen on loopback only.
 bind = f"{'127.0.0.1' if _settings.demo else '0.0.0.0'}:{_settings.port}"  # noqa: S104
 workers = web_concurrency(os.environ)
+worker_class = "service.web.RelayWorker"  # slow clients hold a socket, never a worker
 timeout = 30
 graceful_timeout = 20
 accesslog = "-"
@@ -45,19 +46,39 @@ class JsonLogger(Logger):
     def access(self, resp: Any, req: Any, environ: Any, request_time: dt.timedelta) -> None:
         if not (self.cfg.accesslog or self.cfg.logconfig or self.cfg.syslog):
             return
-        headers = {name.lower(): value for name, value in (resp.headers or [])}
-        self.access_log.info(
-            "request",
-            extra={
-                "method": environ.get("REQUEST_METHOD"),
-                "path": environ.get("PATH_INFO"),
-                "status": resp.status_code,
-                "bytes": getattr(resp, "sent", None),
-                "duration_ms": round(request_time.total_seconds() * 1000, 1),
-                "request_id": headers.get(REQUEST_ID_HEADER.lower()),
-                "remote_addr": environ.get("REMOTE_ADDR"),
-            },
-        )
+        try:
+            self.access_log.info("request", extra=_access_fields(resp, environ, request_time))
+        except Exception:  # a log line is never worth a worker (gunicorn's own access() too)
+            self.error_log.exception("access log line failed")
+
+
+def _access_fields(resp: Any, environ: Any, request_time: dt.timedelta) -> dict[str, Any]:
+    headers = {str(name).lower(): value for name, value in (getattr(resp, "headers", None) or [])}
+    return {
+        "method": environ.get("REQUEST_METHOD"),
+        "path": environ.get("PATH_INFO"),
+        "status": status_code(resp),
+        "bytes": getattr(resp, "sent", None),
+        "duration_ms": round(request_time.total_seconds() * 1000, 1),
+        "request_id": headers.get(REQUEST_ID_HEADER.lower()),
+        "remote_addr": environ.get("REMOTE_ADDR"),
+    }
+
+
+def status_code(resp: Any) -> int | None:
+    """The status of whatever gunicorn hands `access`: after the app answered, a wsgi Response
+    with `status_code`; on its error paths (`Worker.handle_error`: a malformed request, a
+    timeout) a Response that only has the string `status` ("400 Bad Request"), and under gevent
+    a handler. Read `status` as gunicorn's own `Logger.atoms` does
+    (https://github.com/benoitc/gunicorn/blob/master/gunicorn/glogging.py)."""
+    code = getattr(resp, "status_code", None)
+    if isinstance(code, int):
+        return code
+    status = getattr(resp, "status", None)
+    if isinstance(status, int):
+        return status
+    first = str(status or "").split(None, 1)[:1]
+    return int(first[0]) if first and first[0].isdigit() else None
 
 
 logger_class = JsonLogger

@@ -45,6 +45,7 @@ from service.sources.base import (
     storable_events,
 )
 from service.sources.mapping import resolve
+from service.sources.raw_url import received_url
 
 log = get_logger(__name__)
 bp = Blueprint("intake", __name__)
@@ -93,7 +94,7 @@ def _inbound(source_name: str) -> InboundRequest:
     form = request.form.to_dict() if request.mimetype in FORM_TYPES else {}
     return InboundRequest(
         method=request.method,
-        url=request.url,
+        url=received_url(request.environ, request.scheme, request.host),
         headers={name.lower(): value for name, value in request.headers.items()},
         query=request.args.to_dict(),
         body=body,

@@ -26,12 +26,29 @@ from flask import Flask, Response, request
 from structlog.contextvars import bind_contextvars, clear_contextvars, get_contextvars
 from structlog.typing import EventDict, Processor, WrappedLogger
 
+from schemas.consent import contact_key
 from service.config import Settings
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
-# `=`, `/`, `?` and `&` are left out of the local part so that `?email=a@b.c` masks `a@b.c`.
-_EMAIL = re.compile(r"[A-Za-z0-9.!#$%'*+^_`{|}~-]+(?:@|%40)[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
+# E-mail addresses in any script, as the intake accepts them (marshmallow's Email: a dot-atom
+# of any letters, digits and RFC 5322 atext, or an ASCII quoted string; a domain of any
+# letters, `localhost` or an IP literal) and whatever looks like one in free text: the at sign
+# also as `%40` and its fullwidth and small forms (U+FF20, U+FE6B; the intake refuses them,
+# a person may still type them), the dot also as an ideographic or fullwidth full stop, and
+# %-escapes anywhere. The local part is everything before the at sign up to a space or a
+# delimiter, `=`, `/`, `?` and `&` included (they are atext), so that no part of an address
+# stays in clear; the handle is computed from the part after the last of them (so
+# `?email=a%40b.c` gets the handle of `a@b.c`). Lengths are bounded (254, the intake's limit)
+# so that a long token costs linear time.
+_AT = r"(?:[@\uFF20\uFE6B]|%40)"
+_DOT = r"[.\u3002\uFF0E\uFF61]"
+_LOCAL = r"""(?:"(?:[^"\\\r\n]|\\.){0,254}"|[^\s@\uFF20\uFE6B"(),:;<>\[\]\\]{1,254})"""
+_LABEL = r"[^\s@\uFF20\uFE6B.\u3002\uFF0E\uFF61!-$&-,/:-?\[-^`{-~]{1,254}"
+_DOMAIN = rf"(?:{_LABEL}(?:{_DOT}{_LABEL})+|localhost|\[[0-9A-Fa-f.:]{{1,64}}\])"
+_EMAIL = re.compile(_LOCAL + _AT + _DOMAIN, re.IGNORECASE)
+_HANDLE_START = re.compile(r"^.*[=?&/]|^'+", re.DOTALL)
+_AT_FORMS = re.compile(r"[\uFF20\uFE6B]|%40", re.IGNORECASE)
 _SECRETS = (
     (re.compile(r"whsec_[A-Za-z0-9+/=]+"), "whsec_***"),
     (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+"), r"\1 ***"),
@@ -40,13 +57,20 @@ _SECRETS = (
 _SECRET_KEYS = ("password", "secret", "token", "authorization")
 # What every pattern above needs somewhere in the text: most values (ids, names, numbers as
 # text) have none of it and skip the patterns; this runs on every value of every line.
-_MAYBE_SENSITIVE = re.compile(r"@|%40|whsec_|://|(?i:bearer|basic)")
+_MAYBE_SENSITIVE = re.compile(r"[@\uFF20\uFE6B]|%40|whsec_|://|(?i:bearer|basic)")
 _configured = False
 
 
 def mask_email(email: str) -> str:
-    """A stable, non-reversible handle for an address, for log lines: `em_<12 hex>`."""
-    return "em_" + hashlib.sha256(email.strip().lower().encode()).hexdigest()[:12]
+    """A stable, non-reversible handle for an address, for log lines: `em_<12 hex>`, the same
+    for every spelling of one contact (schemas.consent.contact_key)."""
+    return "em_" + hashlib.sha256(contact_key(email).encode(errors="replace")).hexdigest()[:12]
+
+
+def _handle(match: re.Match[str]) -> str:
+    """The handle of a matched address: %-escapes decoded, any query-string prefix dropped."""
+    text = _HANDLE_START.sub("", unquote(match.group(0), errors="replace"))
+    return mask_email(_AT_FORMS.sub("@", text))
 
 
 def scrub(text: str) -> str:
@@ -55,7 +79,7 @@ def scrub(text: str) -> str:
         return text
     for pattern, replacement in _SECRETS:
         text = pattern.sub(replacement, text)
-    return _EMAIL.sub(lambda match: mask_email(unquote(match.group(0))), text)
+    return _EMAIL.sub(_handle, text)
 
 
 @functools.lru_cache(maxsize=1024)

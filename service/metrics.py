@@ -47,6 +47,8 @@ class _Metrics:
     coalesced: Counter
     throttled: Counter
     dead_lettered: Counter
+    lost_runs: Counter
+    ops_sign_ins: Counter
     latency: Histogram
 
 
@@ -62,6 +64,8 @@ _COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "coalesced": ("Decisions folded into the write of a newer one", ("destination",)),
     "throttled": ("Writes deferred: no rate-limit slot in time", ("destination",)),
     "dead_lettered": ("Decisions dead-lettered", ("destination", "reason")),
+    "lost_runs": ("Delivery runs whose pool process died; leases freed, work re-sent", ("task",)),
+    "ops_sign_ins": ("Operator page sign-in attempts, by outcome", ("outcome",)),
 }
 
 
@@ -133,6 +137,15 @@ def count_throttled(destination: str) -> None:
 
 def count_dead_lettered(destination: str, reason: str) -> None:
     _safely("dead_lettered", lambda: metrics().dead_lettered.labels(destination, reason).inc())
+
+
+def count_lost_run(task: str) -> None:
+    _safely("lost_runs", lambda: metrics().lost_runs.labels(task).inc())
+
+
+def count_ops_sign_in(outcome: str) -> None:
+    """signed_in, refused, throttled_client or throttled_account."""
+    _safely("ops_sign_ins", lambda: metrics().ops_sign_ins.labels(outcome).inc())
 
 
 def observe_latency(destination: str, seconds: float) -> None:

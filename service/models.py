@@ -120,7 +120,7 @@ class Outbox(Base):
     event_id: Mapped[int] = mapped_column(ForeignKey("events.id"))
     destination: Mapped[str] = mapped_column(String(64))
     contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id"))
-    # pending | delivered | superseded | dead_lettered
+    # pending | delivered | unverified | superseded | dead_lettered (workers/outcomes.py)
     status: Mapped[str] = mapped_column(String(16), default="pending")
     settled_by_event_id: Mapped[int | None] = mapped_column(ForeignKey("events.id"))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -216,3 +216,22 @@ class RateLimitSlot(Base):
     destination: Mapped[str] = mapped_column(String(64), primary_key=True)
     next_slot: Mapped[float] = mapped_column(Float, default=0.0)
     penalty_until: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class SignInFailures(Base):
+    """Failed /ops sign-ins in the current window of one client address or one account
+    (service/ops_throttle.py): shared by every web process through the ledger."""
+
+    __tablename__ = "ops_sign_in_failures"
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)  # client:<ip> | account:<n>
+    window_started: Mapped[float] = mapped_column(Float, index=True)  # epoch seconds
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class OpsSessionEpoch(Base):
+    """The operator's session generation: a session is valid only while the epoch it was
+    signed in under is the account's current one; signing out moves it on."""
+
+    __tablename__ = "ops_session_epochs"
+    username: Mapped[str] = mapped_column(String(64), primary_key=True)
+    epoch: Mapped[int] = mapped_column(Integer, default=0)

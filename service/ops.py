@@ -127,19 +127,22 @@ def login() -> ResponseReturnValue:
         if ops_auth.signed_in(ops):
             return redirect(target)
         return render_template("ops/login.html", next=target, username=ops.admin_username)
-    username = request.form.get("username", "")
-    if ops_auth.credentials_match(ops, username, request.form.get("password", "")):
-        ops_auth.sign_in(ops.admin_username)
-        log.info("ops: operator signed in from %s", request.remote_addr)
+    username, client = request.form.get("username", ""), request.remote_addr or "unknown"
+    result = ops_auth.try_sign_in(ops, username, request.form.get("password", ""), client)
+    if result.signed_in:
+        log.info("ops: operator signed in from %s", client)
         return redirect(target, 303)
-    log.warning("ops: sign-in refused (wrong username or password) from %s", request.remote_addr)
+    if result.refusal is not None:
+        log.warning("ops: sign-in throttled (%s) from %s", result.refusal.scope, client)
+        return ops_auth.throttled_page(target, username, result.refusal.retry_after)
+    log.warning("ops: sign-in refused (wrong username or password) from %s", client)
     error = "Wrong username or password."
     return render_template("ops/login.html", next=target, username=username, error=error), 401
 
 
 @bp.post("/logout")
 def logout() -> ResponseReturnValue:
-    ops_auth.sign_out()
+    ops_auth.sign_out(_runtime().settings.ops)  # every session of the account, not only this
     flash("You are signed out.", "ok")
     return redirect(url_for("ops.login"), 303)
 

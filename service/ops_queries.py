@@ -25,7 +25,9 @@ from service.models import (
     Outbox,
 )
 
-OUTBOX_STATUSES = ("pending", "delivered", "superseded", "dead_lettered")
+# `unverified`: accepted by a destination whose answer cannot show the write was applied
+# (workers/outcomes.py); settled, but an operator should check it there.
+OUTBOX_STATUSES = ("pending", "delivered", "unverified", "superseded", "dead_lettered")
 # The status page reads attempts of the last 24 h among the newest ATTEMPT_WINDOW rows (by
 # primary key): delivery_attempts has no index on time, and the schema stays as it is.
 ATTEMPT_WINDOW = 10_000

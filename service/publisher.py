@@ -111,11 +111,8 @@ class BackgroundPublisher:
         publisher: Publisher,
         capacity: int = DEFAULT_CAPACITY,
         interval: float = DEFAULT_INTERVAL_SECONDS,
-        *,
-        inline: bool = False,
     ):
         self._publisher = publisher
-        self._inline = inline
         self._capacity = capacity
         self._interval = interval
         self._lock = threading.Lock()
@@ -124,11 +121,7 @@ class BackgroundPublisher:
         self._thread: threading.Thread | None = None
 
     def submit(self, destination: str, contact_id: int) -> bool:
-        """Queue one delivery; False when the queue is full (the sweeper will deliver).
-        `inline`: publish it now, in the caller's thread."""
-        if self._inline:
-            queued = Queued(destination, contact_id, current_request_id())
-            return self._publisher.publish_queued([queued]) == 1
+        """Queue one delivery; False when the queue is full (the sweeper will deliver)."""
         self._ensure_thread()
         if self._queue.qsize() >= self._capacity:
             log.warning("publish queue full; leaving it to the sweeper", contact_id=contact_id)

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -185,6 +186,10 @@ def celery_worker(
         f"--concurrency={concurrency}",
         "--without-gossip",
         "--without-mingle",
+        "-E",  # task events on, as the Procfile runs it (Flower)
+        # A node name of its own: a killed worker's exclusive RabbitMQ queues (remote control)
+        # may outlive it for a moment, and its successor must not collide with them.
+        f"--hostname=cr-{uuid.uuid4().hex[:8]}@%h",
     ]
     worker = Process(argv, env, cwd, cwd / f"worker-{time.monotonic_ns()}.log")
     worker.wait_output("ready.")

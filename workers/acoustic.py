@@ -1,6 +1,12 @@
 """Acoustic Connect client: the GraphQL `updateContacts` mutation (destinations.md §2,
 002_*.txt). Every call is a POST to the region's host with the header `x-api-key` (§2.1).
 
+- `dataSetId` (config `data_set_id`) is sent only when configured. The consent page lists it
+  as Required (https://developer.goacoustic.com/acoustic-connect/reference/update-consent-
+  preferences), but Acoustic's current "Update contacts" reference
+  (https://developer.goacoustic.com/acoustic-connect/reference/update-contacts-) shows
+  updateContacts without it in every example, so config validation does not require it;
+  which one holds for a given subscription is UNVERIFIED (README "Acoustic Connect").
 - Contacts are addressed by e-mail, `addressable: [{field: "Email", eq: ...}]`, in place of
   a contact key (§2.2). The relay never creates a contact: a contact added to an audience is
   opted in to e-mail implicitly (§0.8). A missing one is `CONTACT_NOT_FOUND_BY_KEY` (§2.3).
@@ -39,13 +45,20 @@ from workers.destinations import (
 )
 from workers.engage import ConsentWrite, Throttle
 from workers.errors import BatchPartialError, DeliveryError
+from workers.outcomes import UNVERIFIED
 
 VENDOR = "Acoustic Connect"
 NOT_FOUND_CODE = "CONTACT_NOT_FOUND_BY_KEY"  # §2.3, documented
 # The audience lacks what we name: a channel or consent group (codes from 002_*.txt), or an
-# attribute. The unknown-attribute code is not documented (UNVERIFIED): ATTRIBUTE_NOT_FOUND
-# is what the emulator answers.
-MISCONFIGURED_CODES = ("ATTRIBUTE_NOT_FOUND", "CHANNEL_NOT_DEFINED", "CONSENT_GROUP_NOT_FOUND")
+# attribute, or there is no such audience (`data_set_id`). The unknown-attribute and
+# unknown-audience codes are not documented (UNVERIFIED): ATTRIBUTE_NOT_FOUND and
+# DATA_SET_NOT_FOUND are what the emulator answers.
+MISCONFIGURED_CODES = (
+    "ATTRIBUTE_NOT_FOUND",
+    "CHANNEL_NOT_DEFINED",
+    "CONSENT_GROUP_NOT_FOUND",
+    "DATA_SET_NOT_FOUND",
+)
 AUTH_CODES = ("UNAUTHENTICATED", "UNAUTHORIZED", "FORBIDDEN")
 RATE_CODES = ("TOO_MANY_REQUESTS", "RATE_LIMITED", "THROTTLED")
 PROBE_QUERY = "query { dataSets { nodes { dataSetId } } }"  # §2.2: lists the audiences
@@ -202,10 +215,13 @@ def _count_note(count: int | None, sent: int) -> str | None:
     if count is None or count >= sent:
         return None
     # §2.3: a smaller modifiedCount "may" mean a missing contact (UNVERIFIED); with no error
-    # it may also be a write that changed nothing. Recorded, not retried.
+    # it may also be a write that changed nothing. Not retried, but the answer cannot show
+    # that this contact was written (nor which of a batch was not): recorded as unverified.
     return f"modifiedCount {count} of {sent}"
 
 
 def _written(status: int, note: str | None, detail: str | None) -> int | Written:
     text = "; ".join(part for part in (note, detail) if part)
+    if detail is not None:  # a short modifiedCount
+        return Written(status, UNVERIFIED, text)
     return Written(status, detail=text) if text else status

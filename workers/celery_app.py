@@ -15,6 +15,8 @@ from celery import Celery
 from service.config import Settings
 from workers.names import SWEEP_TASK
 
+EMBEDDED_TRANSPORT = "workers.embedded_broker:Transport"
+
 
 def broker_kind(broker_url: str) -> str:
     scheme = broker_url.split("://", 1)[0].split("+", 1)[0]
@@ -32,8 +34,9 @@ def transport_options(settings: Settings) -> dict[str, Any]:
         # Tasks are short (bounded by the lease); an hour covers any run without re-delivery.
         return {"visibility_timeout": 3600}
     if kind == "filesystem":
-        # The embedded default broker: no server needed. It can lose a message on a crash
-        # (webhook-gateways.md §5.3), which the ledger's sweeper makes harmless.
+        # The embedded default broker: no server needed (workers/embedded_broker.py). It can
+        # lose a message on a crash (webhook-gateways.md §5.3); the ledger's sweeper makes
+        # that harmless.
         folder = Path(settings.data_dir, "broker").resolve()
         for sub in ("processed", "control"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
@@ -57,6 +60,8 @@ def create_celery_app(settings: Settings) -> Celery:
     hard_limit = max(settings.delivery.lease_seconds - 15, 5)
     app.conf.update(
         broker_url=settings.broker_url,
+        # The embedded broker: kombu's filesystem transport, atomic and on the event loop.
+        broker_transport=EMBEDDED_TRANSPORT if kind == "filesystem" else None,
         broker_transport_options=transport_options(settings),
         broker_connection_retry_on_startup=True,
         broker_connection_timeout=3,
@@ -67,6 +72,10 @@ def create_celery_app(settings: Settings) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=kind == "amqp",
         worker_prefetch_multiplier=1,
+        # How long billiard waits for a result from a pool process that died before it calls
+        # the run lost (default 10 s). Results are ignored here, so there is nothing to wait
+        # for; the lost run's leases are freed then (workers/lost.py).
+        worker_lost_wait=1.0,
         worker_cancel_long_running_tasks_on_connection_loss=True,
         # A task must end before its lease can expire, so two writers never overlap.
         task_time_limit=hard_limit,

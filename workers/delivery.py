@@ -211,6 +211,7 @@ def as_write(event: Event) -> ConsentWrite:
         tracking_consent=event.decision,
         source=event.consent_source,
         source_id=event.consent_source_id,
+        occurred_at=event.occurred_at,
     )
 
 
@@ -245,7 +246,8 @@ def _record_success(
         session.commit()
         log.warning("lease lost", **_where(job, latest))
         return "lease_lost"
-    coalesced = outcomes.settle_outbox(session, job.destination, latest, now)
+    settled = outcomes.settled_status(written.outcome)
+    coalesced = outcomes.settle_outbox(session, job.destination, latest, now, settled)
     outcomes.supersede_dead_letters(session, job.destination, latest, now)
     session.commit()
     _report_success(job, latest, status, coalesced, now)

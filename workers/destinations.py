@@ -47,9 +47,11 @@ CHANNEL_STATUS: dict[str, dict[str, str | None]] = {
 
 @dataclass(frozen=True)
 class Written:
-    """A write whose attempt row needs more than the HTTP status: `outcome` is `delivered` or
-    `not_written` (nothing was sent: the decision has no value there), `detail` says why or
-    how the decision was mapped. The ledger keeps both in delivery_attempts."""
+    """A write whose attempt row needs more than the HTTP status: `outcome` is `delivered`,
+    `not_written` (nothing was sent: the decision has no value there) or `unverified` (the
+    destination accepted it, but its answer cannot show that it was applied: see
+    workers/outcomes.py), `detail` says why or how the decision was mapped. The ledger keeps
+    both in delivery_attempts."""
 
     status: int | None
     outcome: str = "delivered"

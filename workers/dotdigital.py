@@ -13,11 +13,21 @@ preferences" is deprecated, §0.5).
   UNVERIFIED, so any error naming a data field counts. Rate limit: 429 with
   `X-RateLimit-Limit/Reset/Scope` (§3.4); the flat scheme's `ERROR_APIUSAGE_EXCEEDED` comes
   as a 400 per [D8] (UNVERIFIED).
+- Consent records: v3 takes `consentRecords` (1 to 5 per request, each with the consent
+  text, the ISO 8601 UTC time, the URL, the IP address and the user agent) on PATCH
+  (https://developer.dotdigital.com/reference/importcontact), the v3 form of v2's
+  ConsentInsight. With `consent_text` and `consent_url` configured, each `granted` decision
+  carries one: the configured text and URL, the decision's `occurred_at`. The relay does not
+  capture the IP address or user agent, so they are left out: the reference marks them
+  required, the official SDK's ConsentRecord model allows null (dotmailer/dotdigital-php
+  src/V3/Models/Contact/ConsentRecord.php); whether Dotdigital accepts a record without them
+  is UNVERIFIED. Whether a PATCH adds to the contact's records or replaces them is UNVERIFIED.
 - Bulk import (`PUT /contacts/v3/import`, §3.2) is not used: see README "Dotdigital".
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 from urllib.parse import quote
 
@@ -40,6 +50,7 @@ from workers.engage import ConsentWrite, Throttle
 VENDOR = "Dotdigital"
 # A reserved address (RFC 2606 .invalid): the probe looks it up and expects 404 or 200.
 PROBE_EMAIL = "consent-relay-probe@example.invalid"
+RECORD_NOTE = "consent record written (no IP address or user agent: not captured)"
 
 
 def classify(status: int, body: str) -> Verdict:
@@ -70,23 +81,41 @@ class DotdigitalClient:
         self._contacts = settings.base_url.rstrip("/") + "/contacts/v3/email/"
         self._mode = settings.options.get("mode", "attribute")
         self._fields = FieldNames.from_options(settings.options)
+        self._consent_text = settings.options.get("consent_text")
+        self._consent_url = settings.options.get("consent_url")
         self._http = Http(settings, VENDOR, session, throttle)
         self._http.session.auth = (settings.username, settings.password)
 
     def write(self, write: ConsentWrite) -> int | Written:
-        """Write the fields (and the channel status); return the status or raise."""
+        """Write the fields (the channel status, a consent record); return the status or
+        raise."""
         body: dict[str, Any] = {
             "identifiers": {"email": write.email},
             "dataFields": self._fields.values(write),
         }
+        record = self._consent_record(write)
+        if record is not None:
+            body["consentRecords"] = [record]
+        notes = [RECORD_NOTE] if record is not None else []
         if self._mode != CHANNEL_CONSENT:
             self._ensure_exists(write.email)
-            return self._patch(write.email, body)
+            status = self._patch(write.email, body)
+            return Written(status, detail=RECORD_NOTE) if notes else status
         plan = plan_channel(DOTDIGITAL, write.tracking_consent)
         if not plan.write:
             return Written(None, "not_written", plan.note)
         body["channelProperties"] = {"email": {"status": plan.status}}
-        return Written(self._patch(write.email, body), detail=plan.note)
+        return Written(self._patch(write.email, body), detail="; ".join([plan.note, *notes]))
+
+    def _consent_record(self, write: ConsentWrite) -> dict[str, str] | None:
+        """A record of the consent given, from the decision's evidence; only a grant is
+        consent, and only when the operator configured the wording and the page."""
+        if write.tracking_consent != "granted" or not self._consent_text:
+            return None
+        if write.occurred_at is None or not self._consent_url:
+            return None
+        when = write.occurred_at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return {"text": self._consent_text, "dateTimeConsented": when, "url": self._consent_url}
 
     def probe(self) -> int:
         """Look up a reserved address: 404 or 200 means the credentials work."""

@@ -9,6 +9,7 @@ already exists" when another writer won the race; any 2xx is success; rate limit
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
 import json
 from dataclasses import dataclass
@@ -49,6 +50,7 @@ class ConsentWrite:
     tracking_consent: str
     source: str
     source_id: str | None
+    occurred_at: dt.datetime | None = None  # when the person decided (evidence for peers)
 
 
 class Verdict(enum.Enum):

@@ -15,6 +15,17 @@ from service.models import DeadLetter, DeliveryAttempt, DeliveryState, Event, Ou
 from workers import policy
 from workers.errors import DeliveryError, RejectedError
 
+# A write the destination accepted but whose answer cannot show it was applied (MoEngage
+# Track User answers 200 before processing, and drops an unknown customer_id silently). It is
+# settled like a delivery (no retry can tell more) but never recorded as one: its attempt
+# outcome, its metric label and its outbox status are `unverified`.
+DELIVERED, UNVERIFIED = "delivered", "unverified"
+
+
+def settled_status(outcome: str) -> str:
+    """The outbox status of a successful write with this attempt outcome."""
+    return UNVERIFIED if outcome == UNVERIFIED else DELIVERED
+
 
 def fenced_update(session: Session, key: ColumnElement[bool], owner: str, **values: Any) -> bool:
     """Update the delivery_state row only while `owner` holds its lease."""

@@ -154,22 +154,27 @@ class NoLimit:
 
 
 class RateLimiter:
-    """The paces of all configured destinations over one shared backend."""
+    """The paces of all configured destinations over one shared backend. `keys` maps a
+    destination to the key of its shared pace state (workers/ratelimit_keys.py); without
+    one, the destination's name is its key."""
 
     def __init__(
         self,
         backend: Backend,
         paces: Mapping[str, Pace],
         sleep: Callable[[float], None] = time.sleep,
+        keys: Mapping[str, str] | None = None,
     ):
         self.backend = backend
         self.paces = dict(paces)
+        self.keys = dict(keys or {})
         self._sleep = sleep
 
     def for_destination(self, name: str) -> DestinationThrottle:
         if name not in self.paces:
             raise KeyError(f"no rate limit configured for destination {name!r}")
-        return DestinationThrottle(self.backend, name, self.paces[name], self._sleep)
+        key = self.keys.get(name, name)
+        return DestinationThrottle(self.backend, key, self.paces[name], self._sleep)
 
 
 def build_rate_limiter(
@@ -178,11 +183,13 @@ def build_rate_limiter(
     """Redis (the broker itself) when the broker is Redis, else the ledger database."""
     # Imported here: the backends import Pace, Reservation and plan_slot from this module.
     from workers.ratelimit_backends import DatabaseBackend, RedisBackend, redis_client
+    from workers.ratelimit_keys import limiter_keys, shared_paces
 
     backend: Backend
     if broker_kind(settings.broker_url) == "redis":
         backend = RedisBackend(redis_client(settings.broker_url), namespace=settings.queue)
     else:
         backend = DatabaseBackend(engine)
+    keys = limiter_keys(settings.destinations)
     paces = {name: Pace.from_settings(dest) for name, dest in settings.destinations.items()}
-    return RateLimiter(backend, paces, sleep)
+    return RateLimiter(backend, shared_paces(paces, keys), sleep, keys)

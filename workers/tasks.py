@@ -6,18 +6,17 @@ Retry and ack policy is declared here; long retries live in the ledger, not in t
 
 from __future__ import annotations
 
-import os
 import uuid
 from typing import Any
 
-from celery import Celery, shared_task
+from celery import shared_task
 
-from service.config import Settings
 from service.logs import get_logger, task_context
-from service.runtime import Runtime
 from workers.batch import deliver_batch
-from workers.delivery import DeliveryContext, deliver_contact
+from workers.context import delivery_context
+from workers.delivery import deliver_contact
 from workers.dispatch import delivery_message, fan_out
+from workers.lost import LeaseFreeingRequest, lease_owner
 from workers.names import (
     DELIVER_BATCH_TASK,
     DELIVER_TASK,
@@ -26,29 +25,11 @@ from workers.names import (
     REQUEST_ID_TASK_HEADER,
     SWEEP_TASK,
 )
-from workers.ratelimit import build_rate_limiter
 from workers.sweeper import probe_destination, schedule_probes, sweep
-from workers.writers import build_writer
 
 log = get_logger(__name__)
-_contexts: dict[tuple[int, int], DeliveryContext] = {}
 BUSY_RETRY_SECONDS = 1
 BUSY_MAX_RETRIES = 10
-
-
-def delivery_context(app: Celery) -> DeliveryContext:
-    """One context per process (keyed by pid: prefork children must not share connections)."""
-    key = (os.getpid(), id(app))
-    if key not in _contexts:
-        settings: Settings = app.conf.consent_relay_settings
-        runtime = Runtime.build(settings)
-        limiter = build_rate_limiter(settings, runtime.engine)
-        writers = {
-            name: build_writer(dest, limiter.for_destination(name))
-            for name, dest in settings.destinations.items()
-        }
-        _contexts[key] = DeliveryContext(runtime.sessions, writers, settings.delivery)
-    return _contexts[key]
 
 
 @shared_task(
@@ -57,9 +38,10 @@ def delivery_context(app: Celery) -> DeliveryContext:
     acks_late=True,
     max_retries=BUSY_MAX_RETRIES,
     ignore_result=True,
+    Request=LeaseFreeingRequest,
 )
 def deliver_contact_task(self: Any, destination: str, contact_id: int) -> str:
-    owner = self.request.id or str(uuid.uuid4())
+    owner = _owner(self.request)
     context = {"destination": destination, "contact_id": contact_id}
     with task_context(task_id=owner, request_id=_request_id(self.request), **context):
         ctx = delivery_context(self.app)
@@ -73,6 +55,11 @@ def deliver_contact_task(self: Any, destination: str, contact_id: int) -> str:
             raise self.retry(countdown=BUSY_RETRY_SECONDS)
         log.info("delivery task done", outcome=outcome)
         return outcome
+
+
+def _owner(request: Any) -> str:
+    """This run's lease owner (workers/lost.py frees its leases if the process dies)."""
+    return lease_owner(request.id or str(uuid.uuid4()), int(request.retries or 0))
 
 
 def _request_id(request: Any) -> str | None:
@@ -116,11 +103,17 @@ def sweep_outbox_task(self: Any) -> int:
         return sweep(ctx, publish, publish_batch)
 
 
-@shared_task(bind=True, name=DELIVER_BATCH_TASK, acks_late=True, ignore_result=True)
+@shared_task(
+    bind=True,
+    name=DELIVER_BATCH_TASK,
+    acks_late=True,
+    ignore_result=True,
+    Request=LeaseFreeingRequest,
+)
 def deliver_batch_task(self: Any, destination: str, contact_ids: list[int]) -> dict[str, int]:
     """Many contacts of a batching destination in one call (workers/batch.py). A contact
     skipped as busy is delivered by its lease holder; anything left is swept again."""
-    owner = self.request.id or str(uuid.uuid4())
+    owner = _owner(self.request)
     with task_context(task_id=owner, destination=destination):
         ctx = delivery_context(self.app)
         if destination not in ctx.writers:

@@ -5,6 +5,11 @@ webhook-gateways.md §1). We do not call `standardwebhooks.Webhook.verify` here 
 tolerance is hard-coded to five minutes and it raises ValueError/binascii.Error on malformed
 headers (webhook-gateways.md §1.2); the package is used in tests and the CLI as the
 independent signer that this verifier must agree with.
+
+Senders built on Svix send `svix-id`, `svix-timestamp` and `svix-signature` by default (the
+`webhook-*` names are an option there): the same scheme under other names, so each header is
+read under its spec name first, else under its Svix name, as Svix's own verifier does
+(svix `webhooks.py`, https://github.com/svix/svix-webhooks/blob/main/python/svix/webhooks.py).
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ from service.sources.canonical import canonical_decision
 
 MAX_ID_LENGTH = 255
 MAX_SIGNATURE_HEADER = 4096
+# The spec's header names, and the names Svix sends by default for the same values.
+SVIX_NAMES = {"id": "svix-id", "timestamp": "svix-timestamp", "signature": "svix-signature"}
 
 
 @dataclass(frozen=True)
@@ -54,10 +61,10 @@ def verify(
     tolerance_seconds: int,
     now: float | None = None,
 ) -> VerifiedDelivery:
-    """Check the three `webhook-*` headers against the raw body; fail closed."""
-    delivery_id = _delivery_id(headers.get("webhook-id"))
-    timestamp, sent_timestamp = _timestamp(headers.get("webhook-timestamp"), tolerance_seconds, now)
-    offered = _v1_signatures(headers.get("webhook-signature"))
+    """Check the three `webhook-*` (or `svix-*`) headers against the raw body; fail closed."""
+    delivery_id = _delivery_id(_header(headers, "id"))
+    timestamp, sent_timestamp = _timestamp(_header(headers, "timestamp"), tolerance_seconds, now)
+    offered = _v1_signatures(_header(headers, "signature"))
     for key in keys:
         # Sign the header value exactly as sent (a "0123" timestamp is signed as "0123").
         expected = base64.b64decode(sign(key, delivery_id, sent_timestamp, body)[3:])
@@ -67,9 +74,14 @@ def verify(
     raise SignatureError("No signature matches an active secret.")
 
 
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    """`webhook-<name>`, else Svix's `svix-<name>` (lower-case names, as InboundRequest has)."""
+    return headers.get(f"webhook-{name}") or headers.get(SVIX_NAMES[name])
+
+
 def _delivery_id(value: str | None) -> str:
     if not value:
-        raise SignatureError("Missing webhook-id header.")
+        raise SignatureError("Missing webhook-id (or svix-id) header.")
     if len(value) > MAX_ID_LENGTH or not value.isprintable():
         raise SignatureError("Malformed webhook-id header.")
     return value
@@ -78,7 +90,7 @@ def _delivery_id(value: str | None) -> str:
 def _timestamp(value: str | None, tolerance_seconds: int, now: float | None) -> tuple[int, str]:
     """The checked timestamp, and the header text it came from (which is what was signed)."""
     if not value:
-        raise SignatureError("Missing webhook-timestamp header.")
+        raise SignatureError("Missing webhook-timestamp (or svix-timestamp) header.")
     # Integer unix seconds only: the reference library floors "123.9" and signs a value
     # other than the one sent (webhook-gateways.md §1.2).
     if not value.isascii() or not value.isdigit() or len(value) > 12:
@@ -94,7 +106,7 @@ def _timestamp(value: str | None, tolerance_seconds: int, now: float | None) -> 
 
 def _v1_signatures(value: str | None) -> list[bytes]:
     if not value:
-        raise SignatureError("Missing webhook-signature header.")
+        raise SignatureError("Missing webhook-signature (or svix-signature) header.")
     if len(value) > MAX_SIGNATURE_HEADER:
         raise SignatureError("Malformed webhook-signature header.")
     found = []

@@ -193,6 +193,15 @@ def start_run(
     return Run(workdir, config, settings, emulator, app.test_client(), app)
 
 
+def any_urls(request: Any, broker: str) -> tuple[str | None, str | None]:
+    """(database, broker) URLs for `broker`: `embedded` gives none at all, the defaults a new
+    user runs (SQLite and the embedded broker); `redis` and `rabbitmq` use PostgreSQL."""
+    if broker == "embedded":
+        return None, None
+    database = request.getfixturevalue("postgres_url")
+    return database, request.getfixturevalue("redis_url" if broker == "redis" else "rabbit_url")
+
+
 def worker_children(worker: Process) -> list[int]:
     """The prefork pool's child processes of a Celery worker."""
     out = subprocess.run(

@@ -16,7 +16,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import T0, Run, kill_hard, pause, start_run, wait_for_requests, worker_children
+from harness import (
+    T0,
+    Run,
+    any_urls,
+    kill_hard,
+    pause,
+    start_run,
+    wait_for_requests,
+    worker_children,
+)
 from sqlalchemy import select
 
 from service.models import DeadLetter, DeliveryState
@@ -52,11 +61,11 @@ def urls(request: pytest.FixtureRequest, broker: str) -> tuple[str, str]:
     return database, request.getfixturevalue("redis_url" if broker == "redis" else "rabbit_url")
 
 
-@pytest.mark.parametrize("broker", ["redis", "rabbitmq"])
+@pytest.mark.parametrize("broker", ["embedded", "redis", "rabbitmq"])
 def test_kill_9_of_workers_in_the_middle_of_writes(
     request: pytest.FixtureRequest, run_dir: Path, broker: str
 ) -> None:
-    database, broker_url = urls(request, broker)
+    database, broker_url = any_urls(request, broker)
     run = start_run(
         run_dir,
         database_url=database,

@@ -182,3 +182,30 @@ def test_syntax_errors_are_answered_like_graphql(server: EmulatorServer) -> None
     )
     assert response.status_code == 400
     assert response.json()["errors"][0]["extensions"]["code"] == "GRAPHQL_PARSE_FAILED"
+
+
+def test_a_short_modified_count_is_unverified_not_delivered() -> None:
+    """No error, but modifiedCount says fewer contacts changed than were sent: the answer
+    cannot show this write happened (the emulator does not count unchanged contacts here)."""
+    app = acoustic.create_emulator_app(count_unchanged=False)
+    with EmulatorServer(app) as running:
+        seed(running)
+        write = ConsentWrite(EMAIL, "denied", "form", "id-1")
+        assert client(running).write(write) == 200  # changed: modifiedCount 1 of 1
+        again = client(running).write(write)
+    assert again == Written(200, "unverified", "modifiedCount 0 of 1")
+
+
+def test_a_wrong_audience_is_misconfigured(server: EmulatorServer) -> None:
+    seed(server)
+    with pytest.raises(MisconfiguredError):
+        client(server, data_set_id="no-such-audience").write(
+            ConsentWrite(EMAIL, "denied", "f", None)
+        )
+
+
+def test_the_audience_is_optional(server: EmulatorServer) -> None:
+    seed(server)
+    assert client(server, data_set_id=None).write(ConsentWrite(EMAIL, "denied", "f", None)) == 200
+    [entry] = state(server)["contacts"][EMAIL.lower()]["history"]
+    assert entry["data_set_id"] is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
 from typing import Any
 
@@ -28,6 +29,7 @@ FIELDS = {
     "source_field": "TRACKING_CONSENT_SOURCE",
     "source_id_field": "TRACKING_CONSENT_SOURCE_ID",
 }
+AUTH = (dotdigital.USERNAME, dotdigital.PASSWORD)
 
 
 class Counting:
@@ -185,3 +187,51 @@ def test_invalid_status_is_rejected(server: EmulatorServer) -> None:
     assert response.status_code == 400
     assert classify(response.status_code, response.text) is Verdict.REJECTED
     assert issubclass(NotFoundError, RejectedError)
+
+
+RECORD = {"consent_text": "Yes, you may track my e-mail opens", "consent_url": "https://ex.com/f"}
+DECIDED = dt.datetime(2026, 6, 1, 12, 30, 5, tzinfo=dt.timezone(dt.timedelta(hours=2)))
+
+
+@pytest.mark.parametrize("mode", ["attribute", "channel_consent"])
+def test_a_grant_carries_a_consent_record_from_the_decision(
+    server: EmulatorServer, mode: str
+) -> None:
+    seed(server)
+    result = client(server, mode=mode, **RECORD).write(
+        ConsentWrite(EMAIL, "granted", "form", "id-1", DECIDED)
+    )
+    assert isinstance(result, Written) and "consent record written" in (result.detail or "")
+    found = requests.get(f"{server.url}/contacts/v3/email/{EMAIL}", auth=AUTH, timeout=5).json()
+    assert found["consentRecords"] == [
+        {
+            "text": RECORD["consent_text"],
+            "dateTimeConsented": "2026-06-01T10:30:05Z",  # the decision's time, in UTC
+            "url": RECORD["consent_url"],
+        }
+    ]
+
+
+@pytest.mark.parametrize("consent", ["denied", "withdrawn"])
+def test_no_record_for_anything_but_a_grant(server: EmulatorServer, consent: str) -> None:
+    seed(server)
+    client(server, **RECORD).write(ConsentWrite(EMAIL, consent, "form", "id-1", DECIDED))
+    contact = requests.get(f"{server.url}/_emulator/state", timeout=5).json()["contacts"]
+    assert "consent_records" not in contact[EMAIL.lower()]
+
+
+def test_no_record_unless_configured(server: EmulatorServer) -> None:
+    seed(server)
+    assert client(server).write(ConsentWrite(EMAIL, "granted", "form", "id-1", DECIDED)) == 200
+    contact = requests.get(f"{server.url}/_emulator/state", timeout=5).json()["contacts"]
+    assert "consent_records" not in contact[EMAIL.lower()]
+
+
+def test_the_emulator_refuses_an_incomplete_record(server: EmulatorServer) -> None:
+    body = {"consentRecords": [{"text": "", "dateTimeConsented": "2026-06-01T10:30:05Z"}]}
+    response = requests.patch(
+        f"{server.url}/contacts/v3/email/{EMAIL}", json=body, auth=AUTH, timeout=5
+    )
+    assert response.status_code == 400
+    assert response.json()["errorCode"] == "contacts:invalidConsentRecords"
+    assert classify(response.status_code, response.text) is Verdict.REJECTED

@@ -13,8 +13,14 @@ from emulators.server import EmulatorServer
 from service.config import DestinationSettings
 from workers.destinations import Verdict, Written
 from workers.engage import ConsentWrite
-from workers.errors import AuthError, NotFoundError, RateLimitedError, RejectedError
-from workers.moengage import MoEngageClient, classify
+from workers.errors import (
+    AuthError,
+    MisconfiguredError,
+    NotFoundError,
+    RateLimitedError,
+    RejectedError,
+)
+from workers.moengage import UNVERIFIED_NOTE, MoEngageClient, classify
 
 EMAIL = "Jane.Doe+tag@Example.com"
 FIELDS = {
@@ -110,8 +116,10 @@ def test_attribute_mode_sets_custom_attributes_of_existing_users_only(
     server: EmulatorServer,
 ) -> None:
     seed(server)
-    assert client(server).write(ConsentWrite(EMAIL, "withdrawn", "form", "id-1")) == 200
-    assert client(server).write(ConsentWrite("other@example.com", "granted", "f", None)) == 200
+    known = client(server).write(ConsentWrite(EMAIL, "withdrawn", "form", "id-1"))
+    unknown = client(server).write(ConsentWrite("other@example.com", "granted", "f", None))
+    # Both answered 200 "accepted"; neither can be shown to have been applied.
+    assert known == unknown == Written(200, "unverified", UNVERIFIED_NOTE)
     snapshot = state(server)
     assert snapshot["contacts"][EMAIL.lower()]["fields"] == {
         "tracking_consent": "withdrawn",
@@ -171,3 +179,58 @@ def test_extra_key_is_rejected(server: EmulatorServer) -> None:
     assert response.json()["error"]["details"]["message"] == "Extra key passed in the request"
     assert classify(response.status_code, response.text) is Verdict.REJECTED
     assert issubclass(NotFoundError, RejectedError)
+
+
+def _seed_user(server: EmulatorServer, customer_id: str) -> None:
+    body = {"email": EMAIL, "customer_id": customer_id}
+    requests.post(f"{server.url}/_emulator/contacts", json=body, timeout=5)
+
+
+@pytest.mark.parametrize("server", [{"customer_id_mandatory": True}], indirect=True)
+def test_a_workspace_wanting_customer_id_refuses_email_id_as_misconfigured(
+    server: EmulatorServer,
+) -> None:
+    _seed_user(server, "crm-42")
+    with pytest.raises(MisconfiguredError) as caught:
+        client(server, mode="channel_consent").write(ConsentWrite(EMAIL, "denied", "f", "crm-42"))
+    assert caught.value.status == 400 and "customer_id is mandatory" in caught.value.body
+
+
+@pytest.mark.parametrize(
+    "server", [{"customer_id_mandatory": True, "pii_tokenized": True}], indirect=True
+)
+def test_channel_consent_sends_the_configured_customer_id_instead_of_the_address(
+    server: EmulatorServer,
+) -> None:
+    _seed_user(server, "crm-42")
+    writer = client(server, mode="channel_consent", customer_id="{source_id}")
+    result = writer.write(ConsentWrite(EMAIL, "denied", "f", "crm-42"))
+    assert isinstance(result, Written) and result.outcome == "delivered"
+    [entry] = state(server)["contacts"][EMAIL.lower()]["history"]
+    assert entry["customer_id"] == "crm-42" and "email_id" not in entry
+    assert entry["channel"] == "OPTED_OUT"
+
+
+@pytest.mark.parametrize("server", [{"pii_tokenized": True}], indirect=True)
+def test_with_pii_tokenization_the_address_finds_nobody(server: EmulatorServer) -> None:
+    _seed_user(server, "crm-42")
+    with pytest.raises(NotFoundError):
+        client(server, mode="channel_consent").write(ConsentWrite(EMAIL, "denied", "f", None))
+
+
+def test_a_template_value_missing_from_the_decision_is_misconfigured(
+    server: EmulatorServer,
+) -> None:
+    writer = client(server, mode="channel_consent", customer_id="crm-{source_id}")
+    with pytest.raises(MisconfiguredError, match="needs source_id"):
+        writer.write(ConsentWrite(EMAIL, "denied", "f", None))
+    assert state(server)["requests_total"] == 0  # nothing sent
+
+
+def test_track_user_is_keyed_by_the_customer_id_template(server: EmulatorServer) -> None:
+    _seed_user(server, "crm-42")
+    result = client(server, customer_id="{source_id}").write(
+        ConsentWrite(EMAIL, "granted", "f", "crm-42")
+    )
+    assert isinstance(result, Written) and result.outcome == "unverified"
+    assert state(server)["contacts"][EMAIL.lower()]["fields"]["tracking_consent"] == "granted"

@@ -29,8 +29,9 @@ from service.db import make_engine, make_session_factory
 from service.migrate import upgrade
 from service.models import DeadLetter, DestinationStatus, Outbox, utcnow
 from service.ops_auth import derive_session_key
-from workers.delivery import DeliveryContext, deliver_contact
+from workers.delivery import DeliveryContext, deliver_contact, latest_event
 from workers.engage import EngageClient
+from workers.outcomes import settle_outbox, settled_status
 
 PASSWORD = "correct-horse-battery-staple"
 JANE = "Jane.Doe@Example.com"
@@ -519,3 +520,19 @@ def test_no_address_reaches_the_logs(
     text = caplog.text.lower()
     for address in (JANE, JOHN, ANN, "unknown.person@example.com"):
         assert address.lower() not in text
+
+
+def test_an_unverified_write_is_counted_apart_from_deliveries(signed_in: Ops) -> None:
+    """A write the destination accepted without showing it applied (MoEngage Track User) is
+    settled as `unverified`, as the worker settles it (workers.outcomes)."""
+    with signed_in.sessions() as session:
+        contact_id = record(session, JANE, "granted")
+        latest = latest_event(session, "engage", contact_id)
+        assert latest is not None
+        status = settled_status("unverified")
+        settle_outbox(session, "engage", latest, utcnow(), status)
+        session.commit()
+    page = signed_in.page("/ops")
+    assert tile(page, "count-unverified") == "1"
+    assert tile(page, "count-delivered") == "0"
+    assert "check it there" in page

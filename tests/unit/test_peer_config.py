@@ -111,3 +111,29 @@ def test_demo_config_fans_out_to_all_four(tmp_path: Path, monkeypatch: pytest.Mo
         "moengage",
     }
     assert set(DEMO_CONFIG["destinations"]) == set(settings.destinations)
+
+
+def test_a_dotdigital_consent_record_needs_its_text_and_url(tmp_path: Path) -> None:
+    half = PEERS.replace('mode = "channel_consent"', 'consent_text = "I agree"')
+    assert "consent_url" in error(tmp_path, half)
+    whole = half.replace(
+        'consent_text = "I agree"', 'consent_text = "I agree"\nconsent_url = "https://ex.com/f"'
+    )
+    assert (
+        load(tmp_path, whole).destinations["dotdigital"].options["consent_url"]
+        == "https://ex.com/f"
+    )
+
+
+@pytest.mark.parametrize("template", ["{email.lower}", "{phone}", "{0}", "  ", "{"])
+def test_a_moengage_customer_id_template_names_decision_fields_only(
+    tmp_path: Path, template: str
+) -> None:
+    text = PEERS.replace('consent_field = "email_tracking_consent"', f'customer_id = "{template}"')
+    assert "customer_id" in error(tmp_path, text)
+
+
+def test_acoustic_data_set_id_stays_optional(tmp_path: Path) -> None:
+    """Acoustic's current updateContacts reference has no dataSetId; see README "Acoustic"."""
+    text = PEERS.replace('data_set_id = "4fe4136f-c007-44a3-b38f-92220xxxxxxxx"\n', "")
+    assert load(tmp_path, text).destinations["acoustic"].options["data_set_id"] is None

@@ -170,14 +170,3 @@ def test_fan_out_publishes_each_well_formed_entry_and_skips_the_rest(
     assert published == [("engage", 1, "req-1"), ("engage", 2, None), ("acoustic", 6, None)]
     assert caplog.text.count("malformed dispatch entry") == 4
     assert fan_out({"not": "a list"}, lambda *args: published.append(args)) == 0
-
-
-def test_inline_publishing_sends_in_the_callers_thread(tmp_path: Path) -> None:
-    """The embedded broker's mode (see service/__init__.py): no thread, the message is on the
-    broker when `submit` returns."""
-    background = BackgroundPublisher(Publisher(_celery(tmp_path, None)), inline=True)
-    with bound_contextvars(request_id="req-7"):
-        assert background.submit("engage", 5)
-    assert background._thread is None
-    [(name, args, headers)] = _messages(tmp_path)
-    assert (name, args, headers[REQUEST_ID_TASK_HEADER]) == (DELIVER_TASK, ["engage", 5], "req-7")

@@ -323,9 +323,10 @@ def test_factory_uses_the_redis_broker(
     settings = _settings(tmp_path, redis_url, namespace)
     limiter = build_rate_limiter(settings, ledger.engine, sleep=lambda _: None)
     assert isinstance(limiter.backend, RedisBackend)
-    limiter.for_destination("engage").acquire()
-    assert client.exists(f"consent-relay:{namespace}:rate:engage")
-    assert _db_subject(ledger.engine).stored("engage") == (0.0, 0.0)
+    throttle = limiter.for_destination("engage")
+    throttle.acquire()
+    assert client.exists(f"consent-relay:{namespace}:rate:{throttle.destination}")
+    assert _db_subject(ledger.engine).stored(throttle.destination) == (0.0, 0.0)
 
 
 @pytest.mark.parametrize("broker_url", ["amqp://guest:guest@127.0.0.1:5672//", "filesystem://"])
@@ -338,5 +339,5 @@ def test_factory_uses_the_ledger_otherwise(tmp_path: Path, ledger: Any, broker_u
     first, second = throttle.acquire(), throttle.acquire()
     # 10/s less the default 5% headroom: slots 1/9.5 s apart, in the ledger's rate_limits row.
     assert second.slot - first.slot == pytest.approx(1 / 9.5, abs=1e-6)
-    next_slot, _ = _db_subject(ledger.engine).stored("engage")
+    next_slot, _ = _db_subject(ledger.engine).stored(throttle.destination)
     assert next_slot == pytest.approx(second.slot + 1 / 9.5, abs=1e-6)

@@ -1,0 +1,31 @@
+"""One delivery context per process: the ledger's sessions, a writer per destination (each
+behind the shared rate limiter) and the delivery settings."""
+
+from __future__ import annotations
+
+import os
+
+from celery import Celery
+
+from service.config import Settings
+from service.runtime import Runtime
+from workers.delivery import DeliveryContext
+from workers.ratelimit import build_rate_limiter
+from workers.writers import build_writer
+
+_contexts: dict[tuple[int, int], DeliveryContext] = {}
+
+
+def delivery_context(app: Celery) -> DeliveryContext:
+    """One context per process (keyed by pid: prefork children must not share connections)."""
+    key = (os.getpid(), id(app))
+    if key not in _contexts:
+        settings: Settings = app.conf.consent_relay_settings
+        runtime = Runtime.build(settings)
+        limiter = build_rate_limiter(settings, runtime.engine)
+        writers = {
+            name: build_writer(dest, limiter.for_destination(name))
+            for name, dest in settings.destinations.items()
+        }
+        _contexts[key] = DeliveryContext(runtime.sessions, writers, settings.delivery)
+    return _contexts[key]
