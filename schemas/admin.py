@@ -12,6 +12,7 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate, valida
 
 from schemas.config import NAME_PATTERN
 from schemas.consent import MAX_EMAIL_LENGTH
+from schemas.text import MAX_BIGINT, BigId, PlainText, UtcDateTime
 
 DEAD_LETTER_STATUSES = ("open", "replayed", "superseded")
 STATUS_FILTERS = (*DEAD_LETTER_STATUSES, "all")
@@ -28,12 +29,12 @@ class _Strict(Schema):
 
 
 class _Filters(_Strict):
-    destination = fields.String(validate=validate.Regexp(NAME_PATTERN))
-    source = fields.String(validate=validate.Regexp(NAME_PATTERN))
+    destination = PlainText(max_length=64, pattern=NAME_PATTERN)
+    source = PlainText(max_length=64, pattern=NAME_PATTERN)
     # Not fields.Email: this only looks addresses up, and a lookup of a bad one finds nothing.
-    email = fields.String(validate=validate.Length(min=1, max=MAX_EMAIL_LENGTH))
-    since = fields.AwareDateTime(format="iso")
-    until = fields.AwareDateTime(format="iso")
+    email = PlainText(max_length=MAX_EMAIL_LENGTH)
+    since = UtcDateTime()
+    until = UtcDateTime()
 
     @validates_schema
     def _ordered(self, data: dict[str, Any], **_: Any) -> None:
@@ -49,14 +50,14 @@ class DeadLetterQuerySchema(_Filters):
     limit = fields.Integer(
         load_default=DEFAULT_PAGE_SIZE, validate=validate.Range(min=1, max=MAX_PAGE_SIZE)
     )
-    offset = fields.Integer(load_default=0, validate=validate.Range(min=0))
+    offset = fields.Integer(load_default=0, validate=validate.Range(min=0, max=MAX_BIGINT))
 
 
 class ReplayBodySchema(_Filters):
     """`POST /admin/dead-letters/replay`: ids, or filters, or `{"all": true}`; one of them."""
 
     ids = fields.List(
-        fields.Integer(strict=True, validate=validate.Range(min=1)),
+        BigId(strict=True),
         validate=validate.Length(min=1, max=MAX_REPLAY_IDS),
     )
     # Strict booleans: "all": "false" must not replay everything.
@@ -85,7 +86,10 @@ class ReplayBodySchema(_Filters):
 class PauseBodySchema(_Strict):
     """`POST /admin/destinations/<name>/pause`, optional body."""
 
-    reason = fields.String(
-        load_default="paused by an operator",
-        validate=validate.Length(min=1, max=MAX_REASON_LENGTH),
-    )
+    reason = PlainText(load_default="paused by an operator", max_length=MAX_REASON_LENGTH)
+
+
+class ContactLookupSchema(_Strict):
+    """The operator page's contact search (`POST /ops/contacts`)."""
+
+    email = PlainText(required=True, max_length=MAX_EMAIL_LENGTH)

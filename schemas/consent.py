@@ -14,6 +14,8 @@ from typing import Any
 import idna
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates
 
+from schemas.text import PlainText
+
 CONSENT_STATES = ("granted", "denied", "withdrawn", "unknown")
 
 # Engage stores custom attribute values of up to 2000 characters (destinations.md §1.2);
@@ -24,6 +26,11 @@ MAX_EMAIL_LENGTH = 254
 # Consent records predate nothing before the Unix epoch; earlier values are data errors (and
 # year-1 times with a positive offset cannot even be converted to UTC).
 EARLIEST = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+# The ledger's columns (service/models.py): events.delivery_id, ignored_events.event_type
+# and .reason.
+MAX_EVENT_ID_LENGTH = 255
+MAX_EVENT_TYPE_LENGTH = 128
+MAX_IGNORED_REASON_LENGTH = 500
 
 
 def _printable(value: str) -> None:
@@ -63,6 +70,16 @@ class ConsentDecisionSchema(Schema):
         # last-decision-wins, so a withdrawal could never take effect. Allow clock skew only.
         if value > dt.datetime.now(dt.UTC) + self.max_future_skew:
             raise ValidationError("Must not be in the future.")
+
+
+class SourceEventSchema(Schema):
+    """The sender's own id and type of one event, as the ledger stores them (every kind)."""
+
+    event_id = PlainText(required=True, max_length=MAX_EVENT_ID_LENGTH)
+    event_type = PlainText(required=True, max_length=MAX_EVENT_TYPE_LENGTH)
+
+
+SOURCE_EVENT_SCHEMA = SourceEventSchema()
 
 
 @functools.lru_cache(maxsize=8)

@@ -10,6 +10,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from service import admin, health, intake, logs, metrics_http, openapi, ops
 from service.config import Settings, load_settings
+from service.db import LedgerIdConverter
 from service.logs import configure_logging, demo_banner
 from service.problems import register_error_handlers
 from service.publisher import BackgroundPublisher, Publisher
@@ -25,6 +26,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app = Flask(__name__)
     app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes)
     app.config.update(overrides)
+    app.url_map.converters["ledger_id"] = LedgerIdConverter
     if settings.trusted_proxies:  # only when configured: the headers are trivially forged
         hops = settings.trusted_proxies
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]

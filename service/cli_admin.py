@@ -15,10 +15,12 @@ from contextlib import contextmanager
 from functools import wraps
 from typing import Any
 
+from marshmallow import Schema, ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from schemas.admin import STATUS_FILTERS
+from schemas.admin import STATUS_FILTERS, ContactLookupSchema, PauseBodySchema
+from schemas.text import printable
 from service import dead_letters, destinations
 from service.config import Settings
 from service.db import make_engine, make_session_factory
@@ -72,7 +74,8 @@ def _add_destination_commands(commands: Subcommands[argparse.ArgumentParser]) ->
     ls.set_defaults(handler=_guarded(_list_destinations))
     pause = sub.add_parser("pause", help="stop sending; pending work waits, nothing is dropped")
     pause.add_argument("name")
-    pause.add_argument("--reason", default="paused by an operator")
+    reason = _checked(PauseBodySchema(), "reason")
+    pause.add_argument("--reason", default="paused by an operator", type=reason)
     pause.set_defaults(handler=_guarded(_pause))
     resume = sub.add_parser("resume", help="send again; the sweeper picks pending work up")
     resume.add_argument("name")
@@ -84,7 +87,10 @@ def _add_filters(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--source", metavar="NAME", help="configured webhook source ([sources.<name>])"
     )
-    parser.add_argument("--email", metavar="ADDRESS", help="compared case-insensitively")
+    email = _checked(ContactLookupSchema(), "email")
+    parser.add_argument(
+        "--email", metavar="ADDRESS", type=email, help="compared case-insensitively"
+    )
     when = "ISO 8601 (UTC when no offset is given), on the dead letter's creation time"
     parser.add_argument("--since", metavar="ISO", type=_timestamp, help=f"inclusive; {when}")
     parser.add_argument("--until", metavar="ISO", type=_timestamp, help=f"exclusive; {when}")
@@ -100,7 +106,24 @@ def _timestamp(value: str) -> dt.datetime:
         raise argparse.ArgumentTypeError(
             f"not an ISO 8601 time: {value!r} (e.g. 2026-07-01 or 2026-07-01T09:30:00Z)"
         ) from None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=dt.UTC)
+    aware = parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=dt.UTC)
+    try:
+        return aware.astimezone(dt.UTC)
+    except OverflowError:  # 0001-01-01T00:00:00+14:00
+        raise argparse.ArgumentTypeError(f"not a time in UTC's calendar: {value!r}") from None
+
+
+def _checked(schema: Schema, key: str) -> Callable[[str], Any]:
+    """An argument type with the same rule as the admin API and the operator page."""
+
+    def check(value: str) -> Any:
+        try:
+            return schema.load({key: value})[key]
+        except ValidationError as exc:
+            messages = exc.messages if isinstance(exc.messages, dict) else {}
+            raise argparse.ArgumentTypeError(" ".join(messages.get(key, ["invalid"]))) from None
+
+    return check
 
 
 def _positive(value: str) -> int:
@@ -181,7 +204,8 @@ def _list_dead_letters(settings: Settings, args: argparse.Namespace) -> int:
         views = dead_letters.list_dead_letters(session, filters)
     if args.json:
         for view in views:
-            print(json.dumps(view.as_json(), ensure_ascii=False))
+            # ASCII: a control character stored before they were refused stays escaped.
+            print(json.dumps(view.as_json()))
     elif not views:
         print(f"no dead letters (status {args.status}) match")
     else:
@@ -279,7 +303,8 @@ def _list_destinations(settings: Settings, args: argparse.Namespace) -> int:
         views = destinations.describe(session, settings.destinations)
     if args.json:
         for view in views:
-            print(json.dumps(view.as_json(), ensure_ascii=False))
+            # ASCII: a control character stored before they were refused stays escaped.
+            print(json.dumps(view.as_json()))
         return 0
     rows = [
         [
@@ -289,7 +314,7 @@ def _list_destinations(settings: Settings, args: argparse.Namespace) -> int:
             _when(view.paused_at),
             _when(view.next_probe_at),
             _when(view.resumed_at),
-            view.paused_reason or "",
+            printable(view.paused_reason or ""),
         ]
         for view in views
     ]

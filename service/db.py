@@ -8,7 +8,11 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DataError, DBAPIError, SQLAlchemyError, StatementError
 from sqlalchemy.orm import Session, sessionmaker
+from werkzeug.routing import IntegerConverter
+
+from schemas.text import MAX_BIGINT
 
 SQLITE_BUSY_TIMEOUT_MS = 15000
 
@@ -58,3 +62,25 @@ def insert_ignoring_conflicts(session: Session, model: Any, rows: list[dict[str,
     dialect = session.get_bind().dialect.name
     module: Any = postgresql if dialect == "postgresql" else sqlite
     session.execute(module.insert(model).values(rows).on_conflict_do_nothing())
+
+
+def refused_values(exc: SQLAlchemyError) -> bool:
+    """Whether the ledger refused the statement's values rather than being unreachable.
+
+    A DataError (NUL in text, a value longer than its column, an integer out of range) or a
+    value that could not even be bound (a StatementError without a driver error: an
+    overflow converting a time to UTC) means the input got past validation, which is a bug
+    to fix at the boundary, never "retry later": a retry of the same input fails the same
+    way. Everything else (connection refused or closed, timeouts, a locked database) is the
+    ledger being unavailable."""
+    if isinstance(exc, DataError):
+        return True
+    return isinstance(exc, StatementError) and not isinstance(exc, DBAPIError)
+
+
+class LedgerIdConverter(IntegerConverter):
+    """`<ledger_id:...>` in a route: a row id from 1 to the largest BIGINT. Anything else is
+    no such row (404) instead of a query the database refuses."""
+
+    def __init__(self, url_map: Any) -> None:
+        super().__init__(url_map, min=1, max=MAX_BIGINT)

@@ -22,7 +22,10 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from structlog.contextvars import bind_contextvars, bound_contextvars
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from schemas.consent import MAX_IGNORED_REASON_LENGTH
+from schemas.text import storable
 from service import metrics
+from service.db import refused_values
 from service.ledger import Incoming, Outcome, record_events, record_new_at_once
 from service.logs import get_logger, mask_email
 from service.problems import problem
@@ -34,7 +37,13 @@ from service.sources import (
     SignatureError,
     SourceKind,
 )
-from service.sources.base import Authenticated, InboundRequest, MalformedJsonError, SourceEvent
+from service.sources.base import (
+    Authenticated,
+    InboundRequest,
+    MalformedJsonError,
+    SourceEvent,
+    storable_events,
+)
 from service.sources.mapping import resolve
 from service.sources.raw_url import received_url
 
@@ -107,7 +116,7 @@ def _authenticate(kind: SourceKind, inbound: InboundRequest) -> Authenticated:
 
 def _parse(kind: SourceKind, inbound: InboundRequest, auth: Authenticated) -> Sequence[SourceEvent]:
     try:
-        return kind.parse(inbound, auth)
+        return storable_events(kind.parse(inbound, auth))
     except MediaTypeError as exc:
         raise _Refused(
             "media_type", 415, "unsupported-media-type", "Unsupported Media Type", str(exc)
@@ -137,7 +146,9 @@ def _incoming(runtime: Runtime, source_name: str, event: SourceEvent) -> Incomin
     default_source_id = runtime.kinds[source_name].DEFAULT_SOURCE_ID
     resolved = resolve(event, source.effective_mapping, default_source_id, skew)
     if isinstance(resolved, str):
-        return Incoming(event.event_id, event.event_type, ignored=resolved)
+        # The reason may quote the sender's text: kept storable (schemas/text.py).
+        reason = storable(resolved, MAX_IGNORED_REASON_LENGTH)
+        return Incoming(event.event_id, event.event_type, ignored=reason)
     return Incoming(event.event_id, event.event_type, decision=resolved)
 
 
@@ -165,11 +176,11 @@ def _record(
             outcomes = record_new_at_once(runtime.engine, **arguments)
             return _record_in_session(runtime, arguments) if outcomes is None else outcomes
         except DBAPIError as exc:
-            if not (exc.connection_invalidated and attempt == 1):
-                raise _ledger_unavailable() from None
+            if refused_values(exc) or not (exc.connection_invalidated and attempt == 1):
+                raise _ledger_error(exc) from None
             log.warning("ledger connection was closed; retrying on a new one")
-        except SQLAlchemyError:
-            raise _ledger_unavailable() from None
+        except SQLAlchemyError as exc:
+            raise _ledger_error(exc) from None
     raise AssertionError("unreachable")
 
 
@@ -179,7 +190,19 @@ def _record_in_session(runtime: Runtime, arguments: dict[str, Any]) -> list[Outc
         return record_events(session, **arguments, at_once=False)
 
 
-def _ledger_unavailable() -> _Refused:
+def _ledger_error(exc: SQLAlchemyError) -> _Refused:
+    """503 only when the ledger is unreachable; a value it refused is a 422 (service.db)."""
+    if refused_values(exc):
+        # Validation at the boundary (schemas/) should have refused it: logged as the bug it is.
+        log.exception("ledger refused a value that passed validation")
+        return _Refused(
+            "unstorable",
+            422,
+            "unstorable-value",
+            "A value of the payload cannot be stored",
+            "Nothing was recorded; a retry of the same payload fails the same way.",
+            errors={"body": ["A value cannot be stored in the ledger."]},
+        )
     log.exception("ledger write failed")
     return _Refused(
         "ledger_unavailable",

@@ -21,6 +21,7 @@ from schemas import responses as bodies
 from schemas.admin import DeadLetterQuerySchema, PauseBodySchema, ReplayBodySchema
 from schemas.config import NAME_PATTERN
 from schemas.consent import ConsentDecisionSchema
+from schemas.text import MAX_BIGINT
 
 bp = Blueprint("openapi", __name__)
 OPENAPI_VERSION = "3.1.0"
@@ -141,10 +142,13 @@ def _shared_answers() -> dict[str, dict[str, Any]]:
             "`unsupported-media-type`: the body is not `application/json`."
         ),
         "ValidationFailed": _problem(
-            "`validation-failed`: the messages of each field are in `errors`."
+            "`validation-failed`: the messages of each field are in `errors` (text refuses "
+            "control characters and lone surrogates; ids and offsets end at 2^63-1; times "
+            "must be convertible to UTC)."
         ),
         "LedgerUnavailable": _problem(
-            "`ledger-unavailable`: nothing was recorded or changed; retry after `Retry-After`.",
+            "`ledger-unavailable`: the ledger cannot be reached; nothing was recorded or "
+            "changed; retry after `Retry-After`. Never an answer to bad input.",
             {"Retry-After": "RetryAfter"},
         ),
         "AdminUnauthorized": _problem(
@@ -166,12 +170,21 @@ def _intake(spec: APISpec) -> None:
             bodies.DuplicateSchema,
             "Nothing new: duplicates (same source and event id) or ignored events.",
         ),
-        "400": "MalformedJson",
+        "400": _problem(
+            "`malformed-json`: the body is not UTF-8 JSON (an integer of more than 4300 digits "
+            "included); `malformed-body`: a value of the sender's payload has the wrong JSON "
+            "type, named by its path in `detail`."
+        ),
         "401": _problem("`invalid-signature`: missing or bad headers, signature or timestamp."),
         "404": _problem("`unknown-source`: no source with this name."),
         "413": _problem("`request-entity-too-large`: the body is over `max_body_bytes`."),
         "415": "UnsupportedMediaType",
-        "422": "ValidationFailed",
+        "422": _problem(
+            "`validation-failed`: the messages of each field are in `errors` (also an event "
+            "id or type the ledger cannot store: NUL, control characters, lone surrogates, "
+            "too long); `unstorable-value`: the ledger refused a value that passed validation "
+            "(a retry of the same body fails the same way)."
+        ),
         "503": "LedgerUnavailable",
     }
     operation = _operation(
@@ -217,7 +230,12 @@ def _json_body(schema: Any, *, required: bool) -> dict[str, Any]:
 
 
 def _admin_dead_letters(spec: APISpec) -> None:
-    dead_letter_id = _param("path", "dead_letter_id", {"type": "integer"}, "A dead letter's id.")
+    dead_letter_id = _param(
+        "path",
+        "dead_letter_id",
+        {"type": "integer", "minimum": 1, "maximum": MAX_BIGINT},
+        "A dead letter's id (any other integer is not found: 404).",
+    )
     replayed = _json(bodies.ReplayResultSchema, "What was replayed, skipped and enqueued.")
     listing = _admin(
         "List dead letters, newest first",

@@ -29,8 +29,9 @@ from sqlalchemy.orm import Session
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
-from schemas.admin import STATUS_FILTERS, PauseBodySchema
+from schemas.admin import STATUS_FILTERS, ContactLookupSchema, PauseBodySchema
 from service import dead_letters, destinations, metrics_http, ops_auth, ops_queries
+from service.db import refused_values
 from service.dead_letters import DeadLetterFilters
 from service.models import utcnow
 from service.runtime import Runtime
@@ -103,7 +104,11 @@ def _http_error(exc: HTTPException) -> ResponseReturnValue:
 
 
 @bp.errorhandler(SQLAlchemyError)
-def _ledger_unavailable(_exc: SQLAlchemyError) -> ResponseReturnValue:
+def _ledger_unavailable(exc: SQLAlchemyError) -> ResponseReturnValue:
+    if refused_values(exc):  # a value got past validation: a bug, never "try again" (service.db)
+        log.exception("ops: the ledger refused a value that passed validation")
+        text = "A value of the request cannot be stored; nothing was changed."
+        return render_template("ops/message.html", status=400, title="Bad request", text=text), 400
     log.exception("ops: ledger unavailable")  # the engine hides parameters: no addresses
     text = "The ledger cannot be used right now; nothing was changed. Try again in a minute."
     return render_template(
@@ -209,6 +214,10 @@ def contacts() -> ResponseReturnValue:
     email = request.values.get("email", "").strip()
     if not email:
         return render_template("ops/contact.html", history=None, searched=False)
+    try:
+        email = ContactLookupSchema().load({"email": email})["email"]
+    except ValidationError as exc:
+        abort(400, f"The e-mail address is invalid: {_first_message(exc)}")
     with _sessions() as session:
         contact_id = ops_queries.find_contact(session, email)
     if contact_id is None:
@@ -216,7 +225,7 @@ def contacts() -> ResponseReturnValue:
     return redirect(url_for("ops.contact", contact_id=contact_id), 303)
 
 
-@bp.get("/contacts/<int:contact_id>")
+@bp.get("/contacts/<ledger_id:contact_id>")
 def contact(contact_id: int) -> ResponseReturnValue:
     with _sessions() as session:
         history = ops_queries.contact_history(session, contact_id, _runtime().settings.destinations)
@@ -266,7 +275,7 @@ def _list_args() -> tuple[str, str | None, int]:
     return status, destination, int(page)
 
 
-@bp.get("/dead-letters/<int:dead_letter_id>")
+@bp.get("/dead-letters/<ledger_id:dead_letter_id>")
 def dead_letter(dead_letter_id: int) -> ResponseReturnValue:
     with _sessions() as session:
         detail = dead_letters.get_dead_letter(session, dead_letter_id)
@@ -278,7 +287,7 @@ def dead_letter(dead_letter_id: int) -> ResponseReturnValue:
     )
 
 
-@bp.post("/dead-letters/<int:dead_letter_id>/replay")
+@bp.post("/dead-letters/<ledger_id:dead_letter_id>/replay")
 def replay_dead_letter(dead_letter_id: int) -> ResponseReturnValue:
     with _sessions() as session:
         result = dead_letters.replay(session, ids=[dead_letter_id], now=utcnow())

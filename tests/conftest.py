@@ -10,10 +10,23 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import HealthCheck, settings
 from sqlalchemy import create_engine, text
 
 from emulators.engage import EmulatorServer, create_emulator_app
 from support import require_service
+
+# Generated-input tests (hypothesis) stay bounded on a 2-core CI machine: few examples each,
+# no per-example deadline (a first request may compile templates or open the database).
+# `pytest --hypothesis-profile=deep` searches harder, by hand.
+settings.register_profile(
+    "consent-relay",
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.register_profile("deep", parent=settings.get_profile("consent-relay"), max_examples=1500)
+settings.load_profile("consent-relay")
 
 PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 REDIS_URL = "redis://127.0.0.1:6379/0"

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
+from schemas.consent import SOURCE_EVENT_SCHEMA
 from service.ledger import Decision
 
 
@@ -123,6 +124,22 @@ class SourceKind(Protocol):
     def answer(self, outcomes: Sequence[Any]) -> tuple[int, str, bytes] | None:
         """A kind-specific answer (status, content type, body), or None for the JSON one."""
         ...
+
+
+def storable_events(events: Sequence[SourceEvent]) -> Sequence[SourceEvent]:
+    """The events, when the ledger can store each one's id and type; else FieldsError (422)
+    naming the field: NUL, a lone surrogate or an id longer than the column can never be
+    recorded, not even as ignored, and would otherwise fail in the database."""
+    problems: dict[str, Any] = {}
+    for index, event in enumerate(events):
+        found = SOURCE_EVENT_SCHEMA.validate(
+            {"event_id": event.event_id, "event_type": event.event_type}
+        )
+        for name, messages in found.items():
+            problems[name if len(events) == 1 else f"events[{index}].{name}"] = messages
+    if problems:
+        raise FieldsError(problems)
+    return events
 
 
 def ignored_type(kind: SourceKind, event_type: str) -> str | None:

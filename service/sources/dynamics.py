@@ -47,13 +47,16 @@ from service.sources.base import (
     parse_time,
 )
 from service.sources.payloads import is_json, json_object, parse_json
+from service.sources.shapes import optional_scalar
 from service.sources.token import with_query
 
 EMAIL_COLUMN = "emailaddress1"
 SIZE_EXCEEDED_HEADER = "x-ms-dynamics-msg-size-exceeded"
 EMPTY_GUID = "00000000-0000-0000-0000-000000000000"
 PRE_COMMIT_STAGES = {10: "PreValidation", 20: "PreOperation"}
-WCF_DATE = re.compile(r"^/Date\((-?\d+)([+-]\d{4})?\)/$")  # the offset is display only
+# The offset is display only; more than 18 digits is no time (and past Python's int-string
+# limit, https://docs.python.org/3/library/stdtypes.html#int-max-str-digits, not even a number).
+WCF_DATE = re.compile(r"^/Date\((-?\d{1,18})([+-]\d{4})?\)/$")
 MAX_EVENT_ID = 255  # the ledger's delivery_id column
 SIZE_EXCEEDED_REASON = (
     f"Dataverse removed the parameters and images ({SIZE_EXCEEDED_HEADER}: over 256 KB); "
@@ -98,7 +101,9 @@ class DynamicsKind(BaseKind):
         context = _read_context(request)
         event_id = _event_id(context)
         event_type = f"{context.get('PrimaryEntityName')}.{context.get('MessageName')}"
-        reason = ignored_type(self, event_type) or _stage_reason(context.get("Stage"))
+        reason = ignored_type(self, event_type) or _stage_reason(
+            optional_scalar(context.get("Stage"), "Stage")
+        )
         answers = _answers(context)
         email_column = self.source.effective_mapping.email or EMAIL_COLUMN
         if request.header(SIZE_EXCEEDED_HEADER) is not None and not answers.get(email_column):

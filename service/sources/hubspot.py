@@ -44,6 +44,7 @@ from service.sources.base import (
 )
 from service.sources.hubspot_signature import VERSIONS, SignedParts, signed_headers, verify
 from service.sources.payloads import read_json
+from service.sources.shapes import optional_list
 
 PROPERTY_CHANGE = "contact.propertyChange"
 WORKFLOW_CONTACT = "workflow.contact"  # our label: a workflow webhook names no event type
@@ -171,7 +172,8 @@ class HubspotKind(BaseKind):
         if object_id is None or not raw_properties:
             reason = "A workflow webhook must send the contact (vid or objectId, and properties)."
             return SourceEvent(f"sha256:{_digest(body)}", WORKFLOW_CONTACT, ignored=reason)
-        consent_changed = _last_change(raw_properties.get(self.source.effective_mapping.consent))
+        consent = self.source.effective_mapping.consent
+        consent_changed = _last_change(raw_properties.get(consent), f"properties.{consent}")
         change_id = _change_id(consent_changed, answers, body)
         submission = _latest_submission(contact.get("form-submissions"))
         variables = _workflow_variables(contact, submission, object_id, change_id)
@@ -213,12 +215,12 @@ def _property_values(properties: Mapping[str, Any]) -> dict[str, Any]:
     return values
 
 
-def _last_change(entry: Any) -> int | None:
+def _last_change(entry: Any, path: str) -> int | None:
     """When a legacy property last changed: the latest of its `versions[].timestamp` (ms)."""
     versions = entry.get("versions") if isinstance(entry, dict) else None
     times = [
         version["timestamp"]
-        for version in versions or []
+        for version in optional_list(versions, f"{path}.versions")
         if isinstance(version, dict) and _is_int(version.get("timestamp"))
     ]
     return max(times, default=None)

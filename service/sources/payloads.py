@@ -28,7 +28,9 @@ def parse_json(body: bytes | str) -> Any:
         raise MalformedJsonError("The body is not UTF-8.") from exc
     try:
         return json.loads(text, parse_constant=_reject_constant)
-    except (json.JSONDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:
+        # ValueError besides JSONDecodeError: an integer of more than 4300 digits (Python's
+        # int-string conversion limit, https://docs.python.org/3/library/stdtypes.html#int-max-str-digits).
         raise MalformedJsonError(f"The body is not valid JSON: {exc}") from exc
 
 

@@ -34,6 +34,7 @@ from service.sources.base import (
     parse_time,
 )
 from service.sources.payloads import json_object, read_json
+from service.sources.shapes import optional_scalar
 
 HEADER = "tally-signature"
 EMAIL_TYPE = "INPUT_EMAIL"
@@ -109,10 +110,10 @@ def _answers(fields: Any) -> tuple[dict[str, Any], str | None]:
     by_key: dict[str, Any] = {}
     by_label: dict[str, list[Any]] = {}
     email = None
-    for field in fields if isinstance(fields, list) else []:
+    for index, field in enumerate(fields if isinstance(fields, list) else []):
         if not isinstance(field, dict):
             continue
-        value = _value(field)
+        value = _value(field, f"data.fields[{index}]")
         key, label = field.get("key"), field.get("label")
         if isinstance(key, str) and key:
             by_key[key] = value
@@ -125,7 +126,7 @@ def _answers(fields: Any) -> tuple[dict[str, Any], str | None]:
     return answers, email
 
 
-def _value(field: dict[str, Any]) -> Any:
+def _value(field: dict[str, Any], path: str) -> Any:
     """The field's value, option ids replaced by option texts where `options` lists them
     (UNVERIFIED format, B2.7: booleans and unknown ids pass through unchanged)."""
     value = field.get("value")
@@ -133,8 +134,8 @@ def _value(field: dict[str, Any]) -> Any:
     if not isinstance(options, list):
         return value
     texts = {
-        option.get("id"): option.get("text")
-        for option in options
+        optional_scalar(option.get("id"), f"{path}.options[{index}].id"): option.get("text")
+        for index, option in enumerate(options)
         if isinstance(option, dict) and isinstance(option.get("text"), str)
     }
     if isinstance(value, list):

@@ -30,6 +30,7 @@ from service.sources.base import (
     parse_time,
 )
 from service.sources.payloads import json_object, read_json
+from service.sources.shapes import optional_list, optional_object, optional_text
 
 HEADER = "typeform-signature"
 PREFIX = "sha256="
@@ -73,10 +74,11 @@ class TypeformKind(BaseKind):
         if reason is not None:
             return [SourceEvent(event_id, event_type, ignored=reason)]
         response = json_object(payload.get("form_response"), "form_response")
-        answers, email = _answers(response)
+        definition = optional_object(response.get("definition"), "form_response.definition")
+        answers, email = _answers(response, definition)
         variables = {
             "form_id": response.get("form_id"),
-            "form_title": (response.get("definition") or {}).get("title"),
+            "form_title": definition.get("title"),
             "response_id": response.get("token"),
             "event_id": event_id,
         }
@@ -91,30 +93,35 @@ class TypeformKind(BaseKind):
         return SignedRequest(url, headers, body)
 
 
-def _answers(response: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+def _answers(
+    response: dict[str, Any], definition: dict[str, Any]
+) -> tuple[dict[str, Any], str | None]:
     """Answers by field ref and id, hidden fields by `hidden.<name>`, and the first e-mail."""
-    definition = response.get("definition") or {}
+    where = "form_response.definition.fields"
     refs = {
-        f.get("id"): f.get("ref") for f in definition.get("fields") or [] if isinstance(f, dict)
+        optional_text(f.get("id"), f"{where}[{i}].id"): f.get("ref")
+        for i, f in enumerate(optional_list(definition.get("fields"), where))
+        if isinstance(f, dict)
     }
     answers: dict[str, Any] = {}
     email = None
-    for answer in response.get("answers") or []:
+    for i, answer in enumerate(optional_list(response.get("answers"), "form_response.answers")):
         if not isinstance(answer, dict) or not isinstance(answer.get("field"), dict):
             continue
-        value = _value(answer)
+        value = _value(answer, f"form_response.answers[{i}]")
         field = answer["field"]
-        for key in (field.get("ref") or refs.get(field.get("id")), field.get("id")):
+        field_id = optional_text(field.get("id"), f"form_response.answers[{i}].field.id")
+        for key in (field.get("ref") or refs.get(field_id), field_id):
             if isinstance(key, str) and key:
                 answers[key] = value
         if answer.get("type") == "email" and email is None and isinstance(value, str):
             email = value
-    for name, value in (response.get("hidden") or {}).items():
+    for name, value in optional_object(response.get("hidden"), "form_response.hidden").items():
         answers[f"hidden.{name}"] = value
     return answers, email
 
 
-def _value(answer: dict[str, Any]) -> Any:
+def _value(answer: dict[str, Any], path: str) -> Any:
     """The answer's value: `{"type": "boolean", "boolean": true}` -> True; a choice -> its
     label; several choices -> their labels."""
     value = answer.get(str(answer.get("type")))
@@ -122,5 +129,6 @@ def _value(answer: dict[str, Any]) -> Any:
         if "label" in value:
             return value["label"]
         if "labels" in value:
-            return list(value["labels"]) + ([value["other"]] if value.get("other") else [])
+            labels = optional_list(value["labels"], f"{path}.{answer.get('type')}.labels")
+            return labels + ([value["other"]] if value.get("other") else [])
     return value

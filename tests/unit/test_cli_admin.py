@@ -385,6 +385,53 @@ def test_pause_and_resume(cli: Cli) -> None:
     assert cli.run("destinations", "resume", "engage")[1].strip() == "engage was not paused"
 
 
+def test_a_stored_reason_with_control_characters_is_listed_escaped(cli: Cli) -> None:
+    # A row written before such reasons were refused: the terminal must not interpret it.
+    with cli.sessions() as session:
+        session.add(
+            DestinationStatus(
+                name="engage",
+                paused_at=T0,
+                paused_by="operator",
+                paused_reason="\x1b[2Jgone\x00\x9b",
+            )
+        )
+        session.commit()
+    code, out, _ = cli.run("destinations", "list")
+    assert code == 0
+    assert "\x1b" not in out and "\x00" not in out and "\x9b" not in out
+    assert "\\x1b[2Jgone\\x00\\x9b" in out
+    code, out, _ = cli.run("destinations", "list", "--json")
+    assert "\x1b" not in out and "\x9b" not in out
+    assert json.loads(out.splitlines()[0])["paused_reason"] == "\x1b[2Jgone\x00\x9b"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("destinations", "pause", "engage", "--reason", "\x1b[31m"),
+        ("dead-letters", "list", "--email", "a\x00b"),
+        ("dead-letters", "list", "--since", "0001-01-01T00:00:00+14:00"),
+    ],
+)
+def test_arguments_the_ledger_cannot_use_are_refused_as_usage_errors(
+    cli: Cli, argv: tuple[str, ...]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--config", str(cli.config), *argv])
+    assert exited.value.code == 2
+    assert "the ledger cannot be used" not in cli.capsys.readouterr().err
+
+
+def test_a_pause_reason_with_control_characters_is_refused(cli: Cli) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(
+            ["--config", str(cli.config), "destinations", "pause", "engage", "--reason", "\x1b[31m"]
+        )
+    assert exited.value.code == 2
+    assert "control characters" in cli.capsys.readouterr().err
+
+
 @pytest.mark.parametrize("action", ["pause", "resume"])
 def test_unknown_destination_exits_1(cli: Cli, action: str) -> None:
     code, _, err = cli.run("destinations", action, "nowhere")
