@@ -43,7 +43,7 @@ BUSY_MAX_RETRIES = 10
 def deliver_contact_task(self: Any, destination: str, contact_id: int) -> str:
     owner = _owner(self.request)
     context = {"destination": destination, "contact_id": contact_id}
-    with task_context(task_id=owner, request_id=_request_id(self.request), **context):
+    with task_context(task_id=self.request.id, request_id=_request_id(self.request), **context):
         ctx = delivery_context(self.app)
         if destination not in ctx.writers:
             log.error("unknown destination (configuration changed?)")
@@ -114,7 +114,7 @@ def deliver_batch_task(self: Any, destination: str, contact_ids: list[int]) -> d
     """Many contacts of a batching destination in one call (workers/batch.py). A contact
     skipped as busy is delivered by its lease holder; anything left is swept again."""
     owner = _owner(self.request)
-    with task_context(task_id=owner, destination=destination):
+    with task_context(task_id=self.request.id, destination=destination):
         ctx = delivery_context(self.app)
         if destination not in ctx.writers:
             log.error("unknown destination (configuration changed?)")
