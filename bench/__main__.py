@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from bench import chart, delivery, intake
-from bench.env import REPO
+from bench import chart, delivery, intake, recovery
+from bench.env import EMBEDDED, PG_REDIS, REPO
 from bench.report import Meta, Results, markdown
 from bench.sizes import FULL, QUICK, Sizes
 
@@ -39,7 +39,11 @@ def measure(workdir: Path, sizes: Sizes, meta: Meta) -> Results:
     capacity = [
         delivery.emulator_capacity(workdir / "alone", n, sizes.capacity_seconds) for n in clients
     ]
-    return Results(meta, intake_rows, delivered, capacity)
+    recovered = [
+        recovery.run(workdir / f"recovery-{i}", backend, sizes.recovery_kills)
+        for i, backend in enumerate((EMBEDDED, PG_REDIS))
+    ]
+    return Results(meta, intake_rows, delivered, capacity, recovered)
 
 
 def profile(workdir: Path, sizes: Sizes) -> None:

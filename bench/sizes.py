@@ -24,10 +24,11 @@ class Sizes:
     unlimited_contacts: int  # unlimited delivery runs: one decision per contact
     capacity_seconds: float  # the emulator alone, per client count
     profile_requests: int  # signed requests through the in-process profile
+    recovery_kills: int  # pool processes killed per backend in the recovery run
 
 
-QUICK = Sizes("quick", 2, 8, 10, 600, 120, 150, 5, 300)
-FULL = Sizes("full", 3, 30, 30, 10_000, 2_000, 1_000, 15, 2_000)
+QUICK = Sizes("quick", 2, 8, 10, 600, 120, 150, 5, 300, 1)
+FULL = Sizes("full", 3, 30, 30, 10_000, 2_000, 1_000, 15, 2_000, 3)
 
 
 def decision_body(email: str, consent: str, occurred_at: dt.datetime, source_id: str) -> bytes:
