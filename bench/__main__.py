@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from bench import chart, delivery, intake, recovery
+from bench import chart, delivery, intake, lanes, recovery
 from bench.env import EMBEDDED, PG_REDIS, REPO
 from bench.report import Meta, Results, markdown
 from bench.sizes import FULL, QUICK, Sizes
@@ -43,7 +43,9 @@ def measure(workdir: Path, sizes: Sizes, meta: Meta) -> Results:
         recovery.run(workdir / f"recovery-{i}", backend, sizes.recovery_kills)
         for i, backend in enumerate((EMBEDDED, PG_REDIS))
     ]
-    return Results(meta, intake_rows, delivered, capacity, recovered)
+    isolation = lanes.isolation(workdir / "isolation", sizes)
+    withdrawals = lanes.withdrawals(workdir / "withdrawals", sizes)
+    return Results(meta, intake_rows, delivered, capacity, recovered, isolation, withdrawals)
 
 
 def profile(workdir: Path, sizes: Sizes) -> None:

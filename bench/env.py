@@ -69,8 +69,10 @@ def write_config(
     broker_url: str | None,
     delivery: Mapping[str, Value] | None = None,
     destination: Mapping[str, Value] | None = None,
+    others: Mapping[str, Mapping[str, Value]] | None = None,
 ) -> Relay:
-    """The same shape as the tests' config: one Engage destination, one source `signup`."""
+    """The same shape as the tests' config: one Engage destination, one source `signup`;
+    `others`: more destinations (name -> table)."""
     queue = f"cr-bench-{uuid.uuid4().hex[:8]}"
     service = {"data_dir": str(workdir / "var"), "queue": queue}
     service |= {"database_url": database_url} if database_url else {}
@@ -81,6 +83,7 @@ def write_config(
         "service": service,
         "delivery": dict(delivery or {}),
         "destinations.engage": engage,
+        **{f"destinations.{name}": table for name, table in (others or {}).items()},
         "sources.signup": {"kind": "standard-webhooks", "source": "registration_form"},
     }
     lines: list[str] = []
@@ -127,12 +130,15 @@ def relay(
     engage_url: str,
     delivery: Mapping[str, Value] | None = None,
     destination: Mapping[str, Value] | None = None,
+    others: Mapping[str, Mapping[str, Value]] | None = None,
 ) -> Relay:
     """Config for `backend` (a fresh database when PostgreSQL), migrated."""
     workdir.mkdir(parents=True, exist_ok=True)
     database_url = stack.enter_context(postgres_database()) if backend.postgres else None
     broker_url = REDIS_URL if backend.redis else None
-    config = write_config(workdir, engage_url, database_url, broker_url, delivery, destination)
+    config = write_config(
+        workdir, engage_url, database_url, broker_url, delivery, destination, others
+    )
     if backend.redis:
         stack.callback(drop_redis_keys, config.queue)
     engine = make_engine(_normalised(config.database_url))
@@ -151,10 +157,12 @@ def _env(config: Relay, **extra: str) -> dict[str, str]:
     return {**os.environ, "CONSENT_RELAY_CONFIG": str(config.config), **extra}
 
 
-def emulator(stack: contextlib.ExitStack, logdir: Path, name: str, *flags: str) -> str:
-    """`engage-emulator` in its own process; returns its base URL."""
+def emulator(
+    stack: contextlib.ExitStack, logdir: Path, name: str, *flags: str, command: str = "engage"
+) -> str:
+    """`<command>-emulator` (Engage, or a peer) in its own process; returns its base URL."""
     port = free_port()
-    argv = [str(BIN / "engage-emulator"), "--port", str(port), *flags]
+    argv = [str(BIN / f"{command}-emulator"), "--port", str(port), *flags]
     proc = stack.enter_context(_stopping(Proc(name, argv, dict(os.environ), REPO, logdir)))
     url = f"http://127.0.0.1:{port}"
     wait_http(f"{url}/_emulator/faults", proc, 30)

@@ -13,6 +13,7 @@ from pathlib import Path
 from bench.delivery import ENGAGE_LIMIT, Capacity, Delivered
 from bench.env import REPO, web_concurrency
 from bench.intake import IntakeRow
+from bench.lanes import ISOLATION_TARGET, WITHDRAWAL_TARGET_SECONDS, Isolation, Withdrawals
 from bench.recovery import RECOVERY_TARGET_SECONDS, Recovery
 from bench.sizes import CONNECTIONS, OPEN_LOOP_RATE
 
@@ -45,6 +46,8 @@ class Results:
     delivered: list[Delivered]
     capacity: list[Capacity]
     recovery: list[Recovery] = field(default_factory=list)
+    isolation: Isolation | None = None
+    withdrawals: Withdrawals | None = None
     minutes: float = 0.0
     load_end: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
@@ -188,6 +191,47 @@ def _recovery_table(results: Results) -> list[str]:
     return lines
 
 
+def _lane_targets(results: Results) -> list[tuple[str, str, bool]]:
+    found: list[tuple[str, str, bool]] = []
+    iso, wd = results.isolation, results.withdrawals
+    if iso is not None:
+        label = f"Engage's drain alone / beside a slow Dotdigital at least {ISOLATION_TARGET}"
+        found.append((label, f"{iso.ratio:.2f}", iso.ratio >= ISOLATION_TARGET))
+        bad = sum(iso.violations.values())
+        label = "no rate-limit violation at Engage or Dotdigital (isolation run)"
+        found.append((label, str(bad), bad == 0))
+    if wd is not None:
+        p99 = wd.percentile(99)
+        label = f"withdrawal accepted-to-delivered p99 at most {WITHDRAWAL_TARGET_SECONDS:.0f} s"
+        found.append((f"{label} behind {wd.backlog} grants", f"{p99:.2f} s", p99 <= 5.0))
+        found.append(
+            ("no rate-limit violation (withdrawal run)", str(wd.violations), not wd.violations)
+        )
+    return found
+
+
+def _lanes_table(results: Results) -> list[str]:
+    """bench/lanes.py: Engage beside a slow destination, and withdrawals behind a backlog."""
+    lines = []
+    iso, wd = results.isolation, results.withdrawals
+    if iso is not None:
+        lines += [
+            "| Engage's contacts | drain alone (s) | beside a slow Dotdigital (s) | ratio |",
+            "|--:|--:|--:|--:|",
+            f"| {iso.contacts} | {iso.alone_seconds:.1f} | {iso.with_slow_seconds:.1f} "
+            f"| {iso.ratio:.2f} |",
+            "",
+        ]
+    if wd is not None:
+        lines += [
+            "| grants waiting | withdrawals | p50 (s) | p99 (s) | max (s) |",
+            "|--:|--:|--:|--:|--:|",
+            f"| {wd.backlog} | {len(wd.seconds)} | {wd.percentile(50):.2f} "
+            f"| {wd.percentile(99):.2f} | {max(wd.seconds, default=0.0):.2f} |",
+        ]
+    return lines
+
+
 def targets(results: Results) -> list[tuple[str, str, bool]]:
     """(target, measured, met) for each target of the brief."""
     rows = [r for r in results.intake if r.name == "consent relay"]
@@ -212,6 +256,7 @@ def targets(results: Results) -> list[tuple[str, str, bool]]:
         label = f"SIGKILL of a pool process to its contacts' delivery ({r.backend})"
         target = f"{label}, at most {RECOVERY_TARGET_SECONDS:.0f} s"
         found.append((target, f"{r.worst:.1f} s", r.worst <= RECOVERY_TARGET_SECONDS))
+    found += _lane_targets(results)
     wrong = sum(d.wrong_contacts for d in results.delivered)
     found.append(("every contact at its latest decision", f"{wrong} wrong", wrong == 0))
     return found
@@ -274,6 +319,10 @@ def markdown(results: Results, chart: str) -> str:
             "### Without a rate limit: per worker process vs the emulator alone",
             "",
             *_capacity_table(results),
+            "",
+            "## Delivery lanes (PostgreSQL + Redis, 2 worker processes)",
+            "",
+            *_lanes_table(results),
             "",
             "## Recovery after a pool process is killed",
             "",

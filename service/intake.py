@@ -46,6 +46,7 @@ from service.sources.base import (
 )
 from service.sources.mapping import resolve
 from service.sources.raw_url import received_url
+from workers.routing import is_urgent
 
 log = get_logger(__name__)
 bp = Blueprint("intake", __name__)
@@ -229,8 +230,9 @@ def _after(source_name: str, item: Incoming, outcome: Outcome) -> None:
             log.info("duplicate")
             return
         publisher = current_app.extensions["background_publisher"]
+        urgent = is_urgent(item.decision.tracking_consent)  # withdrawals first (GDPR 7(3))
         for destination in recorded.destinations:
-            publisher.submit(destination, recorded.contact_id)
+            publisher.submit(destination, recorded.contact_id, urgent)
         metrics.count_intake(source_name, "accepted")
         decision = item.decision
         log.info("accepted", email=mask_email(decision.email), decision=decision.tracking_consent)

@@ -80,8 +80,8 @@ def _build() -> _Metrics:
     }
     latency = Histogram(
         PREFIX + "delivery_latency_seconds",
-        "From receipt of a decision to its delivery",
-        ("destination",),
+        "From receipt of a decision to its delivery, by the decision delivered",
+        ("destination", "state"),
         buckets=LATENCY_BUCKETS,
         registry=registry,
     )
@@ -148,9 +148,10 @@ def count_ops_sign_in(outcome: str) -> None:
     _safely("ops_sign_ins", lambda: metrics().ops_sign_ins.labels(outcome).inc())
 
 
-def observe_latency(destination: str, seconds: float) -> None:
+def observe_latency(destination: str, seconds: float, state: str) -> None:
+    """Accepted-to-delivered, by decision state: withdrawals are meant to overtake grants."""
     value = max(seconds, 0.0)
-    _safely("latency", lambda: metrics().latency.labels(destination).observe(value))
+    _safely("latency", lambda: metrics().latency.labels(destination, state).observe(value))
 
 
 # --- multiprocess mode ------------------------------------------------------------------------

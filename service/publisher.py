@@ -40,6 +40,7 @@ class Publisher:
         clock: Callable[[], float] = time.monotonic,
     ):
         self._celery = celery
+        self._base: str = celery.conf.task_default_queue
         self._pause = pause_seconds
         self._clock = clock
         self._paused_until = 0.0
@@ -53,30 +54,38 @@ class Publisher:
         if self._clock() < self._paused_until:
             log.info("broker paused after a failure; leaving it to the sweeper", **where)
             return False
-        return self._send(delivery_message(destination, contact_id, current_request_id()), where)
+        message = delivery_message(self._base, destination, contact_id, current_request_id())
+        return self._send(message, where)
 
     def publish_queued(self, items: Sequence[Queued]) -> int:
-        """Enqueue what the background publisher collected: a single delivery as its delivery
-        task, more as one dispatch task that the first free worker fans out (workers/tasks.py).
-        Return how many messages were sent: 1, or 0 when paused or failed (the sweeper
-        delivers)."""
+        """Enqueue what the background publisher collected: each urgent delivery (a
+        withdrawal or denial) as its own task in its urgent lane; of the rest, a single one as
+        its delivery task, more as one dispatch task that the first free worker fans out
+        (workers/tasks.py). Return how many messages were sent (0 when paused or failed: the
+        sweeper delivers)."""
         if not items or self._clock() < self._paused_until:
             return 0
-        if len(items) == 1:
-            message = delivery_message(
-                items[0].destination, items[0].contact_id, items[0].request_id
-            )
-        else:
-            deliveries = [[i.destination, i.contact_id, i.request_id] for i in items]
-            message = (DISPATCH_TASK, [deliveries], None)
-        return int(self._send(message, {"count": len(items)}))
+        urgent = [i for i in items if i.urgent]
+        bulk = [i for i in items if not i.urgent]
+        messages = [self._single(i) for i in urgent]
+        if len(bulk) == 1:
+            messages.append(self._single(bulk[0]))
+        elif bulk:
+            deliveries = [[i.destination, i.contact_id, i.request_id] for i in bulk]
+            messages.append((DISPATCH_TASK, [deliveries], None, None))
+        return sum(self._send(message, {"count": len(items)}) for message in messages)
+
+    def _single(self, item: Queued) -> Message:
+        return delivery_message(
+            self._base, item.destination, item.contact_id, item.request_id, item.urgent
+        )
 
     def _send(self, message: Message, where: dict[str, Any]) -> bool:
         """Send one message; a failure pauses publishing (each try against a dead broker costs
         seconds of connection timeouts)."""
-        name, args, headers = message
+        name, args, headers, queue = message
         try:
-            self._celery.send_task(name, args=args, headers=headers, retry=False)
+            self._celery.send_task(name, args=args, headers=headers, queue=queue, retry=False)
         except Exception:  # noqa: BLE001 - any broker error; the events are already committed
             self._paused_until = self._clock() + self._pause
             log.warning("enqueue failed; the sweeper will deliver", exc_info=True, **where)
@@ -91,6 +100,7 @@ class Queued:
     destination: str
     contact_id: int
     request_id: str | None = None
+    urgent: bool = False  # a withdrawal or denial: its own message, in its urgent lane
 
 
 class BackgroundPublisher:
@@ -120,13 +130,13 @@ class BackgroundPublisher:
         self._queue: queue.Queue[Queued | None] = queue.Queue()
         self._thread: threading.Thread | None = None
 
-    def submit(self, destination: str, contact_id: int) -> bool:
+    def submit(self, destination: str, contact_id: int, urgent: bool = False) -> bool:
         """Queue one delivery; False when the queue is full (the sweeper will deliver)."""
         self._ensure_thread()
         if self._queue.qsize() >= self._capacity:
             log.warning("publish queue full; leaving it to the sweeper", contact_id=contact_id)
             return False
-        self._queue.put(Queued(destination, contact_id, current_request_id()))
+        self._queue.put(Queued(destination, contact_id, current_request_id(), urgent))
         return True
 
     def flush(self, timeout: float = 5.0) -> bool:

@@ -36,7 +36,7 @@ from workers.delivery import (
 from workers.destinations import Written
 from workers.engage import ConsentWrite
 from workers.errors import DeliveryError
-from workers.ratelimit import ThrottledError
+from workers.ratelimit import ThrottledError, one_write
 
 log = get_logger(__name__)
 
@@ -105,7 +105,8 @@ def _write_all(session: Session, ctx: DeliveryContext, due: Due) -> list[str]:
     writer: BatchWriter = ctx.writers[due[0][0].destination]  # type: ignore[assignment]
     started = ctx.clock()
     try:
-        results = writer.write_many([as_write(latest) for _job, latest, _state in due])
+        with one_write():
+            results = writer.write_many([as_write(latest) for _job, latest, _state in due])
     except ThrottledError as exc:  # no slot soon enough: nothing was sent for any of them
         return [record_throttled(session, ctx, j, latest, state, exc) for j, latest, state in due]
     except DeliveryError as exc:  # the whole call failed: the same answer for each contact

@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from celery import Celery
+from kombu import Exchange, Queue
 
 from service.config import Settings
 from workers.names import SWEEP_TASK
+from workers.routing import delivery_lanes
 
 EMBEDDED_TRANSPORT = "workers.embedded_broker:Transport"
 
@@ -47,9 +49,15 @@ def transport_options(settings: Settings) -> dict[str, Any]:
             # Broadcast (control) exchanges, else kombu writes ./control in the working dir.
             "control_folder": str(folder / "control"),
             "store_processed": False,
-            "polling_interval": 0.2,
+            # How often a consumer looks for new message files (a directory listing).
+            "polling_interval": 0.05,
         }
     return {}
+
+
+def _queue(name: str) -> Queue:
+    # Each queue with a direct exchange of its own name, as Celery declares its default queue.
+    return Queue(name, Exchange(name, type="direct"), routing_key=name)
 
 
 def create_celery_app(settings: Settings) -> Celery:
@@ -57,6 +65,7 @@ def create_celery_app(settings: Settings) -> Celery:
     # beat keeps its schedule file in data_dir, whatever the broker.
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     kind = broker_kind(settings.broker_url)
+    lanes = delivery_lanes(settings.queue, settings.destinations)
     hard_limit = max(settings.delivery.lease_seconds - 15, 5)
     app.conf.update(
         broker_url=settings.broker_url,
@@ -66,6 +75,9 @@ def create_celery_app(settings: Settings) -> Celery:
         broker_connection_retry_on_startup=True,
         broker_connection_timeout=3,
         task_default_queue=settings.queue,
+        # The base queue (sweeps, probes, dispatch) and two lanes per destination
+        # (workers/routing.py); a worker consumes them all, in turn.
+        task_queues=[_queue(name) for name in (settings.queue, *lanes)],
         task_serializer="json",
         accept_content=["json"],
         task_ignore_result=True,

@@ -3,6 +3,7 @@ behind the shared rate limiter) and the delivery settings."""
 
 from __future__ import annotations
 
+import math
 import os
 
 from celery import Celery
@@ -16,6 +17,16 @@ from workers.writers import build_writer
 _contexts: dict[tuple[int, int], DeliveryContext] = {}
 
 
+def sweep_budgets(settings: Settings) -> dict[str, int]:
+    """Contacts per sweep for each destination: what its pace delivers in two sweep intervals
+    (a contact may take two calls; the margin keeps the destination busy between sweeps)."""
+    interval = max(settings.delivery.sweep_interval_seconds, 1.0)
+    return {
+        name: max(1, math.ceil(dest.rate_limit_per_second * interval * 2))
+        for name, dest in settings.destinations.items()
+    }
+
+
 def delivery_context(app: Celery) -> DeliveryContext:
     """One context per process (keyed by pid: prefork children must not share connections)."""
     key = (os.getpid(), id(app))
@@ -27,5 +38,8 @@ def delivery_context(app: Celery) -> DeliveryContext:
             name: build_writer(dest, limiter.for_destination(name))
             for name, dest in settings.destinations.items()
         }
-        _contexts[key] = DeliveryContext(runtime.sessions, writers, settings.delivery)
+        budgets = sweep_budgets(settings)
+        _contexts[key] = DeliveryContext(
+            runtime.sessions, writers, settings.delivery, sweep_budgets=budgets
+        )
     return _contexts[key]

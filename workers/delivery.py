@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from sqlalchemy import ColumnElement, CursorResult, and_, or_, select, update
@@ -28,7 +28,7 @@ from workers import outcomes, policy
 from workers.destinations import Written
 from workers.engage import ConsentWrite
 from workers.errors import DeliveryError
-from workers.ratelimit import ThrottledError
+from workers.ratelimit import ThrottledError, one_write
 
 log = get_logger(__name__)
 MAX_ROUNDS = 5  # newer decisions that arrive while we write are picked up in the same lease
@@ -50,6 +50,8 @@ class DeliveryContext:
     writers: Mapping[str, ConsentWriter]
     settings: DeliverySettings
     clock: Callable[[], dt.datetime] = utcnow
+    # Contacts one sweep may enqueue per rate-limited destination (workers/sweeper.py).
+    sweep_budgets: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -112,12 +114,20 @@ def _settle_or_write(
         return ready
     started = ctx.clock()
     try:
-        result = ctx.writers[job.destination].write(as_write(latest))
+        writer = ctx.writers[job.destination]
+        with one_write(calls_per_write(writer)):
+            result = writer.write(as_write(latest))
     except ThrottledError as exc:  # no rate-limit slot soon enough: nothing was sent
         return record_throttled(session, ctx, job, latest, state, exc)
     except DeliveryError as exc:
         return record_failure(session, ctx, job, latest, started, exc)
     return record_written(session, ctx, job, latest, started, result)
+
+
+def calls_per_write(writer: object) -> int:
+    """How many calls one write of this writer makes (its `calls_per_write`, else one)."""
+    calls = getattr(writer, "calls_per_write", 1)
+    return calls if isinstance(calls, int) and calls > 0 else 1
 
 
 def prepare_write(
@@ -259,7 +269,7 @@ def _report_success(
 ) -> None:
     latency = (now - latest.received_at).total_seconds()
     metrics.count_coalesced(job.destination, coalesced)
-    metrics.observe_latency(job.destination, latency)
+    metrics.observe_latency(job.destination, latency, latest.decision)
     where = _where(job, latest)
     log.info("delivered", status=status, coalesced=coalesced, latency_s=round(latency, 3), **where)
 

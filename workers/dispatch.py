@@ -13,17 +13,23 @@ from typing import Any
 
 from service.logs import get_logger
 from workers.names import DELIVER_TASK, REQUEST_ID_TASK_HEADER
+from workers.routing import delivery_queue
 
 log = get_logger(__name__)
 PublishDelivery = Callable[[str, int, str | None], None]
-Message = tuple[str, list[Any], dict[str, str] | None]  # task name, args, headers
+# task name, args, headers, queue (None: the base queue)
+Message = tuple[str, list[Any], dict[str, str] | None, str | None]
 
 
-def delivery_message(destination: str, contact_id: int, request_id: str | None) -> Message:
-    """The delivery task for one contact: ids only as arguments; the intake request's id,
-    when there is one, as a message header for the worker's log lines."""
+def delivery_message(
+    base: str, destination: str, contact_id: int, request_id: str | None, urgent: bool = False
+) -> Message:
+    """The delivery task for one contact, in its destination's lane (workers/routing.py):
+    ids only as arguments; the intake request's id, when there is one, as a message header
+    for the worker's log lines."""
     headers = {REQUEST_ID_TASK_HEADER: request_id} if request_id else None
-    return DELIVER_TASK, [destination, contact_id], headers
+    queue = delivery_queue(base, destination, urgent)
+    return DELIVER_TASK, [destination, contact_id], headers, queue
 
 
 def fan_out(deliveries: Any, publish: PublishDelivery) -> int:

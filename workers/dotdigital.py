@@ -86,6 +86,12 @@ class DotdigitalClient:
         self._http = Http(settings, VENDOR, session, throttle)
         self._http.session.auth = (settings.username, settings.password)
 
+    @property
+    def calls_per_write(self) -> int:
+        """A look-up then the update in attribute mode; one PATCH in channel_consent mode
+        (workers/ratelimit.py reserves them together)."""
+        return 1 if self._mode == CHANNEL_CONSENT else 2
+
     def write(self, write: ConsentWrite) -> int | Written:
         """Write the fields (the channel status, a consent record); return the status or
         raise."""

@@ -74,7 +74,8 @@ class LeaseFreeingRequest(Request):
             with delivery_context(app).sessions() as session:
                 freed = free_leases_of(session, owner)
             if not self.task.reject_on_worker_lost:  # else the broker re-delivers it
-                app.send_task(self.name, args=self.args, kwargs=self.kwargs)
+                queue = (self.delivery_info or {}).get("routing_key")  # the same lane
+                app.send_task(self.name, args=self.args, kwargs=self.kwargs, queue=queue)
         except Exception:  # noqa: BLE001 - the lease still expires; the sweeper re-sends
             log.exception("could not recover a lost delivery run", task=self.name)
             return

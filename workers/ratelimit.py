@@ -15,9 +15,11 @@ worker (schemas/config.py MAX_RATE_LIMIT_WAIT_SECONDS).
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from sqlalchemy import Engine
@@ -32,6 +34,38 @@ PENALTY_SECONDS = 30.0
 # A refused reservation tells the caller when to try again; never further out than this, so
 # that a very slow configured rate does not park a write for minutes on a stale estimate.
 MAX_RETRY_IN_SECONDS = 60.0
+
+
+# The first call of a write never waits longer than this for its slot: a worker process must
+# not sit idle for seconds while other destinations have work (one destination's pace must
+# not set another's). A refused write reserves nothing and is deferred to when its slot is
+# near (workers/delivery.py `record_throttled`, then the sweeper).
+ENTRY_WAIT_SECONDS = 0.5
+
+
+@dataclass
+class _WriteBudget:
+    entry_wait: float
+    calls: int  # calls the write is expected to make, paid for at its first call
+    prepaid: int = 0
+
+
+_write: ContextVar[_WriteBudget | None] = ContextVar("rate_limit_write", default=None)
+
+
+@contextlib.contextmanager
+def one_write(calls: int = 1, entry_wait: float = ENTRY_WAIT_SECONDS) -> Iterator[None]:
+    """Around one write of `calls` calls: its first acquire() reserves all of them at once
+    (`calls` intervals of the pace) and waits at most `entry_wait`; the next `calls - 1`
+    acquires are already paid for and go at once. So a write of two calls (Dotdigital's
+    look-up, then its update) never holds a worker process for an interval between them,
+    and the destination's average pace is unchanged. Calls beyond `calls` (Engage's create
+    after an update found no contact) reserve as usual."""
+    token = _write.set(_WriteBudget(entry_wait, max(calls, 1)))
+    try:
+        yield
+    finally:
+        _write.reset(token)
 
 
 class ThrottledError(Exception):
@@ -134,10 +168,24 @@ class DestinationThrottle:
 
         The sleep happens here, after the backend's transaction or script has finished, so
         nothing is held locked while waiting."""
-        reservation = self.backend.reserve(self.destination, self.pace)
+        budget = _write.get()
+        if budget is not None and budget.prepaid > 0:
+            budget.prepaid -= 1  # reserved with the write's first call
+            return Reservation(time.time(), 0.0)
+        reservation = self.backend.reserve(self.destination, self._pace_for_this_call(budget))
         if reservation.wait > 0:
             self._sleep(reservation.wait)
         return reservation
+
+    def _pace_for_this_call(self, budget: _WriteBudget | None) -> Pace:
+        if budget is None or budget.calls == 0:
+            return self.pace
+        calls, budget.calls = budget.calls, 0  # only the write's first call
+        budget.prepaid = calls - 1
+        interval = self.pace.interval * calls
+        return replace(
+            self.pace, interval=interval, max_wait=min(budget.entry_wait, self.pace.max_wait)
+        )
 
     def slow_down(self) -> None:
         self.backend.penalise(self.destination, self.pace.penalty_seconds)

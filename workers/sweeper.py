@@ -4,30 +4,36 @@ An accepted event must never depend on the broker keeping a message: the embedde
 can lose one on a crash and kombu's SQL transport can drop a publish (webhook-gateways.md
 §5.3). So the ledger is the source of truth and this re-enqueues every contact with pending
 outbox rows whose retry is due, whose lease is free, and that was not dispatched recently.
+
+Withdrawals and denials go first, into their destination's urgent lane (workers/routing.py).
+A rate-limited destination gets at most its sweep budget of contacts per sweep (about what its
+pace delivers until the next sweep): a backlog far beyond its pace would only be refused
+again by the rate limiter, each refusal costing a worker process a task run.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
-from sqlalchemy import and_, or_, select, tuple_, update
+from sqlalchemy import and_, case, func, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from service import destinations
 from service.db import insert_ignoring_conflicts
 from service.logs import get_logger
-from service.models import DeliveryState, Outbox
+from service.models import DeliveryState, Event, Outbox
 from workers.batch import batch_size
 from workers.delivery import DeliveryContext
+from workers.routing import URGENT_STATES
 
 log = get_logger(__name__)
 # Leave the intake's own enqueue a moment before the sweeper sends a second message.
 FRESH_GRACE = dt.timedelta(seconds=2)
 
-Publish = Callable[[str, int], None]
-PublishBatch = Callable[[str, list[int]], None]
+Publish = Callable[[str, int, bool], None]  # destination, contact id, urgent
+PublishBatch = Callable[[str, list[int], bool], None]  # destination, contact ids, urgent
 PublishProbe = Callable[[str], None]
 
 
@@ -36,7 +42,9 @@ def sweep(ctx: DeliveryContext, publish: Publish, publish_batch: PublishBatch | 
     contacts of a batching destination (workers/batch.py) go in batches of its size."""
     now = ctx.clock()
     with ctx.sessions() as session:
-        due = due_contacts(session, ctx, now)
+        ranked = due_contacts(session, ctx, now)
+        due = [(destination, contact_id) for destination, contact_id, _urgent in ranked]
+        urgent = {(d, c) for d, c, is_urgent in ranked if is_urgent}
         if not due:
             session.rollback()
             return 0
@@ -53,9 +61,11 @@ def sweep(ctx: DeliveryContext, publish: Publish, publish_batch: PublishBatch | 
         session.commit()  # record the dispatch before publishing (enqueue after commit)
     singles, batches = plan_batches(ctx, due, fresh)
     for destination, contact_id in singles:
-        publish(destination, contact_id)
+        publish(destination, contact_id, (destination, contact_id) in urgent)
     for destination, contact_ids in batches:
-        publish_batch(destination, contact_ids)  # type: ignore[misc]  # batches need it
+        # A batch that carries a withdrawal travels in the urgent lane as a whole.
+        hurry = any((destination, contact_id) in urgent for contact_id in contact_ids)
+        publish_batch(destination, contact_ids, hurry)  # type: ignore[misc]  # batches need it
     log.info("sweeper enqueued contacts", count=len(due), batches=len(batches))
     return len(due)
 
@@ -100,15 +110,21 @@ def _never_failed(
     return {(row[0], row[1]) for row in rows}
 
 
-def due_contacts(session: Session, ctx: DeliveryContext, now: dt.datetime) -> list[tuple[str, int]]:
+def due_contacts(
+    session: Session, ctx: DeliveryContext, now: dt.datetime
+) -> list[tuple[str, int, bool]]:
+    """(destination, contact id, urgent) of the contacts to enqueue: urgent ones (a pending
+    withdrawal or denial) first, then the longest waiting; within each destination's budget."""
     settings = ctx.settings
     # A paused destination gets no work (its events wait, pending); its probe resumes it.
     active = set(ctx.writers) - destinations.paused_names(session)
     if not active:
         return []
     redispatch = now - dt.timedelta(seconds=settings.redispatch_after_seconds)
+    urgent = func.max(case((Event.decision.in_(sorted(URGENT_STATES)), 1), else_=0))
     query = (
-        select(Outbox.destination, Outbox.contact_id)
+        select(Outbox.destination, Outbox.contact_id, urgent)
+        .join(Event, Event.id == Outbox.event_id)
         .outerjoin(
             DeliveryState,
             and_(
@@ -125,10 +141,26 @@ def due_contacts(session: Session, ctx: DeliveryContext, now: dt.datetime) -> li
             or_(DeliveryState.lease_expires_at.is_(None), DeliveryState.lease_expires_at < now),
         )
         .group_by(Outbox.destination, Outbox.contact_id)
-        .order_by(Outbox.destination, Outbox.contact_id)
+        .order_by(urgent.desc(), func.min(Outbox.id))
         .limit(settings.sweep_batch_size)
     )
-    return [(row[0], row[1]) for row in session.execute(query)]
+    rows = [(row[0], row[1], bool(row[2])) for row in session.execute(query)]
+    return within_budgets(rows, ctx.sweep_budgets)
+
+
+def within_budgets(
+    rows: list[tuple[str, int, bool]], budgets: Mapping[str, int]
+) -> list[tuple[str, int, bool]]:
+    """Keep, in order, at most `budgets[destination]` rows of each destination that has one."""
+    taken: dict[str, int] = defaultdict(int)
+    kept = []
+    for row in rows:
+        budget = budgets.get(row[0])
+        if budget is not None and taken[row[0]] >= budget:
+            continue
+        taken[row[0]] += 1
+        kept.append(row)
+    return kept
 
 
 def schedule_probes(ctx: DeliveryContext, publish_probe: PublishProbe) -> list[str]:

@@ -25,6 +25,7 @@ from workers.names import (
     REQUEST_ID_TASK_HEADER,
     SWEEP_TASK,
 )
+from workers.routing import delivery_queue
 from workers.sweeper import probe_destination, schedule_probes, sweep
 
 log = get_logger(__name__)
@@ -77,8 +78,11 @@ def dispatch_task(self: Any, deliveries: list[list[Any]]) -> int:
         with self.app.producer_or_acquire() as producer:
 
             def publish(destination: str, contact_id: int, request_id: str | None) -> None:
-                name, args, headers = delivery_message(destination, contact_id, request_id)
-                self.app.send_task(name, args=args, headers=headers, producer=producer)
+                base = self.app.conf.task_default_queue
+                name, args, headers, queue = delivery_message(
+                    base, destination, contact_id, request_id
+                )
+                self.app.send_task(name, args=args, headers=headers, queue=queue, producer=producer)
 
             count = fan_out(deliveries, publish)
         log.info("dispatched", count=count)
@@ -90,11 +94,15 @@ def sweep_outbox_task(self: Any) -> int:
     with task_context(task_id=self.request.id):
         ctx = delivery_context(self.app)
 
-        def publish(destination: str, contact_id: int) -> None:
-            self.app.send_task(DELIVER_TASK, args=[destination, contact_id])
+        base = self.app.conf.task_default_queue
 
-        def publish_batch(destination: str, contact_ids: list[int]) -> None:
-            self.app.send_task(DELIVER_BATCH_TASK, args=[destination, contact_ids])
+        def publish(destination: str, contact_id: int, urgent: bool) -> None:
+            queue = delivery_queue(base, destination, urgent)
+            self.app.send_task(DELIVER_TASK, args=[destination, contact_id], queue=queue)
+
+        def publish_batch(destination: str, contact_ids: list[int], urgent: bool) -> None:
+            queue = delivery_queue(base, destination, urgent)
+            self.app.send_task(DELIVER_BATCH_TASK, args=[destination, contact_ids], queue=queue)
 
         def publish_probe(destination: str) -> None:
             self.app.send_task(PROBE_TASK, args=[destination])

@@ -165,6 +165,9 @@ def hours_ago(hours: float) -> dt.datetime:
 @dataclass
 class Published:
     calls: list[tuple[str, int]] = field(default_factory=list)
+    urgent: list[tuple[str, int]] = field(default_factory=list)  # sent to the urgent lane
 
-    def __call__(self, destination: str, contact_id: int) -> None:
+    def __call__(self, destination: str, contact_id: int, urgent: bool = False) -> None:
         self.calls.append((destination, contact_id))
+        if urgent:
+            self.urgent.append((destination, contact_id))

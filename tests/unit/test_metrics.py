@@ -120,10 +120,13 @@ def test_a_delivery_counts_the_write_and_its_latency(world: World) -> None:
             "consent_relay_deliveries_total",
             {"destination": DESTINATION, "outcome": "delivered", "status": "200"},
         ),
-        ("consent_relay_delivery_latency_seconds_count", {"destination": DESTINATION}),
+        (
+            "consent_relay_delivery_latency_seconds_count",
+            {"destination": DESTINATION, "state": "granted"},
+        ),
         (
             "consent_relay_delivery_latency_seconds_bucket",
-            {"destination": DESTINATION, "le": "60.0"},
+            {"destination": DESTINATION, "state": "granted", "le": "60.0"},
         ),
     )
 
@@ -138,11 +141,9 @@ def test_a_delivery_counts_the_write_and_its_latency(world: World) -> None:
         )
         == 1
     )
-    assert moved("consent_relay_delivery_latency_seconds_count", destination=DESTINATION) == 1
-    assert (
-        moved("consent_relay_delivery_latency_seconds_bucket", destination=DESTINATION, le="60.0")
-        == 1
-    )
+    where = {"destination": DESTINATION, "state": "granted"}
+    assert moved("consent_relay_delivery_latency_seconds_count", **where) == 1
+    assert moved("consent_relay_delivery_latency_seconds_bucket", **where, le="60.0") == 1
 
 
 def test_a_backlog_is_coalesced_and_a_late_old_decision_superseded(world: World) -> None:

@@ -205,7 +205,11 @@ def test_a_backlog_is_written_in_one_batch_with_each_latest_decision(
         ctx.sessions, ctx.writers, ctx.settings, lambda: utcnow() + dt.timedelta(seconds=5)
     )
     assert (
-        sweep(later, lambda d, c: singles.append((d, c)), lambda d, ids: batches.append((d, ids)))
+        sweep(
+            later,
+            lambda d, c, _u: singles.append((d, c)),
+            lambda d, ids, _u: batches.append((d, ids)),
+        )
         == 6
     )
     assert singles == [] and len(batches) == 1 and len(batches[0][1]) == 6

@@ -1,0 +1,173 @@
+"""Delivery lanes through a real worker (workers/routing.py), on every broker we ship:
+
+- a slow destination does not set a fast one's pace: Engage (10/s) delivers its contacts while
+  Dotdigital (2 calls/s, two calls a contact) has delivered only a few of the same contacts;
+- a withdrawal overtakes a backlog of grants bound for the same destination.
+
+Both are ordering checks, not timings: "Engage finished while Dotdigital had done fewer than
+N", "the withdrawal was delivered while at least N grants still waited". Figures (drain-time
+ratio, withdrawal latency) are measured in `make bench`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from peer_support import PeerProcess
+from sqlalchemy import func, select
+
+from emulators import dotdigital
+from service import create_app
+from service.config import load_settings
+from service.db import make_engine
+from service.migrate import upgrade
+from service.models import DeliveryState, Outbox
+from support import (
+    FAST_DELIVERY,
+    Process,
+    celery_beat,
+    celery_worker,
+    decision,
+    free_port,
+    signed_headers,
+    wait_for,
+    write_config,
+)
+
+pytestmark = pytest.mark.integration
+BROKERS = ["embedded", "redis", "rabbitmq"]
+
+
+@dataclass
+class Lanes:
+    app: Any
+    engage: str
+    processes: list[Any]
+
+    def send(self, email: str, consent: str) -> None:
+        body = decision(email, consent, occurred_at=dt.datetime.now(dt.UTC))
+        headers = signed_headers(body, msg_id=f"msg_{uuid.uuid4().hex}")
+        client = self.app.test_client()
+        assert client.post("/webhooks/signup", data=body, headers=headers).status_code == 202
+
+    def delivered(self, destination: str) -> int:
+        with self.app.extensions["consent_relay"].sessions() as session:
+            query = select(func.count()).where(
+                DeliveryState.destination == destination,
+                DeliveryState.delivered_event_id.is_not(None),
+            )
+            return int(session.scalar(query) or 0)
+
+    def pending(self, destination: str) -> int:
+        with self.app.extensions["consent_relay"].sessions() as session:
+            query = select(func.count(func.distinct(Outbox.contact_id))).where(
+                Outbox.destination == destination, Outbox.status == "pending"
+            )
+            return int(session.scalar(query) or 0)
+
+
+def engage_process(workdir: Path, *flags: str) -> tuple[Process, str]:
+    port = free_port()
+    argv = [sys.executable, "-m", "emulators.engage", "--port", str(port), *flags]
+    process = Process(argv, dict(os.environ), workdir, workdir / f"engage-{port}.log")
+    url = f"http://127.0.0.1:{port}"
+    wait_for(lambda: _answers(url), 30, "the Engage emulator")
+    return process, url
+
+
+def _answers(url: str) -> bool:
+    try:
+        return requests.get(f"{url}/_emulator/faults", timeout=1).ok
+    except requests.ConnectionError:
+        return False
+
+
+def violations(url: str) -> int:
+    state = requests.get(f"{url}/_emulator/state", timeout=10).json()
+    return int(state["faults"]["counters"]["rate_limit_violations"])
+
+
+@pytest.fixture
+def lanes_for(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    started: list[Any] = []
+
+    def start(broker: str, extra: str = "") -> Lanes:
+        database = broker_url = None
+        if broker != "embedded":
+            database = request.getfixturevalue("postgres_url")
+            broker_url = request.getfixturevalue("redis_url" if broker == "redis" else "rabbit_url")
+        engage, engage_url = engage_process(tmp_path, "--rate-limit", "10", "--latency-ms", "50")
+        started.append(engage)
+        config = write_config(
+            tmp_path / "consent-relay.toml",
+            data_dir=tmp_path / "var",
+            engage_url=engage_url,
+            database_url=database,
+            broker_url=broker_url,
+            queue=f"cr-lanes-{uuid.uuid4().hex[:8]}",
+            delivery=FAST_DELIVERY,
+            extra=extra,
+        )
+        settings = load_settings(config, environ={})
+        upgrade(make_engine(settings.database_url))
+        app = create_app({"SETTINGS": settings, "TESTING": True})
+        started.append(celery_worker(config, tmp_path))  # 2 processes, as the Procfile
+        started.append(celery_beat(config, tmp_path))
+        return Lanes(app, engage_url, started)
+
+    yield start
+    for process in reversed(started):
+        process.stop()
+
+
+@pytest.mark.parametrize("broker", BROKERS)
+def test_a_slow_destination_does_not_set_engages_pace(
+    lanes_for: Any, tmp_path: Path, broker: str
+) -> None:
+    slow = PeerProcess("dotdigital", tmp_path, "--any-contact", "--rate-limit", "2")
+    try:
+        table = (
+            '[destinations.dotdigital]\nkind = "dotdigital"\n'
+            f'base_url = "{slow.url}"\nusername = "{dotdigital.USERNAME}"\n'
+            f'password = "{dotdigital.PASSWORD}"\nrate_limit_per_second = 2\n'
+        )
+        lanes = lanes_for(broker, table)
+        contacts = 60
+        for i in range(contacts):
+            lanes.send(f"lane.{i}.{broker}@example.com", "granted")
+        wait_for(lambda: lanes.delivered("engage") == contacts, 90, "Engage's 60 contacts")
+        # Dotdigital needs two calls a contact at 2 calls/s: about a minute for all of them.
+        # Had Engage waited on its pace, Dotdigital would be about as far along.
+        assert lanes.delivered("dotdigital") < contacts / 2
+        assert violations(lanes.engage) == 0
+        assert violations(slow.url) == 0
+    finally:
+        slow.stop()
+
+
+@pytest.mark.parametrize("broker", BROKERS)
+def test_a_withdrawal_overtakes_a_backlog_of_grants(lanes_for: Any, broker: str) -> None:
+    lanes = lanes_for(broker)
+    backlog = 300  # 30 s of Engage's pace
+    for i in range(backlog):
+        lanes.send(f"grant.{i}.{broker}@example.com", "granted")
+    wait_for(lambda: lanes.delivered("engage") >= 10, 60, "the backlog under way")
+    lanes.send(f"withdraws.{broker}@example.com", "withdrawn")
+    wait_for(lambda: _withdrawal_delivered(lanes, broker), 60, "the withdrawal delivered")
+    assert lanes.pending("engage") >= backlog / 2, "the withdrawal waited behind the grants"
+    assert violations(lanes.engage) == 0
+
+
+def _withdrawal_delivered(lanes: Lanes, broker: str) -> bool:
+    state = requests.get(f"{lanes.engage}/_emulator/state", timeout=10).json()
+    contact = state["contacts"].get(f"withdraws.{broker}@example.com")
+    return bool(contact) and contact["attributes"].get("tracking_consent") == "withdrawn"
