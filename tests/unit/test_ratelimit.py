@@ -34,6 +34,7 @@ from workers.ratelimit import (
     RateLimiter,
     ThrottledError,
     build_rate_limiter,
+    one_write,
     plan_slot,
 )
 from workers.ratelimit_backends import (
@@ -341,3 +342,38 @@ def test_factory_uses_the_ledger_otherwise(tmp_path: Path, ledger: Any, broker_u
     assert second.slot - first.slot == pytest.approx(1 / 9.5, abs=1e-6)
     next_slot, _ = _db_subject(ledger.engine).stored(throttle.destination)
     assert next_slot == pytest.approx(second.slot + 1 / 9.5, abs=1e-6)
+
+
+# --- one write: the first call waits briefly and pays for the write's calls ------------------
+
+
+def test_a_writes_first_call_waits_briefly_and_reserves_nothing_when_refused(
+    subject: Subject, destination: str
+) -> None:
+    clock, sleeps = FakeClock(), list[float]()
+    throttle = DestinationThrottle(
+        subject.make(clock), destination, Pace.for_rate(1.0, max_wait=5.0), sleeps.append
+    )
+    throttle.acquire()  # someone else's call: the next slot is 1 s away
+    with one_write(calls=1, entry_wait=0.5), pytest.raises(ThrottledError) as refused:
+        throttle.acquire()
+    assert refused.value.retry_in == pytest.approx(1.0, abs=1e-6)
+    assert subject.stored(destination)[0] == pytest.approx(T0 + 1.0, abs=1e-6)  # unchanged
+    assert sleeps == []  # no worker process sat waiting
+    assert throttle.acquire().wait == pytest.approx(1.0, abs=1e-6)  # outside a write: as before
+
+
+def test_a_write_of_two_calls_reserves_both_with_its_first(
+    subject: Subject, destination: str
+) -> None:
+    clock, sleeps = FakeClock(), list[float]()
+    throttle = DestinationThrottle(
+        subject.make(clock), destination, Pace.for_rate(1.0, max_wait=5.0), sleeps.append
+    )
+    with one_write(calls=2, entry_wait=0.5):
+        first, second = throttle.acquire(), throttle.acquire()
+        assert (first.wait, second.wait) == (0.0, 0.0)  # the update goes right after its look-up
+        third = throttle.acquire()  # a call beyond the expected two reserves as usual
+    assert third.wait == pytest.approx(2.0, abs=1e-6)
+    assert subject.stored(destination)[0] == pytest.approx(T0 + 3.0, abs=1e-6)  # pace kept
+    assert sleeps == [pytest.approx(2.0, abs=1e-6)]

@@ -1,0 +1,94 @@
+"""Delivery lanes (workers/routing.py), the sweeper's order and budgets, and the publisher's
+urgent messages."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+from pathlib import Path
+
+from delivery_world import DESTINATION, Published, World
+
+from service.config import load_settings
+from service.models import utcnow
+from service.publisher import Publisher, Queued
+from workers.celery_app import create_celery_app
+from workers.delivery import DeliveryContext
+from workers.routing import delivery_lanes, delivery_queue, is_urgent
+from workers.sweeper import sweep, within_budgets
+
+
+def test_withdrawals_and_denials_are_urgent_grants_are_not() -> None:
+    assert is_urgent("withdrawn") and is_urgent("denied")
+    assert not is_urgent("granted") and not is_urgent("unknown") and not is_urgent(None)
+
+
+def test_each_destination_has_an_urgent_and_a_bulk_lane() -> None:
+    assert delivery_lanes("cr", ["engage", "acoustic"]) == [
+        "cr.acoustic.urgent",
+        "cr.acoustic.bulk",
+        "cr.engage.urgent",
+        "cr.engage.bulk",
+    ]
+    assert delivery_queue("cr", "engage", urgent=True) == "cr.engage.urgent"
+
+
+def test_budgets_keep_the_first_rows_of_each_destination_in_order() -> None:
+    rows = [("a", 1, True), ("b", 2, False), ("a", 3, False), ("a", 4, False), ("b", 5, True)]
+    assert within_budgets(rows, {"a": 2}) == [
+        ("a", 1, True),
+        ("b", 2, False),
+        ("a", 3, False),
+        ("b", 5, True),
+    ]
+
+
+def test_the_sweeper_sends_withdrawals_first_and_in_their_lane(world: World) -> None:
+    granted = [world.record("granted", email=f"g{i}@example.com") for i in range(3)]
+    withdrawn = world.record("withdrawn", email="w@example.com")
+    later = world.context(clock=lambda: utcnow() + dt.timedelta(seconds=5))
+    published = Published()
+    budgeted = DeliveryContext(
+        later.sessions, later.writers, later.settings, later.clock, {DESTINATION: 2}
+    )
+
+    assert sweep(budgeted, published) == 2  # the budget: two contacts of this destination
+    assert published.calls[0] == (DESTINATION, withdrawn.contact_id)
+    assert published.urgent == [(DESTINATION, withdrawn.contact_id)]
+    assert published.calls[1] == (DESTINATION, granted[0].contact_id)  # then the oldest
+
+
+def _config(tmp_path: Path) -> Path:
+    config = tmp_path / "c.toml"
+    config.write_text(
+        f'[service]\ndata_dir = "{tmp_path / "var"}"\nqueue = "cr"\n'
+        '[destinations.engage]\nkind = "mapp-engage"\nbase_url = "http://127.0.0.1:9"\n'
+        'username = "u"\npassword = "p"\n'
+        '[sources.s]\nkind = "standard-webhooks"\n'
+        'secrets = ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]\nsource = "x"\n'
+    )
+    return config
+
+
+def test_urgent_deliveries_go_alone_to_their_lane_the_rest_coalesce(tmp_path: Path) -> None:
+    celery = create_celery_app(load_settings(_config(tmp_path), environ={}))
+    items = [
+        Queued("engage", 1, "r1"),
+        Queued("engage", 2, "r2", urgent=True),
+        Queued("engage", 3, "r3"),
+    ]
+    assert Publisher(celery).publish_queued(items) == 2
+    messages = sorted((tmp_path / "var" / "broker").glob("*.msg"))
+    found = {}
+    for path in messages:
+        message = json.loads(path.read_text())
+        args = json.loads(base64.b64decode(message["body"]))[0]
+        found[message["properties"]["delivery_info"]["routing_key"]] = (
+            message["headers"]["task"],
+            args,
+        )
+    assert found["cr.engage.urgent"] == ("consent_relay.deliver_contact", ["engage", 2])
+    task, args = found["cr"]
+    assert task == "consent_relay.dispatch"
+    assert args == [[["engage", 1, "r1"], ["engage", 3, "r3"]]]
