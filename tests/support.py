@@ -98,6 +98,26 @@ def write_config(
     return path
 
 
+def minimal_celery(tmp_path: Path, broker_url: str | None = None, queue: str | None = None) -> Any:
+    """The Celery app of a minimal config (one Engage destination, one source): the embedded
+    broker in `tmp_path/var/broker` unless `broker_url` is given."""
+    from service.config import load_settings
+    from workers.celery_app import create_celery_app
+
+    service = [f'data_dir = "{tmp_path / "var"}"']
+    service += [f'broker_url = "{broker_url}"'] if broker_url else []
+    service += [f'queue = "{queue}"'] if queue else []
+    config = tmp_path / "minimal.toml"
+    config.write_text(
+        "[service]\n" + "\n".join(service) + "\n"
+        '[destinations.engage]\nkind = "mapp-engage"\nbase_url = "http://127.0.0.1:9"\n'
+        'username = "u"\npassword = "p"\n'
+        '[sources.s]\nkind = "standard-webhooks"\n'
+        f'secrets = ["{SECRET}"]\nsource = "x"\n'
+    )
+    return create_celery_app(load_settings(config, environ={}))
+
+
 def signed_headers(
     body: bytes, *, secret: str = SECRET, msg_id: str, when: dt.datetime | None = None
 ) -> dict[str, str]:

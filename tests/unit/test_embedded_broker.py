@@ -13,21 +13,13 @@ import pytest
 from celery import Celery
 from kombu import Connection, Exchange, Queue
 
-from service.config import load_settings
-from workers.celery_app import create_celery_app
+from support import minimal_celery
 from workers.embedded_broker import TMP_SUFFIX, Transport, write_atomically
 
 
 def _app(tmp_path: Path) -> Celery:
-    config = tmp_path / "c.toml"
-    config.write_text(
-        f'[service]\ndata_dir = "{tmp_path / "var"}"\n'
-        '[destinations.engage]\nkind = "mapp-engage"\nbase_url = "http://127.0.0.1:9"\n'
-        'username = "u"\npassword = "p"\n'
-        '[sources.s]\nkind = "standard-webhooks"\n'
-        'secrets = ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]\nsource = "x"\n'
-    )
-    return create_celery_app(load_settings(config, environ={}))
+    app: Celery = minimal_celery(tmp_path)
+    return app
 
 
 def _folder(app: Celery) -> Path:

@@ -12,24 +12,14 @@ from typing import Any
 import pytest
 from structlog.contextvars import bound_contextvars
 
-from service.config import load_settings
 from service.publisher import BackgroundPublisher, Publisher, Queued
-from workers.celery_app import create_celery_app
+from support import minimal_celery
 from workers.dispatch import fan_out
 from workers.names import DELIVER_TASK, DISPATCH_TASK, REQUEST_ID_TASK_HEADER
 
 
 def _celery(tmp_path: Path, broker_url: str | None):
-    config = tmp_path / "c.toml"
-    broker = f'broker_url = "{broker_url}"\n' if broker_url else ""
-    config.write_text(
-        f'[service]\ndata_dir = "{tmp_path / "var"}"\n{broker}'
-        '[destinations.engage]\nkind = "mapp-engage"\nbase_url = "http://127.0.0.1:9"\n'
-        'username = "u"\npassword = "p"\n'
-        '[sources.s]\nkind = "standard-webhooks"\n'
-        'secrets = ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]\nsource = "x"\n'
-    )
-    return create_celery_app(load_settings(config, environ={}))
+    return minimal_celery(tmp_path, broker_url)
 
 
 def test_publish_on_a_working_broker_writes_one_message(tmp_path: Path) -> None:

@@ -10,10 +10,9 @@ from pathlib import Path
 
 from delivery_world import DESTINATION, Published, World
 
-from service.config import load_settings
 from service.models import utcnow
 from service.publisher import Publisher, Queued
-from workers.celery_app import create_celery_app
+from support import minimal_celery
 from workers.delivery import DeliveryContext
 from workers.routing import delivery_lanes, delivery_queue, is_urgent
 from workers.sweeper import sweep, within_budgets
@@ -59,20 +58,8 @@ def test_the_sweeper_sends_withdrawals_first_and_in_their_lane(world: World) -> 
     assert published.calls[1] == (DESTINATION, granted[0].contact_id)  # then the oldest
 
 
-def _config(tmp_path: Path) -> Path:
-    config = tmp_path / "c.toml"
-    config.write_text(
-        f'[service]\ndata_dir = "{tmp_path / "var"}"\nqueue = "cr"\n'
-        '[destinations.engage]\nkind = "mapp-engage"\nbase_url = "http://127.0.0.1:9"\n'
-        'username = "u"\npassword = "p"\n'
-        '[sources.s]\nkind = "standard-webhooks"\n'
-        'secrets = ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]\nsource = "x"\n'
-    )
-    return config
-
-
 def test_urgent_deliveries_go_alone_to_their_lane_the_rest_coalesce(tmp_path: Path) -> None:
-    celery = create_celery_app(load_settings(_config(tmp_path), environ={}))
+    celery = minimal_celery(tmp_path, queue="cr")
     items = [
         Queued("engage", 1, "r1"),
         Queued("engage", 2, "r2", urgent=True),
