@@ -6,6 +6,7 @@ when CI=true (see support.require_service).
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Iterator
 
@@ -40,18 +41,38 @@ def engage() -> Iterator[str]:
         yield server.url
 
 
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A fresh PostgreSQL database for this test session, dropped afterwards."""
+@contextlib.contextmanager
+def fresh_database() -> Iterator[str]:
+    """A new PostgreSQL database, dropped afterwards (connections included)."""
     require_service("PostgreSQL", "127.0.0.1", 5432)
     name = f"consent_relay_test_{uuid.uuid4().hex[:10]}"
     admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
-    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    try:
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="module")
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for each test module. Per module, not per session: a
+    module that leaves pending decisions or held leases behind (a backlog stopped mid-drain,
+    a killed worker), or records decisions for the same addresses (the vendors' fixtures),
+    must not change what another module's worker delivers."""
+    with fresh_database() as url:
+        yield url
+
+
+@pytest.fixture
+def own_postgres_url() -> Iterator[str]:
+    """A database for this test alone: for tests that count every row of the ledger (what
+    is delivered, which leases are held) while other parameters of the module ran before."""
+    with fresh_database() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

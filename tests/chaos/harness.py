@@ -198,7 +198,7 @@ def any_urls(request: Any, broker: str) -> tuple[str | None, str | None]:
     user runs (SQLite and the embedded broker); `redis` and `rabbitmq` use PostgreSQL."""
     if broker == "embedded":
         return None, None
-    database = request.getfixturevalue("postgres_url")
+    database = request.getfixturevalue("own_postgres_url")
     return database, request.getfixturevalue("redis_url" if broker == "redis" else "rabbit_url")
 
 

@@ -57,7 +57,7 @@ def run_dir(tmp_path: Path) -> Path:
 
 
 def urls(request: pytest.FixtureRequest, broker: str) -> tuple[str, str]:
-    database = request.getfixturevalue("postgres_url")
+    database = request.getfixturevalue("own_postgres_url")
     return database, request.getfixturevalue("redis_url" if broker == "redis" else "rabbit_url")
 
 

@@ -103,7 +103,7 @@ def lanes_for(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     def start(broker: str, extra: str = "") -> Lanes:
         database = broker_url = None
         if broker != "embedded":
-            database = request.getfixturevalue("postgres_url")
+            database = request.getfixturevalue("own_postgres_url")
             broker_url = request.getfixturevalue("redis_url" if broker == "redis" else "rabbit_url")
         engage, engage_url = engage_process(tmp_path, "--rate-limit", "10", "--latency-ms", "50")
         started.append(engage)
