@@ -28,6 +28,7 @@ from service import metrics
 from service.logs import get_logger
 from service.models import DeliveryState
 from workers.context import delivery_context
+from workers.routing import delivery_queue
 
 log = get_logger(__name__)
 
@@ -74,10 +75,17 @@ class LeaseFreeingRequest(Request):
             with delivery_context(app).sessions() as session:
                 freed = free_leases_of(session, owner)
             if not self.task.reject_on_worker_lost:  # else the broker re-delivers it
-                queue = (self.delivery_info or {}).get("routing_key")  # the same lane
-                app.send_task(self.name, args=self.args, kwargs=self.kwargs, queue=queue)
+                app.send_task(self.name, args=self.args, kwargs=self.kwargs, queue=self._lane())
         except Exception:  # noqa: BLE001 - the lease still expires; the sweeper re-sends
             log.exception("could not recover a lost delivery run", task=self.name)
             return
         metrics.count_lost_run(self.name.rsplit(".", 1)[-1])
         log.warning("pool process lost: leases freed, work re-sent", task=self.name, freed=freed)
+
+    def _lane(self) -> str | None:
+        """The destination's urgent lane: the lost run's contacts are overdue, and at the end
+        of the bulk lane they would wait behind its whole backlog."""
+        destination = self.args[0] if self.args else None
+        if not isinstance(destination, str):
+            return None
+        return delivery_queue(self.task.app.conf.task_default_queue, destination, urgent=True)
