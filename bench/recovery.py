@@ -4,14 +4,14 @@ every contact whose lease was held at that moment (the killed process's included
 Decisions are posted through the real intake while no worker runs; then beat and a worker
 (2 pool processes, as the Procfile runs it) start against an Engage emulator that answers
 each call in 400 ms, so that writes are in flight. At the first moment a lease is held, one
-pool process is killed. The clock stops when every contact leased at the kill has been
-delivered after it. The lease itself is 180 s (the default): a figure near it would mean the
-lost run's leases were waited out instead of freed (workers/lost.py)."""
+pool process is killed. The clock stops when no contact leased at the kill owes anything
+(no pending outbox row): each holds its latest decision. The lease itself is 180 s (the
+default): a figure near it would mean the lost run's leases were waited out instead of freed
+(workers/lost.py)."""
 
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import os
 import signal
 import subprocess
@@ -19,13 +19,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 
 from bench import env
 from bench.delivery import Spec, _decisions, _feed
 from bench.procs import wait_for
 from service.db import make_engine
-from service.models import DeliveryState
+from service.models import DeliveryState, Outbox
 
 SLOW_ENGAGE = ("--rate-limit", "10", "--latency-ms", "400")
 RECOVERY_TARGET_SECONDS = 15.0
@@ -61,10 +61,9 @@ def _once(workdir: Path, backend: env.Backend) -> float:
         worker = env.celery(stack, relay, "worker", 2)
         wait_for(lambda: bool(_held(engine)), 60, "a lease held by a pool process")
         held = _held(engine)
-        killed_at = dt.datetime.now(dt.UTC)
         started = time.monotonic()
         _kill_one_child(worker.pid)
-        wait_for(lambda: _all_delivered_after(engine, held, killed_at), 240, "recovery")
+        wait_for(lambda: _nothing_owed(engine, held), 240, "recovery")
         return time.monotonic() - started
 
 
@@ -74,15 +73,14 @@ def _held(engine: Engine) -> list[int]:
         return [int(contact) for contact in conn.execute(query).scalars()]
 
 
-def _all_delivered_after(engine: Engine, contacts: list[int], after: dt.datetime) -> bool:
+def _nothing_owed(engine: Engine, contacts: list[int]) -> bool:
+    """True once none of `contacts` has a pending outbox row: each holds its latest decision
+    at Engage (the killed run's contact only after its lease was freed and it was re-sent)."""
     with engine.connect() as conn:
-        query = select(DeliveryState.delivered_at).where(DeliveryState.contact_id.in_(contacts))
-        times = list(conn.execute(query).scalars())
-    return len(times) == len(contacts) and all(t is not None and _utc(t) > after for t in times)
-
-
-def _utc(value: dt.datetime) -> dt.datetime:
-    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+        query = select(func.count()).where(
+            Outbox.contact_id.in_(contacts), Outbox.status == "pending"
+        )
+        return int(conn.execute(query).scalar_one()) == 0
 
 
 def _kill_one_child(worker_pid: int) -> None:
