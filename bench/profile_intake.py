@@ -128,7 +128,8 @@ def _render(
         *profiler.output_text().splitlines()[:TREE_LINES],
         "",
     ]
-    return "\n".join(lines)
+    # pyinstrument names the profiled file by its absolute path: keep the report repo-relative.
+    return "\n".join(lines).replace(f"{env.REPO}/", "")
 
 
 def main() -> None:

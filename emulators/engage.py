@@ -1,8 +1,8 @@
 """Mapp Engage REST API emulator: a small Flask app served over real HTTP.
 
-Behaves like the Engage REST 2.0 contact calls described in
-/work/shared/reference/destinations.md section 1 ("destinations.md §1.x" below) and the
-tracking-consent how-to (/work/shared/reference/000_*.txt). Tests and the demo use it in
+Behaves like the Engage REST 2.0 contact calls described in section 1 of the vendor research
+notes ("destinations.md §1.x" below; README, Mapp Engage) and in Mapp's tracking-consent
+how-to. Tests and the demo use it in
 place of the real vendor. Every /api/rest call runs the callables of
 ``app.extensions["engage_checks"]`` (any may raise ApiError), then its handler. Runtime faults
 (rate limit, 5xx, hangs, latency, delayed visibility, auth failures) live in engage_faults.py,

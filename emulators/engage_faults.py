@@ -1,6 +1,7 @@
 """Runtime-configurable faults of the Mapp Engage emulator.
 
-References are to /work/shared/reference/destinations.md section 1 ("§1.x"). All faults are
+References ("§1.x") are to section 1 of the vendor research notes (README, Mapp Engage). All
+faults are
 off by default. They are set when the app is built (``create_emulator_app(faults=...)``, the
 ``engage-emulator`` CLI flags) or at run time through ``/_emulator/faults``.
 

@@ -2,7 +2,7 @@
 
 Nothing here depends on Flask; emulators/engage.py wires it into HTTP handlers.
 
-References are to /work/shared/reference/destinations.md (section 1, Mapp Engage).
+References are to section 1 of the vendor research notes (README, Mapp Engage).
 """
 
 from __future__ import annotations

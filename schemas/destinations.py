@@ -1,8 +1,8 @@
 """Schemas of `[destinations.<name>]`, one per `kind`, picked by `DestinationField`.
 
 Every schema is strict (unknown keys are errors) and every error names its key, like the rest
-of schemas/config.py. Vendor facts are cited from /work/shared/reference/destinations.md
-("§n.m"); defaults that no primary source confirms are marked UNVERIFIED.
+of schemas/config.py. Vendor facts are cited from the vendor research notes ("§n.m"; README,
+Peer destinations); defaults that no primary source confirms are marked UNVERIFIED.
 
 The peers (Acoustic Connect, Dotdigital, MoEngage) record consent to *receive* e-mail, while
 the relay carries consent to *tracking* (§0.7, §5 design note). So each peer has a `mode`:

@@ -2,7 +2,7 @@
 that needs explaining in the ledger, the `channel_consent` mapping tables, one verdict enum
 with its error classes, and the HTTP call with its rate-limit slot and transport errors.
 
-References are to /work/shared/reference/destinations.md ("§n.m").
+References ("§n.m") are to the vendor research notes (README, Peer destinations).
 """
 
 from __future__ import annotations
