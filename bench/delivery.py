@@ -95,8 +95,8 @@ def run(workdir: Path, spec: Spec) -> Delivered:
         relay = env.relay(stack, workdir, env.PG_REDIS, engage, DELIVERY, spec.destination)
         engine = make_engine(relay.database_url.replace("postgresql:", "postgresql+psycopg:"))
         stack.callback(engine.dispose)
-        bodies, latest = _decisions(spec)
-        _feed(relay, bodies)
+        bodies, latest = decisions(spec)
+        feed(relay, bodies)
         if _pending(engine) != spec.decisions:
             raise RuntimeError(f"{_pending(engine)} pending rows after {spec.decisions} posts")
         beat = env.celery(stack, relay, "beat")
@@ -115,7 +115,7 @@ def _timeout(spec: Spec) -> float:
     return 2 * spec.contacts * 2 / rate + 120  # two calls per new contact
 
 
-def _decisions(spec: Spec) -> tuple[list[bytes], dict[str, str]]:
+def decisions(spec: Spec) -> tuple[list[bytes], dict[str, str]]:
     """Decisions spread over the contacts in random order; the latest one of each contact."""
     rng = random.Random(7)
     run = rng.randrange(16**6)
@@ -133,7 +133,7 @@ def _decisions(spec: Spec) -> tuple[list[bytes], dict[str, str]]:
     return bodies, {email.lower(): consent for email, (_, consent) in latest.items()}
 
 
-def _feed(relay: env.Relay, bodies: list[bytes]) -> None:
+def feed(relay: env.Relay, bodies: list[bytes]) -> None:
     """Through the real intake; the web process stops before the workers start."""
     with contextlib.ExitStack() as stack:
         _web, url = env.gunicorn(stack, relay, env.REAL_APP, "web-feed")

@@ -22,7 +22,7 @@ import requests
 from sqlalchemy import Engine, func, select
 
 from bench import env, load
-from bench.delivery import LATENCY, _feed
+from bench.delivery import LATENCY, feed
 from bench.procs import wait_for
 from bench.sizes import T0, Sizes, decision_body
 from emulators import dotdigital
@@ -90,7 +90,7 @@ def _drain(workdir: Path, contacts: int, slow: bool) -> tuple[float, dict[str, i
             others["dotdigital"] = {**SLOW_DOTDIGITAL, "base_url": url}
         relay = env.relay(stack, workdir, env.PG_REDIS, engage, DELIVERY, others=others)
         engine = _engine(stack, relay)
-        _feed(relay, [_body(i, "granted") for i in range(contacts)])
+        feed(relay, [_body(i, "granted") for i in range(contacts)])
         env.celery(stack, relay, "beat")
         env.celery(stack, relay, "worker", 2)
         started = time.monotonic()
@@ -110,7 +110,7 @@ def withdrawals(workdir: Path, sizes: Sizes) -> Withdrawals:
         engage = env.emulator(stack, workdir, "engage", *ENGAGE)
         relay = env.relay(stack, workdir, env.PG_REDIS, engage, DELIVERY)
         engine = _engine(stack, relay)
-        _feed(relay, [_body(i, "granted") for i in range(backlog)])
+        feed(relay, [_body(i, "granted") for i in range(backlog)])
         _web, url = env.gunicorn(stack, relay, env.REAL_APP, "web")
         env.celery(stack, relay, "beat")
         env.celery(stack, relay, "worker", 2)

@@ -22,7 +22,7 @@ from pathlib import Path
 from sqlalchemy import Engine, func, select
 
 from bench import env
-from bench.delivery import Spec, _decisions, _feed
+from bench.delivery import Spec, decisions, feed
 from bench.procs import wait_for
 from service.db import make_engine
 from service.models import DeliveryState, Outbox
@@ -55,8 +55,8 @@ def _once(workdir: Path, backend: env.Backend) -> float:
         url = relay.database_url.replace("postgresql:", "postgresql+psycopg:")
         engine = make_engine(url)
         stack.callback(engine.dispose)
-        bodies, _latest = _decisions(Spec("recovery", 60, 30, 2, SLOW_ENGAGE))
-        _feed(relay, bodies)
+        bodies, _latest = decisions(Spec("recovery", 60, 30, 2, SLOW_ENGAGE))
+        feed(relay, bodies)
         env.celery(stack, relay, "beat")
         worker = env.celery(stack, relay, "worker", 2)
         wait_for(lambda: bool(_held(engine)), 60, "a lease held by a pool process")

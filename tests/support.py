@@ -222,3 +222,34 @@ def celery_beat(config: Path, cwd: Path) -> Process:
     beat = Process(argv, env, cwd, cwd / f"beat-{time.monotonic_ns()}.log")
     beat.wait_output("beat: Starting")
     return beat
+
+
+class Emulator:
+    """`engage-emulator` in its own process: real HTTP, faults set over its control API."""
+
+    def __init__(self, workdir: Path, *flags: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        argv = [sys.executable, "-m", "emulators.engage", "--port", str(self.port), *flags]
+        self.process = Process(argv, dict(os.environ), workdir, workdir / "emulator.log")
+        wait_for(self._up, 30, "the Engage emulator")
+
+    def _up(self) -> bool:
+        try:
+            return requests.get(f"{self.url}/_emulator/faults", timeout=1).ok
+        except requests.ConnectionError:
+            return False
+
+    def faults(self, **values: Any) -> dict[str, Any]:
+        response = requests.put(f"{self.url}/_emulator/faults", json=values, timeout=5)
+        assert response.status_code == 200, response.text
+        result: dict[str, Any] = response.json()
+        return result
+
+    def state(self) -> dict[str, Any]:
+        state: dict[str, Any] = requests.get(f"{self.url}/_emulator/state", timeout=10).json()
+        return state
+
+    def consent(self, state: dict[str, Any], email: str) -> str | None:
+        contact = state["contacts"].get(email.lower())
+        return None if contact is None else contact["attributes"].get("tracking_consent")

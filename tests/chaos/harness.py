@@ -13,14 +13,12 @@ import datetime as dt
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import requests
 from sqlalchemy import func, select
 
 from service import create_app
@@ -29,11 +27,11 @@ from service.db import make_engine
 from service.migrate import upgrade
 from service.models import DeadLetter, Event, Outbox
 from support import (
+    Emulator,
     Process,
     celery_beat,
     celery_worker,
     decision,
-    free_port,
     signed_headers,
     wait_for,
     write_config,
@@ -56,37 +54,6 @@ CHAOS_DESTINATION = {
     "read_timeout_seconds": 2,
     "rate_limit_per_second": ENGAGE_LIMIT,
 }
-
-
-class Emulator:
-    """`engage-emulator` in its own process: real HTTP, faults set over its control API."""
-
-    def __init__(self, workdir: Path, *flags: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        argv = [sys.executable, "-m", "emulators.engage", "--port", str(self.port), *flags]
-        self.process = Process(argv, dict(os.environ), workdir, workdir / "emulator.log")
-        wait_for(self._up, 30, "the Engage emulator")
-
-    def _up(self) -> bool:
-        try:
-            return requests.get(f"{self.url}/_emulator/faults", timeout=1).ok
-        except requests.ConnectionError:
-            return False
-
-    def faults(self, **values: Any) -> dict[str, Any]:
-        response = requests.put(f"{self.url}/_emulator/faults", json=values, timeout=5)
-        assert response.status_code == 200, response.text
-        result: dict[str, Any] = response.json()
-        return result
-
-    def state(self) -> dict[str, Any]:
-        state: dict[str, Any] = requests.get(f"{self.url}/_emulator/state", timeout=10).json()
-        return state
-
-    def consent(self, state: dict[str, Any], email: str) -> str | None:
-        contact = state["contacts"].get(email.lower())
-        return None if contact is None else contact["attributes"].get("tracking_consent")
 
 
 @dataclass

@@ -12,8 +12,6 @@ ratio, withdrawal latency) are measured in `make bench`.
 from __future__ import annotations
 
 import datetime as dt
-import os
-import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,8 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
-from peer_support import PeerProcess
+from peer_support import PeerProcess, state
 from sqlalchemy import func, select
 
 from emulators import dotdigital
@@ -33,11 +30,10 @@ from service.migrate import upgrade
 from service.models import DeliveryState, Outbox
 from support import (
     FAST_DELIVERY,
-    Process,
+    Emulator,
     celery_beat,
     celery_worker,
     decision,
-    free_port,
     signed_headers,
     wait_for,
     write_config,
@@ -50,7 +46,7 @@ BROKERS = ["embedded", "redis", "rabbitmq"]
 @dataclass
 class Lanes:
     app: Any
-    engage: str
+    engage: Emulator
     processes: list[Any]
 
     def send(self, email: str, consent: str) -> None:
@@ -75,24 +71,7 @@ class Lanes:
             return int(session.scalar(query) or 0)
 
 
-def engage_process(workdir: Path, *flags: str) -> tuple[Process, str]:
-    port = free_port()
-    argv = [sys.executable, "-m", "emulators.engage", "--port", str(port), *flags]
-    process = Process(argv, dict(os.environ), workdir, workdir / f"engage-{port}.log")
-    url = f"http://127.0.0.1:{port}"
-    wait_for(lambda: _answers(url), 30, "the Engage emulator")
-    return process, url
-
-
-def _answers(url: str) -> bool:
-    try:
-        return requests.get(f"{url}/_emulator/faults", timeout=1).ok
-    except requests.ConnectionError:
-        return False
-
-
-def violations(url: str) -> int:
-    state = requests.get(f"{url}/_emulator/state", timeout=10).json()
+def violations(state: dict[str, Any]) -> int:
     return int(state["faults"]["counters"]["rate_limit_violations"])
 
 
@@ -105,12 +84,12 @@ def lanes_for(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
         if broker != "embedded":
             database = request.getfixturevalue("own_postgres_url")
             broker_url = request.getfixturevalue("redis_url" if broker == "redis" else "rabbit_url")
-        engage, engage_url = engage_process(tmp_path, "--rate-limit", "10", "--latency-ms", "50")
-        started.append(engage)
+        engage = Emulator(tmp_path, "--rate-limit", "10", "--latency-ms", "50")
+        started.append(engage.process)
         config = write_config(
             tmp_path / "consent-relay.toml",
             data_dir=tmp_path / "var",
-            engage_url=engage_url,
+            engage_url=engage.url,
             database_url=database,
             broker_url=broker_url,
             queue=f"cr-lanes-{uuid.uuid4().hex[:8]}",
@@ -122,7 +101,7 @@ def lanes_for(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
         app = create_app({"SETTINGS": settings, "TESTING": True})
         started.append(celery_worker(config, tmp_path))  # 2 processes, as the Procfile
         started.append(celery_beat(config, tmp_path))
-        return Lanes(app, engage_url, started)
+        return Lanes(app, engage, started)
 
     yield start
     for process in reversed(started):
@@ -148,8 +127,8 @@ def test_a_slow_destination_does_not_set_engages_pace(
         # Dotdigital needs two calls a contact at 2 calls/s: about a minute for all of them.
         # Had Engage waited on its pace, Dotdigital would be about as far along.
         assert lanes.delivered("dotdigital") < contacts / 2
-        assert violations(lanes.engage) == 0
-        assert violations(slow.url) == 0
+        assert violations(lanes.engage.state()) == 0
+        assert violations(state(slow.url)) == 0
     finally:
         slow.stop()
 
@@ -164,10 +143,9 @@ def test_a_withdrawal_overtakes_a_backlog_of_grants(lanes_for: Any, broker: str)
     lanes.send(f"withdraws.{broker}@example.com", "withdrawn")
     wait_for(lambda: _withdrawal_delivered(lanes, broker), 60, "the withdrawal delivered")
     assert lanes.pending("engage") >= backlog / 2, "the withdrawal waited behind the grants"
-    assert violations(lanes.engage) == 0
+    assert violations(lanes.engage.state()) == 0
 
 
 def _withdrawal_delivered(lanes: Lanes, broker: str) -> bool:
-    state = requests.get(f"{lanes.engage}/_emulator/state", timeout=10).json()
-    contact = state["contacts"].get(f"withdraws.{broker}@example.com")
+    contact = lanes.engage.state()["contacts"].get(f"withdraws.{broker}@example.com")
     return bool(contact) and contact["attributes"].get("tracking_consent") == "withdrawn"
