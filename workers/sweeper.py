@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 from sqlalchemy import and_, case, func, or_, select, tuple_, update
 from sqlalchemy.orm import Session
@@ -114,13 +114,28 @@ def due_contacts(
     session: Session, ctx: DeliveryContext, now: dt.datetime
 ) -> list[tuple[str, int, bool]]:
     """(destination, contact id, urgent) of the contacts to enqueue: urgent ones (a pending
-    withdrawal or denial) first, then the longest waiting; within each destination's budget."""
+    withdrawal or denial) first, then the longest waiting; each destination within its budget.
+
+    One query per destination, each limited to its own budget: a single query limited to
+    `sweep_batch_size` let one destination's old backlog fill every sweep, so another's rows
+    beyond it were never swept."""
     settings = ctx.settings
     # A paused destination gets no work (its events wait, pending); its probe resumes it.
-    active = set(ctx.writers) - destinations.paused_names(session)
-    if not active:
-        return []
-    redispatch = now - dt.timedelta(seconds=settings.redispatch_after_seconds)
+    active = sorted(set(ctx.writers) - destinations.paused_names(session))
+    rows: list[tuple[str, int, bool]] = []
+    for name in active:
+        limit = min(
+            ctx.sweep_budgets.get(name, settings.sweep_batch_size), settings.sweep_batch_size
+        )
+        rows += _due_for(session, name, now, settings.redispatch_after_seconds, limit)
+    rows.sort(key=lambda row: not row[2])  # urgent first; stable: each destination's order
+    return rows[: settings.sweep_batch_size]
+
+
+def _due_for(
+    session: Session, destination: str, now: dt.datetime, redispatch_after: float, limit: int
+) -> list[tuple[str, int, bool]]:
+    redispatch = now - dt.timedelta(seconds=redispatch_after)
     urgent = func.max(case((Event.decision.in_(sorted(URGENT_STATES)), 1), else_=0))
     query = (
         select(Outbox.destination, Outbox.contact_id, urgent)
@@ -134,7 +149,7 @@ def due_contacts(
         )
         .where(
             Outbox.status == "pending",
-            Outbox.destination.in_(sorted(active)),
+            Outbox.destination == destination,
             Outbox.created_at <= now - FRESH_GRACE,
             or_(DeliveryState.next_attempt_at.is_(None), DeliveryState.next_attempt_at <= now),
             or_(DeliveryState.dispatched_at.is_(None), DeliveryState.dispatched_at <= redispatch),
@@ -142,25 +157,9 @@ def due_contacts(
         )
         .group_by(Outbox.destination, Outbox.contact_id)
         .order_by(urgent.desc(), func.min(Outbox.id))
-        .limit(settings.sweep_batch_size)
+        .limit(limit)
     )
-    rows = [(row[0], row[1], bool(row[2])) for row in session.execute(query)]
-    return within_budgets(rows, ctx.sweep_budgets)
-
-
-def within_budgets(
-    rows: list[tuple[str, int, bool]], budgets: Mapping[str, int]
-) -> list[tuple[str, int, bool]]:
-    """Keep, in order, at most `budgets[destination]` rows of each destination that has one."""
-    taken: dict[str, int] = defaultdict(int)
-    kept = []
-    for row in rows:
-        budget = budgets.get(row[0])
-        if budget is not None and taken[row[0]] >= budget:
-            continue
-        taken[row[0]] += 1
-        kept.append(row)
-    return kept
+    return [(row[0], row[1], bool(row[2])) for row in session.execute(query)]
 
 
 def schedule_probes(ctx: DeliveryContext, publish_probe: PublishProbe) -> list[str]:

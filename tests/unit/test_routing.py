@@ -5,17 +5,21 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import hashlib
 import json
+import uuid
+from dataclasses import replace
 from pathlib import Path
 
 from delivery_world import DESTINATION, Published, World
 
+from service.ledger import Decision, record_decision
 from service.models import utcnow
 from service.publisher import Publisher, Queued
 from support import minimal_celery
 from workers.delivery import DeliveryContext
 from workers.routing import delivery_lanes, delivery_queue, is_urgent
-from workers.sweeper import sweep, within_budgets
+from workers.sweeper import sweep
 
 
 def test_withdrawals_and_denials_are_urgent_grants_are_not() -> None:
@@ -33,14 +37,34 @@ def test_each_destination_has_an_urgent_and_a_bulk_lane() -> None:
     assert delivery_queue("cr", "engage", urgent=True) == "cr.engage.urgent"
 
 
-def test_budgets_keep_the_first_rows_of_each_destination_in_order() -> None:
-    rows = [("a", 1, True), ("b", 2, False), ("a", 3, False), ("a", 4, False), ("b", 5, True)]
-    assert within_budgets(rows, {"a": 2}) == [
-        ("a", 1, True),
-        ("b", 2, False),
-        ("a", 3, False),
-        ("b", 5, True),
-    ]
+def _record_for(world: World, email: str, destinations: list[str]) -> int:
+    with world.ledger.sessions() as session:
+        recorded = record_decision(
+            session,
+            source_name="signup",
+            delivery_id=f"msg_{uuid.uuid4().hex}",
+            webhook_timestamp=int(utcnow().timestamp()),
+            body_sha256=hashlib.sha256(email.encode()).hexdigest(),
+            decision=Decision(email, "granted", "form", source_id=None, occurred_at=None),
+            destinations=destinations,
+        )
+    return recorded.contact_id
+
+
+def test_one_destinations_backlog_does_not_crowd_another_out_of_a_sweep(world: World) -> None:
+    """Each destination is swept within its own budget, whatever the other's backlog."""
+    for i in range(6):  # the older backlog, of the slow destination only
+        _record_for(world, f"old{i}@example.com", ["slow"])
+    fresh = _record_for(world, "fresh@example.com", [DESTINATION])
+    base = world.context(clock=lambda: utcnow() + dt.timedelta(seconds=5))
+    writers = {**base.writers, "slow": base.writers[DESTINATION]}
+    settings = replace(base.settings, sweep_batch_size=4)
+    ctx = DeliveryContext(base.sessions, writers, settings, base.clock, {"slow": 2})
+    published = Published()
+
+    assert sweep(ctx, published) == 3
+    assert (DESTINATION, fresh) in published.calls  # not left behind the slow backlog
+    assert sum(1 for d, _c in published.calls if d == "slow") == 2  # its budget
 
 
 def test_the_sweeper_sends_withdrawals_first_and_in_their_lane(world: World) -> None:
