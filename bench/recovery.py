@@ -1,12 +1,13 @@
 """Recovery: from SIGKILL of a Celery pool process in the middle of a write to the delivery of
-every contact whose lease was held at that moment (the killed process's included).
+the contact that process held (issue 13: "from SIGKILL to that contact's delivery").
 
 Decisions are posted through the real intake while no worker runs; then beat and a worker
 (2 pool processes, as the Procfile runs it) start against an Engage emulator that answers
-each call in 400 ms, so that writes are in flight. At the first moment a lease is held, one
-pool process is killed. The clock stops when no contact leased at the kill owes anything
-(no pending outbox row): each holds its latest decision. The lease itself is 180 s (the
-default): a figure near it would mean the lost run's leases were waited out instead of freed
+each call in 400 ms, so that writes are in flight. When both pool processes hold a lease,
+one of them is killed. The killed run's contact is the one whose lease is let go while it
+still owes a write (the live run lets its lease go only after delivering); the clock stops
+when it owes nothing (no pending outbox row). The lease itself is 180 s (the default): a
+figure near it would mean the lost run's leases were waited out instead of freed
 (workers/lost.py)."""
 
 from __future__ import annotations
@@ -59,28 +60,41 @@ def _once(workdir: Path, backend: env.Backend) -> float:
         feed(relay, bodies)
         env.celery(stack, relay, "beat")
         worker = env.celery(stack, relay, "worker", 2)
-        wait_for(lambda: bool(_held(engine)), 60, "a lease held by a pool process")
+        # Both pool processes mid-write, so the one killed surely held a contact.
+        wait_for(lambda: len(_held(engine)) >= 2, 60, "a lease held by each pool process")
         held = _held(engine)
         started = time.monotonic()
         _kill_one_child(worker.pid)
-        wait_for(lambda: _nothing_owed(engine, held), 240, "recovery")
+        lost = wait_for(lambda: _let_go_owing(engine, held), 240, "the lost run's lease freed")
+        assert lost is not None  # wait_for returns a true value or raises
+        wait_for(lambda: _owed(engine, lost) == 0, 240, "the lost run's contact delivered")
         return time.monotonic() - started
 
 
-def _held(engine: Engine) -> list[int]:
+def _held(engine: Engine) -> dict[int, str]:
+    """Leased contacts and their lease owners (`<task id>/<retries>`)."""
     with engine.connect() as conn:
-        query = select(DeliveryState.contact_id).where(DeliveryState.lease_owner.is_not(None))
-        return [int(contact) for contact in conn.execute(query).scalars()]
-
-
-def _nothing_owed(engine: Engine, contacts: list[int]) -> bool:
-    """True once none of `contacts` has a pending outbox row: each holds its latest decision
-    at Engage (the killed run's contact only after its lease was freed and it was re-sent)."""
-    with engine.connect() as conn:
-        query = select(func.count()).where(
-            Outbox.contact_id.in_(contacts), Outbox.status == "pending"
+        query = select(DeliveryState.contact_id, DeliveryState.lease_owner).where(
+            DeliveryState.lease_owner.is_not(None)
         )
-        return int(conn.execute(query).scalar_one()) == 0
+        return {int(contact): str(owner) for contact, owner in conn.execute(query)}
+
+
+def _let_go_owing(engine: Engine, held: dict[int, str]) -> int | None:
+    """The contact of `held` whose lease its owner no longer holds while it still owes a
+    write: the killed run's (a live run delivers before it lets go), else None."""
+    now = _held(engine)
+    for contact, owner in held.items():
+        if now.get(contact) != owner and _owed(engine, contact) > 0:
+            return contact
+    return None
+
+
+def _owed(engine: Engine, contact: int) -> int:
+    """The contact's pending outbox rows: 0 once it holds its latest decision at Engage."""
+    with engine.connect() as conn:
+        query = select(func.count()).where(Outbox.contact_id == contact, Outbox.status == "pending")
+        return int(conn.execute(query).scalar_one())
 
 
 def _kill_one_child(worker_pid: int) -> None:

@@ -101,6 +101,11 @@ class Faults:
     auth_failures: int = field(default=0, init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _window: deque[float] = field(default_factory=deque, init=False, repr=False)
+    # For each violation (the latest few): how long the window's requests took to arrive.
+    # Just under 1 s means scheduling jitter; far under it means a pacing fault.
+    _violation_spans: deque[float] = field(
+        default_factory=lambda: deque(maxlen=20), init=False, repr=False
+    )
     _random: random.Random = field(default_factory=random.Random, init=False, repr=False)
     _hang_generation: int = field(default=0, init=False, repr=False)
 
@@ -128,12 +133,14 @@ class Faults:
             self._set(dict.fromkeys(VALIDATORS))
             for name in COUNTERS:
                 setattr(self, name, 0)
+            self._violation_spans.clear()
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
             return {
                 "config": {name: getattr(self, name) for name in VALIDATORS},
                 "counters": {name: getattr(self, name) for name in COUNTERS},
+                "violation_spans": list(self._violation_spans),
             }
 
     def _set(self, changes: dict[str, Any]) -> None:
@@ -170,6 +177,7 @@ class Faults:
             self._window.append(now)
             if len(self._window) > self.rate_limit_per_second:
                 self.rate_limit_violations += 1
+                self._violation_spans.append(round(now - self._window[0], 4))
                 return False
             return True
 

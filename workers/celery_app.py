@@ -15,7 +15,7 @@ from kombu import Exchange, Queue
 
 from service.config import Settings
 from workers.names import SWEEP_TASK
-from workers.routing import delivery_lanes
+from workers.routing import delivery_lanes, recovery_queue
 
 EMBEDDED_TRANSPORT = "workers.embedded_broker:Transport"
 
@@ -75,9 +75,11 @@ def create_celery_app(settings: Settings) -> Celery:
         broker_connection_retry_on_startup=True,
         broker_connection_timeout=3,
         task_default_queue=settings.queue,
-        # The base queue (sweeps, probes, dispatch) and two lanes per destination
-        # (workers/routing.py); a worker consumes them all, in turn.
-        task_queues=[_queue(name) for name in (settings.queue, *lanes)],
+        # The base queue (sweeps, probes, dispatch), two lanes per destination and the lost
+        # runs' queue (workers/routing.py); a worker consumes them all, in turn.
+        task_queues=[
+            _queue(name) for name in (settings.queue, *lanes, recovery_queue(settings.queue))
+        ],
         task_serializer="json",
         accept_content=["json"],
         task_ignore_result=True,
@@ -88,6 +90,7 @@ def create_celery_app(settings: Settings) -> Celery:
         # the run lost (default 10 s). Results are ignored here, so there is nothing to wait
         # for; the lost run's leases are freed then (workers/lost.py).
         worker_lost_wait=1.0,
+        worker_pool="workers.lost:PromptTaskPool",  # reports a lost child within 0.25 s
         worker_cancel_long_running_tasks_on_connection_loss=True,
         # A task must end before its lease can expire, so two writers never overlap.
         task_time_limit=hard_limit,

@@ -10,6 +10,12 @@ round robin between a channel's consumers), so a non-empty lane gets its share o
 fetch whatever the length of the others: a withdrawal overtakes a backlog of grants, and no
 lane starves. Sweeps, probes and dispatch messages stay on the base queue.
 
+The work of a run whose pool process died is re-sent to one more queue, `<queue>.recover`
+(workers/lost.py). It is empty nearly always, so the broker's turn-taking serves it within one
+round: at the back of a busy urgent lane the lost contact would wait behind that lane's whole
+backlog (measured: 7-10 s behind 20 withdrawals at 400 ms a call), although it is the most
+overdue work there is.
+
 Withdrawals and denials are urgent: withdrawing must be as easy as giving consent (GDPR
 Art. 7(3), https://gdpr-info.eu/art-7-gdpr/), and while a withdrawn person still reads
 "granted" at the destination, their opens and clicks are tracked.
@@ -28,6 +34,10 @@ def is_urgent(state: str | None) -> bool:
 
 def delivery_queue(base: str, destination: str, urgent: bool) -> str:
     return f"{base}.{destination}.{'urgent' if urgent else 'bulk'}"
+
+
+def recovery_queue(base: str) -> str:
+    return f"{base}.recover"
 
 
 def delivery_lanes(base: str, destinations: Iterable[str]) -> list[str]:

@@ -108,9 +108,11 @@ class Run:
             if email.lower() in dead:
                 assert dead[email.lower()], f"dead letter without a reason for {email}"
                 continue
-            assert self.emulator.consent(state, email) == consent, email
-        assert self._outbox_statuses() <= {"delivered", "superseded", "dead_lettered"}
-        assert state["faults"]["counters"]["rate_limit_violations"] == 0
+            held = self.emulator.consent(state, email)
+            assert held == consent, f"{email}: Engage holds {held!r}, latest is {consent!r}"
+        statuses = self._outbox_statuses()
+        assert statuses <= {"delivered", "superseded", "dead_lettered"}, statuses
+        assert_within_limit(state["faults"])
         return state
 
     def _dead_letter_events(self) -> dict[str, str]:
@@ -130,6 +132,12 @@ class Run:
         for process in [*self.workers, *([self.beat] if self.beat else [])]:
             process.stop()
         self.emulator.process.stop()
+
+
+def assert_within_limit(faults: dict[str, Any]) -> None:
+    """No request over the emulator's limit; the message shows how packed each window was."""
+    violations = faults["counters"]["rate_limit_violations"]
+    assert violations == 0, f"{violations} over the limit; window spans {faults['violation_spans']}"
 
 
 def start_run(

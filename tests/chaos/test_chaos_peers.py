@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from harness import kill_hard, start_run, wait_for_requests, worker_children
+from harness import assert_within_limit, kill_hard, start_run, wait_for_requests, worker_children
 from peer_support import PeerProcess, state
 from test_chaos import person, send_wave, urls
 
@@ -68,9 +68,8 @@ def test_kill_9_with_a_faulty_rate_limited_peer(
         for email, (_occurred, _seq, consent) in run.latest.items():
             held = snapshot["contacts"].get(email.lower())
             assert held is not None and held["fields"]["tracking_consent"] == consent, email
-        counters = snapshot["faults"]["counters"]
-        assert counters["rate_limit_violations"] == 0
-        assert counters["injected_errors"] > 0
+        assert_within_limit(snapshot["faults"])
+        assert snapshot["faults"]["counters"]["injected_errors"] > 0
     finally:
         run.stop()
         peer.stop()

@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 from billiard.einfo import ExceptionWithTraceback
 from billiard.exceptions import TimeLimitExceeded, WorkerLostError
+from celery.concurrency.asynpool import AsynPool
+from celery.concurrency.prefork import TaskPool
 from delivery_world import DESTINATION, World
+from kombu.utils.imports import symbol_by_name
 
 from service.models import utcnow
+from support import minimal_celery
 from workers.delivery import deliver_contact
-from workers.lost import free_leases_of, is_worker_lost, lease_owner
+from workers.lost import (
+    MAINTAIN_POOL_SECONDS,
+    PromptAsynPool,
+    PromptTaskPool,
+    free_leases_of,
+    is_worker_lost,
+    lease_owner,
+)
 
 
 def test_each_run_of_a_task_owns_its_leases_under_its_own_name() -> None:
@@ -52,3 +64,14 @@ def test_a_lost_child_is_recognised_bare_or_as_the_pool_wraps_it() -> None:
     assert is_worker_lost(ExceptionWithTraceback(lost, "traceback"))
     assert not is_worker_lost(ExceptionWithTraceback(ValueError("x"), "traceback"))
     assert not is_worker_lost(TimeLimitExceeded(5))  # the lease outlives the hard limit
+
+
+def test_the_worker_runs_a_pool_that_reports_a_lost_child_promptly(tmp_path: Path) -> None:
+    # billiard marks a dead child's job lost only in a maintenance pass, which Celery's
+    # AsynPool runs every 5 s: a kill was noticed up to 5 s late (workers/lost.py).
+    celery = minimal_celery(tmp_path)
+    pool = symbol_by_name(celery.conf.worker_pool)
+    assert pool is PromptTaskPool and issubclass(pool, TaskPool)
+    assert issubclass(pool.Pool, AsynPool)
+    timers = PromptAsynPool.timers.fget(object.__new__(PromptAsynPool))
+    assert list(timers.values()) == [MAINTAIN_POOL_SECONDS] and MAINTAIN_POOL_SECONDS <= 0.5

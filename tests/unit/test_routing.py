@@ -18,7 +18,8 @@ from service.models import utcnow
 from service.publisher import Publisher, Queued
 from support import minimal_celery
 from workers.delivery import DeliveryContext
-from workers.routing import delivery_lanes, delivery_queue, is_urgent
+from workers.names import DELIVER_TASK
+from workers.routing import delivery_lanes, delivery_queue, is_urgent, recovery_queue
 from workers.sweeper import sweep
 
 
@@ -103,3 +104,14 @@ def test_urgent_deliveries_go_alone_to_their_lane_the_rest_coalesce(tmp_path: Pa
     task, args = found["cr"]
     assert task == "consent_relay.dispatch"
     assert args == [[["engage", 1, "r1"], ["engage", 3, "r3"]]]
+
+
+def test_a_lost_runs_work_has_a_queue_of_its_own_that_workers_consume(tmp_path: Path) -> None:
+    # workers/lost.py re-sends there: at the back of a busy lane it would wait for the lane.
+    celery = minimal_celery(tmp_path, queue="cr")
+    assert recovery_queue("cr") == "cr.recover"
+    assert "cr.recover" in {queue.name for queue in celery.conf.task_queues}
+    celery.send_task(DELIVER_TASK, args=["engage", 7], queue=recovery_queue("cr"))
+    (path,) = (tmp_path / "var" / "broker").glob("*.msg")
+    message = json.loads(path.read_text())
+    assert message["properties"]["delivery_info"]["routing_key"] == "cr.recover"
