@@ -12,7 +12,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from harness import assert_within_limit, kill_hard, start_run, wait_for_requests, worker_children
+from harness import (
+    CHAOS_HEADROOM,
+    assert_within_limit,
+    kill_hard,
+    start_run,
+    wait_for_requests,
+    worker_children,
+)
 from peer_support import PeerProcess, state
 from test_chaos import person, send_wave, urls
 
@@ -30,6 +37,7 @@ def acoustic_table(url: str) -> str:
             f'base_url = "{url}"',
             f'api_key = "{acoustic.API_KEY}"',
             f"rate_limit_per_second = {ACOUSTIC_LIMIT}",
+            f"rate_limit_headroom = {CHAOS_HEADROOM}",  # harness.py says why
             "connect_timeout_seconds = 1",
             "read_timeout_seconds = 2",
             "batch_size = 10",
