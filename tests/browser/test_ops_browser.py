@@ -25,14 +25,21 @@ import pytest
 import requests
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
-from unit.ledger_rows import dead_letter
 
 from emulators.engage import EmulatorServer, create_emulator_app
 from service.config import load_settings
 from service.db import make_engine, make_session_factory
 from service.migrate import upgrade
 from service.models import Contact, DeadLetter, Outbox, utcnow
-from support import Process, decision, free_port, signed_headers, wait_for, write_config
+from tests.helpers.ledger_rows import dead_letter
+from tests.helpers.support import (
+    Process,
+    decision,
+    free_port,
+    signed_headers,
+    wait_for,
+    write_config,
+)
 from workers.delivery import DeliveryContext, deliver_contact
 from workers.engage import EngageClient
 

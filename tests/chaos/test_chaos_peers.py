@@ -12,11 +12,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from harness import kill_hard, start_run, wait_for_requests, worker_children
-from peer_support import PeerProcess, state
-from test_chaos import person, send_wave, urls
 
 from emulators import acoustic
+from tests.helpers.chaos_harness import (
+    kill_hard,
+    person,
+    send_wave,
+    start_run,
+    urls,
+    wait_for_requests,
+    worker_children,
+)
+from tests.helpers.peer_support import PeerProcess, state
 
 pytestmark = pytest.mark.chaos
 ACOUSTIC_LIMIT = 5  # requests/second: the relay's default for Acoustic (no published figure)

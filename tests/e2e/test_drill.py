@@ -23,7 +23,7 @@ from sqlalchemy import create_engine, func, select
 
 from service.config import normalise_database_url
 from service.models import DeadLetter, Event, Outbox
-from support import (
+from tests.helpers.support import (
     Process,
     decision,
     free_port,

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import requests
 
-from support import (
+from tests.helpers.support import (
     OTHER_SECRET,
     Process,
     decision,

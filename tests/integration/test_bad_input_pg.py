@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from input_world import (
+from sqlalchemy import create_engine, text
+
+from tests.helpers.input_world import (
     BAD_ADMIN_BODIES,
     BAD_ADMIN_QUERIES,
     SOURCES,
@@ -21,7 +23,6 @@ from input_world import (
     fixture_with,
     mutated_bodies,
 )
-from sqlalchemy import create_engine, text
 
 pytestmark = pytest.mark.integration
 PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"

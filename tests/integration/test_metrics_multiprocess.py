@@ -23,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from service.config import load_settings
 from service.db import make_engine
 from service.migrate import upgrade
-from support import (
+from tests.helpers.support import (
     Process,
     decision,
     emulator_contact,

@@ -18,7 +18,7 @@ from service.config import load_settings
 from service.db import make_engine
 from service.migrate import upgrade
 from service.ops_throttle import CLIENT_LIMIT
-from support import Process, free_port, wait_for, write_config
+from tests.helpers.support import Process, free_port, wait_for, write_config
 
 pytestmark = pytest.mark.integration
 PASSWORD = "integration-operator-password"

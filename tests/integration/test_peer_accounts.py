@@ -20,7 +20,6 @@ from typing import Any
 
 import pytest
 import requests
-from peer_support import contact, state
 from sqlalchemy import select
 
 from emulators import acoustic, dotdigital, moengage
@@ -30,7 +29,8 @@ from service.config import load_settings
 from service.db import make_engine
 from service.migrate import upgrade
 from service.models import DeadLetter, DeliveryAttempt, Event, Outbox, RateLimitSlot
-from support import (
+from tests.helpers.peer_support import contact, state
+from tests.helpers.support import (
     FAST_DELIVERY,
     celery_beat,
     celery_worker,

@@ -24,7 +24,7 @@ from service.migrate import upgrade
 from service.models import Event
 from service.sources import KINDS
 from service.sources.fixtures import load_fixture
-from support import celery_worker, emulator_contact, wait_for, write_config
+from tests.helpers.support import celery_worker, emulator_contact, wait_for, write_config
 
 pytestmark = pytest.mark.integration
 README = Path(__file__).parents[2] / "README.md"
