@@ -1,6 +1,7 @@
 """The delivery test world: a migrated SQLite ledger, the Engage emulator over real HTTP, a
 settable clock, and helpers to record decisions and read back what happened. Imported by the
-delivery, failure and sweeper tests; the `world` fixture lives in conftest.py."""
+delivery, failure and sweeper tests; the `delivery_world` fixture lives in
+tests/unit/conftest.py."""
 
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ class Clock:
 
 
 @dataclass
-class World:
+class DeliveryWorld:
     ledger: Ledger
     emulator: EmulatorServer
     state: State

@@ -200,8 +200,10 @@ class _Errors(logging.Handler):
         self.last = logging.Formatter().format(record)[-3000:]
 
 
-def failure(response: TestResponse, world: KindsWorld) -> str:
-    return f"{response.status_code} {response.get_data(as_text=True)[:300]}\n{world.errors.last}"
+def failure(response: TestResponse, kinds_world: KindsWorld) -> str:
+    return (
+        f"{response.status_code} {response.get_data(as_text=True)[:300]}\n{kinds_world.errors.last}"
+    )
 
 
 class KindsWorld:

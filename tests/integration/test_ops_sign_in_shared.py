@@ -27,7 +27,7 @@ TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
 @pytest.fixture(scope="module")
-def web(
+def shared_web(
     tmp_path_factory: pytest.TempPathFactory, postgres_url: str
 ) -> Iterator[tuple[str, Process]]:
     workdir = tmp_path_factory.mktemp("ops-shared")
@@ -79,9 +79,9 @@ def answered_by(process: Process, method: str, path: str, status: int) -> set[in
 
 
 def test_both_workers_throttle_a_client_and_end_a_signed_out_session(
-    web: tuple[str, Process],
+    shared_web: tuple[str, Process],
 ) -> None:
-    url, process = web
+    url, process = shared_web
     operator = requests.Session()
     assert sign_in(operator, url, PASSWORD).status_code == 303
     thief = requests.Session()

@@ -16,7 +16,7 @@ from emulators.engage import EmulatorServer, create_emulator_app
 from service.config import DestinationSettings
 from service.db import make_engine, make_session_factory
 from service.migrate import upgrade
-from tests.helpers.delivery_world import Ledger, State, World
+from tests.helpers.delivery_world import DeliveryWorld, Ledger, State
 
 EMULATOR_USERNAME = "api-user@example.com"
 EMULATOR_PASSWORD = "engage-demo-password"
@@ -86,13 +86,13 @@ def ledger(tmp_path: Path) -> Iterator[Ledger]:
 
 
 @pytest.fixture
-def world(
+def delivery_world(
     ledger: Ledger,
     emulator: EmulatorServer,
     emulator_state: State,
     engage_settings: Callable[..., DestinationSettings],
-) -> Iterator[World]:
-    built = World(ledger, emulator, emulator_state, engage_settings)
+) -> Iterator[DeliveryWorld]:
+    built = DeliveryWorld(ledger, emulator, emulator_state, engage_settings)
     try:
         yield built
     finally:

@@ -30,7 +30,7 @@ CONSENT = [
 
 
 @pytest.fixture
-def engage() -> Iterator[EmulatorServer]:
+def engage_server() -> Iterator[EmulatorServer]:
     with EmulatorServer(create_emulator_app()) as server:
         yield server
 
@@ -66,8 +66,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_missing_authorization_header_gives_401(engage: EmulatorServer) -> None:
-    response = api(engage, "contact/get", {"type": "EMAIL", "value": "a@example.com"}, auth=None)
+def test_missing_authorization_header_gives_401(engage_server: EmulatorServer) -> None:
+    response = api(
+        engage_server, "contact/get", {"type": "EMAIL", "value": "a@example.com"}, auth=None
+    )
     assert response.status_code == 401
     assert response.json()["errorActor"] == "CLIENT"
 
@@ -82,20 +84,26 @@ def test_missing_authorization_header_gives_401(engage: EmulatorServer) -> None:
     ],
 )
 def test_bad_credentials_give_403_permission_denied(
-    engage: EmulatorServer, headers: dict[str, str]
+    engage_server: EmulatorServer, headers: dict[str, str]
 ) -> None:
     response = api(
-        engage, "contact/create", {"emailAddress": "a@example.com"}, auth=None, headers=headers
+        engage_server,
+        "contact/create",
+        {"emailAddress": "a@example.com"},
+        auth=None,
+        headers=headers,
     )
     body = response.json()
     assert response.status_code == 403
     assert body["errorCode"] == "PERMISSION_DENIED"
     assert "Type 'API' or 'Hybrid'" in body["message"]
-    assert state_of(engage)["contacts"] == {}
+    assert state_of(engage_server)["contacts"] == {}
 
 
-def test_non_json_content_type_gives_415_but_charset_is_allowed(engage: EmulatorServer) -> None:
-    url = f"{engage.url}/api/rest/contact/create"
+def test_non_json_content_type_gives_415_but_charset_is_allowed(
+    engage_server: EmulatorServer,
+) -> None:
+    url = f"{engage_server.url}/api/rest/contact/create"
     data = b'{"emailAddress": "a@example.com"}'
     bad = requests.post(
         url, data=data, auth=AUTH, timeout=5, headers={"Content-Type": "text/plain"}
@@ -121,15 +129,17 @@ def test_non_json_content_type_gives_415_but_charset_is_allowed(engage: Emulator
         ("application/json", 200),
     ],
 )
-def test_accept_header_must_allow_json(engage: EmulatorServer, accept: str, status: int) -> None:
+def test_accept_header_must_allow_json(
+    engage_server: EmulatorServer, accept: str, status: int
+) -> None:
     body = {"emailAddress": "a@example.com"}
-    response = api(engage, "contact/create", body, headers={"Accept": accept})
+    response = api(engage_server, "contact/create", body, headers={"Accept": accept})
     assert response.status_code == status
     assert response.headers["Content-Type"].startswith("application/json")
 
 
-def test_unknown_path_gives_404_envelope(engage: EmulatorServer) -> None:
-    response = api(engage, "contact/updateBatch", {})
+def test_unknown_path_gives_404_envelope(engage_server: EmulatorServer) -> None:
+    response = api(engage_server, "contact/updateBatch", {})
     body = response.json()
     assert response.status_code == 404
     assert (body["errorActor"], body["errorCode"], body["message"]) == (
@@ -139,8 +149,8 @@ def test_unknown_path_gives_404_envelope(engage: EmulatorServer) -> None:
     )
 
 
-def test_update_of_missing_contact_gives_no_such_object(engage: EmulatorServer) -> None:
-    response = update(engage, "nobody.here@example.com", CONSENT)
+def test_update_of_missing_contact_gives_no_such_object(engage_server: EmulatorServer) -> None:
+    response = update(engage_server, "nobody.here@example.com", CONSENT)
     body = response.json()
     assert response.status_code == 400
     assert body["errorCode"] == "NO_SUCH_OBJECT"
@@ -151,14 +161,14 @@ def test_update_of_missing_contact_gives_no_such_object(engage: EmulatorServer) 
     assert body["errorId"]
 
 
-def test_create_then_update_merges_attributes(engage: EmulatorServer) -> None:
-    created = create(engage, "J.McExample@Example.com", [{"name": "city", "value": "Oslo"}])
-    updated = update(engage, "j.mcexample@example.com", CONSENT)
+def test_create_then_update_merges_attributes(engage_server: EmulatorServer) -> None:
+    created = create(engage_server, "J.McExample@Example.com", [{"name": "city", "value": "Oslo"}])
+    updated = update(engage_server, "j.mcexample@example.com", CONSENT)
     assert created.status_code == 200
     assert updated.status_code == 200
     assert updated.json()["contactId"] == created.json()["contactId"]
     assert updated.json()["emailAddress"] == "J.McExample@Example.com"
-    contact = state_of(engage)["contacts"]["j.mcexample@example.com"]
+    contact = state_of(engage_server)["contacts"]["j.mcexample@example.com"]
     assert contact["emailAddress"] == "J.McExample@Example.com"
     assert contact["attributes"] == {
         "city": "Oslo",
@@ -169,9 +179,9 @@ def test_create_then_update_merges_attributes(engage: EmulatorServer) -> None:
     assert contact["history"][1]["attributes"]["tracking_consent"] == "denied"
 
 
-def test_create_twice_reports_existing_contact(engage: EmulatorServer) -> None:
-    assert create(engage, "a@example.com").status_code == 200
-    second = create(engage, "A@EXAMPLE.COM")
+def test_create_twice_reports_existing_contact(engage_server: EmulatorServer) -> None:
+    assert create(engage_server, "a@example.com").status_code == 200
+    second = create(engage_server, "A@EXAMPLE.COM")
     body = second.json()
     assert second.status_code == 400
     assert (body["errorCode"], body["message"], body["objectType"]) == (
@@ -179,23 +189,23 @@ def test_create_twice_reports_existing_contact(engage: EmulatorServer) -> None:
         "Such contact already exists",
         "Contact",
     )
-    assert len(state_of(engage)["contacts"]) == 1
+    assert len(state_of(engage_server)["contacts"]) == 1
 
 
-def test_create_assigns_increasing_ids_and_requires_email(engage: EmulatorServer) -> None:
-    first = create(engage, "a@example.com").json()["contactId"]
-    second = create(engage, "b@example.com").json()["contactId"]
-    missing = api(engage, "contact/create", {"attributes": []})
+def test_create_assigns_increasing_ids_and_requires_email(engage_server: EmulatorServer) -> None:
+    first = create(engage_server, "a@example.com").json()["contactId"]
+    second = create(engage_server, "b@example.com").json()["contactId"]
+    missing = api(engage_server, "contact/create", {"attributes": []})
     assert second > first
     assert missing.status_code == 400
     assert missing.json()["errorCode"] == "MISSING_PARAMETER"
 
 
-def test_get_returns_contact_or_no_such_object(engage: EmulatorServer) -> None:
-    create(engage, "a@example.com", CONSENT)
-    found = api(engage, "contact/get", {"type": "EMAIL", "value": "A@example.com"})
-    missing = api(engage, "contact/get", {"type": "EMAIL", "value": "z@example.com"})
-    lowercase = api(engage, "contact/get", {"type": "email", "value": "a@example.com"})
+def test_get_returns_contact_or_no_such_object(engage_server: EmulatorServer) -> None:
+    create(engage_server, "a@example.com", CONSENT)
+    found = api(engage_server, "contact/get", {"type": "EMAIL", "value": "A@example.com"})
+    missing = api(engage_server, "contact/get", {"type": "EMAIL", "value": "z@example.com"})
+    lowercase = api(engage_server, "contact/get", {"type": "email", "value": "a@example.com"})
     assert found.status_code == 200
     assert found.json()["emailAddress"] == "a@example.com"
     assert {"name": "tracking_consent", "value": "denied"} in found.json()["attributes"]
@@ -208,32 +218,32 @@ def test_get_returns_contact_or_no_such_object(engage: EmulatorServer) -> None:
     [{}, {"identifierType": "EMAIL"}, {"unifiedIdentifierName": "a@example.com"}],
 )
 def test_update_requires_both_query_parameters(
-    engage: EmulatorServer, params: dict[str, str]
+    engage_server: EmulatorServer, params: dict[str, str]
 ) -> None:
-    create(engage, "a@example.com")
-    response = api(engage, "contact/update", {"attributes": CONSENT}, params=params)
+    create(engage_server, "a@example.com")
+    response = api(engage_server, "contact/update", {"attributes": CONSENT}, params=params)
     body = response.json()
     assert response.status_code == 400
     assert body["errorCode"] == "MISSING_PARAMETER"
     assert body["message"] == "Parameter unifiedIdentifierName and identifierType are mandatory"
 
 
-def test_update_only_emulates_email_identifier(engage: EmulatorServer) -> None:
-    create(engage, "a@example.com")
+def test_update_only_emulates_email_identifier(engage_server: EmulatorServer) -> None:
+    create(engage_server, "a@example.com")
     params = {"identifierType": "MOBILE", "unifiedIdentifierName": "a@example.com"}
-    response = api(engage, "contact/update", {"attributes": CONSENT}, params=params)
+    response = api(engage_server, "contact/update", {"attributes": CONSENT}, params=params)
     assert response.status_code == 400
     assert response.json()["parameterName"] == "identifierType"
 
 
-def test_attribute_value_limit_is_2000_characters(engage: EmulatorServer) -> None:
-    create(engage, "a@example.com")
-    at_limit = update(engage, "a@example.com", [{"name": "note", "value": "x" * 2000}])
-    too_long = update(engage, "a@example.com", [{"name": "note", "value": "y" * 2001}])
+def test_attribute_value_limit_is_2000_characters(engage_server: EmulatorServer) -> None:
+    create(engage_server, "a@example.com")
+    at_limit = update(engage_server, "a@example.com", [{"name": "note", "value": "x" * 2000}])
+    too_long = update(engage_server, "a@example.com", [{"name": "note", "value": "y" * 2001}])
     assert at_limit.status_code == 200
     assert too_long.status_code == 400
     assert too_long.json()["errorCode"] == "INVALID_PARAMETER"
-    stored = state_of(engage)["contacts"]["a@example.com"]["attributes"]["note"]
+    stored = state_of(engage_server)["contacts"]["a@example.com"]["attributes"]["note"]
     assert stored == "x" * 2000
 
 
@@ -242,18 +252,18 @@ def test_attribute_value_limit_is_2000_characters(engage: EmulatorServer) -> Non
     ["denied", [{"name": "tracking_consent"}], [{"name": "n", "value": 1}], ["x"]],
 )
 def test_malformed_attributes_are_invalid_parameter(
-    engage: EmulatorServer, attributes: Any
+    engage_server: EmulatorServer, attributes: Any
 ) -> None:
-    create(engage, "a@example.com")
-    response = update(engage, "a@example.com", attributes)
+    create(engage_server, "a@example.com")
+    response = update(engage_server, "a@example.com", attributes)
     body = response.json()
     assert response.status_code == 400
     assert (body["errorCode"], body["parameterName"]) == ("INVALID_PARAMETER", "attributes")
 
 
-def test_malformed_json_cannot_be_deserialized(engage: EmulatorServer) -> None:
+def test_malformed_json_cannot_be_deserialized(engage_server: EmulatorServer) -> None:
     response = requests.post(
-        f"{engage.url}/api/rest/contact/create",
+        f"{engage_server.url}/api/rest/contact/create",
         data=b"{not json",
         auth=AUTH,
         headers={"Content-Type": "application/json"},
@@ -264,38 +274,38 @@ def test_malformed_json_cannot_be_deserialized(engage: EmulatorServer) -> None:
     assert (body["errorCode"], body["message"]) == ("INVALID_REQUEST", "cannot deserialize value")
 
 
-def test_v19_prefix_serves_the_same_api(engage: EmulatorServer) -> None:
-    url = f"{engage.url}/api/rest/v19/contact/create"
+def test_v19_prefix_serves_the_same_api(engage_server: EmulatorServer) -> None:
+    url = f"{engage_server.url}/api/rest/v19/contact/create"
     response = requests.post(url, json={"emailAddress": "v@example.com"}, auth=AUTH, timeout=5)
     assert response.status_code == 200
-    assert "v@example.com" in state_of(engage)["contacts"]
-    assert state_of(engage)["requests"][-1]["path"] == "/api/rest/v19/contact/create"
+    assert "v@example.com" in state_of(engage_server)["contacts"]
+    assert state_of(engage_server)["requests"][-1]["path"] == "/api/rest/v19/contact/create"
 
 
-def test_request_log_and_counts_include_failures(engage: EmulatorServer) -> None:
-    update(engage, "a@example.com", CONSENT)
-    create(engage, "a@example.com")
-    update(engage, "a@example.com", CONSENT)
-    api(engage, "contact/get", {}, auth=None)
-    snapshot = state_of(engage)
+def test_request_log_and_counts_include_failures(engage_server: EmulatorServer) -> None:
+    update(engage_server, "a@example.com", CONSENT)
+    create(engage_server, "a@example.com")
+    update(engage_server, "a@example.com", CONSENT)
+    api(engage_server, "contact/get", {}, auth=None)
+    snapshot = state_of(engage_server)
     assert [r["status"] for r in snapshot["requests"]] == [400, 200, 200, 401]
     assert snapshot["requests"][0]["query"]["identifierType"] == "EMAIL"
     assert snapshot["counts"] == {"update": 1, "create": 1, "get": 0}
 
 
-def test_inspection_contact_endpoint(engage: EmulatorServer) -> None:
-    create(engage, "a@example.com", CONSENT)
-    found = requests.get(f"{engage.url}/_emulator/contacts/A@example.com", timeout=5)
-    missing = requests.get(f"{engage.url}/_emulator/contacts/z@example.com", timeout=5)
+def test_inspection_contact_endpoint(engage_server: EmulatorServer) -> None:
+    create(engage_server, "a@example.com", CONSENT)
+    found = requests.get(f"{engage_server.url}/_emulator/contacts/A@example.com", timeout=5)
+    missing = requests.get(f"{engage_server.url}/_emulator/contacts/z@example.com", timeout=5)
     assert found.status_code == 200
     assert found.json()["attributes"]["tracking_consent"] == "denied"
     assert missing.status_code == 404
 
 
-def test_reset_clears_everything(engage: EmulatorServer) -> None:
-    create(engage, "a@example.com")
-    response = requests.post(f"{engage.url}/_emulator/reset", timeout=5)
-    snapshot = state_of(engage)
+def test_reset_clears_everything(engage_server: EmulatorServer) -> None:
+    create(engage_server, "a@example.com")
+    response = requests.post(f"{engage_server.url}/_emulator/reset", timeout=5)
+    snapshot = state_of(engage_server)
     faults = snapshot.pop("faults")
     assert response.status_code == 204
     assert snapshot == {
@@ -305,7 +315,7 @@ def test_reset_clears_everything(engage: EmulatorServer) -> None:
         "counts": {"update": 0, "create": 0, "get": 0},
     }
     assert set(faults["counters"].values()) == {0}
-    assert create(engage, "a@example.com").status_code == 200
+    assert create(engage_server, "a@example.com").status_code == 200
 
 
 def test_state_object_is_shared_and_thread_safe() -> None:
@@ -324,11 +334,11 @@ def test_state_object_is_shared_and_thread_safe() -> None:
 
 
 def test_access_log_has_no_email_addresses(
-    engage: EmulatorServer, caplog: pytest.LogCaptureFixture
+    engage_server: EmulatorServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.INFO, logger="emulators.engage"):
-        update(engage, "secret.person@example.com", CONSENT)
-        requests.get(f"{engage.url}/_emulator/contacts/secret.person@example.com", timeout=5)
+        update(engage_server, "secret.person@example.com", CONSENT)
+        requests.get(f"{engage_server.url}/_emulator/contacts/secret.person@example.com", timeout=5)
         time.sleep(0.1)  # the access log line is written after the response is sent
     assert "/api/rest/contact/update 400" in caplog.text
     assert "secret.person" not in caplog.text

@@ -93,12 +93,12 @@ def test_distinct_contacts(one: str, other: str) -> None:
 
 
 def test_the_ledger_keeps_one_contact_per_identity(tmp_path: Path) -> None:
-    world = SourceWorld(tmp_path, CONFIG)
+    source_world = SourceWorld(tmp_path, CONFIG)
     for email in ("\u212aelvin@example.com", "kelvin@example.com", "\uff4belvin@example.com"):
-        response = world.send_json({"email": email, "tracking_consent": "granted"})
+        response = source_world.send_json({"email": email, "tracking_consent": "granted"})
         assert response.status_code == 202, response.get_json()
 
-    with world.app.extensions["consent_relay"].sessions() as session:
+    with source_world.app.extensions["consent_relay"].sessions() as session:
         keys = session.scalars(select(Contact.email_key).order_by(Contact.id)).all()
         assert session.scalar(select(func.count()).select_from(Contact)) == 2
     assert keys == ["kelvin@example.com", "\uff4belvin@example.com"]

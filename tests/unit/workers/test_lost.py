@@ -8,7 +8,7 @@ from billiard.einfo import ExceptionWithTraceback
 from billiard.exceptions import TimeLimitExceeded, WorkerLostError
 
 from service.models import utcnow
-from tests.helpers.delivery_world import DESTINATION, World
+from tests.helpers.delivery_world import DESTINATION, DeliveryWorld
 from workers.delivery import deliver_contact
 from workers.lost import free_leases_of, is_worker_lost, lease_owner
 
@@ -19,31 +19,48 @@ def test_each_run_of_a_task_owns_its_leases_under_its_own_name() -> None:
     assert len(lease_owner("3b241101-e2bb-4255-8caf-4136c566a962", 10_000)) <= 64
 
 
-def test_freeing_a_lost_run_frees_only_its_own_leases(world: World) -> None:
-    lost, alive = world.record("denied"), world.record("granted", email="other@example.com")
+def test_freeing_a_lost_run_frees_only_its_own_leases(delivery_world: DeliveryWorld) -> None:
+    lost, alive = (
+        delivery_world.record("denied"),
+        delivery_world.record("granted", email="other@example.com"),
+    )
     expires = utcnow() + dt.timedelta(seconds=180)
-    world.set_state(lost.contact_id, lease_owner=lease_owner("t1", 0), lease_expires_at=expires)
-    world.set_state(alive.contact_id, lease_owner=lease_owner("t1", 1), lease_expires_at=expires)
+    delivery_world.set_state(
+        lost.contact_id, lease_owner=lease_owner("t1", 0), lease_expires_at=expires
+    )
+    delivery_world.set_state(
+        alive.contact_id, lease_owner=lease_owner("t1", 1), lease_expires_at=expires
+    )
 
-    with world.ledger.sessions() as session:
+    with delivery_world.ledger.sessions() as session:
         assert free_leases_of(session, lease_owner("t1", 0)) == 1
 
-    freed, held = world.delivery_state(lost.contact_id), world.delivery_state(alive.contact_id)
+    freed, held = (
+        delivery_world.delivery_state(lost.contact_id),
+        delivery_world.delivery_state(alive.contact_id),
+    )
     assert freed is not None and freed.lease_owner is None and freed.lease_expires_at is None
     assert held is not None and held.lease_owner == lease_owner("t1", 1)
 
 
-def test_a_freed_lease_is_delivered_at_once_not_after_the_lease(world: World) -> None:
-    recorded = world.record("withdrawn")
+def test_a_freed_lease_is_delivered_at_once_not_after_the_lease(
+    delivery_world: DeliveryWorld,
+) -> None:
+    recorded = delivery_world.record("withdrawn")
     expires = utcnow() + dt.timedelta(seconds=180)
-    world.set_state(recorded.contact_id, lease_owner="dead/0", lease_expires_at=expires)
-    assert deliver_contact(world.context(), DESTINATION, recorded.contact_id, "w/0") == "busy"
+    delivery_world.set_state(recorded.contact_id, lease_owner="dead/0", lease_expires_at=expires)
+    assert (
+        deliver_contact(delivery_world.context(), DESTINATION, recorded.contact_id, "w/0") == "busy"
+    )
 
-    with world.ledger.sessions() as session:
+    with delivery_world.ledger.sessions() as session:
         free_leases_of(session, "dead/0")
 
-    assert deliver_contact(world.context(), DESTINATION, recorded.contact_id, "w/0") == "delivered"
-    assert world.engage_consent() == "withdrawn"
+    assert (
+        deliver_contact(delivery_world.context(), DESTINATION, recorded.contact_id, "w/0")
+        == "delivered"
+    )
+    assert delivery_world.engage_consent() == "withdrawn"
 
 
 def test_a_lost_child_is_recognised_bare_or_as_the_pool_wraps_it() -> None:

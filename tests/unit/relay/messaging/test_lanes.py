@@ -14,7 +14,7 @@ from pathlib import Path
 from service.ledger import Decision, record_decision
 from service.models import utcnow
 from service.publisher import Publisher, Queued
-from tests.helpers.delivery_world import DESTINATION, Published, World
+from tests.helpers.delivery_world import DESTINATION, DeliveryWorld, Published
 from tests.helpers.support import minimal_celery
 from workers.delivery import DeliveryContext
 from workers.routing import delivery_lanes, delivery_queue, is_urgent
@@ -36,8 +36,8 @@ def test_each_destination_has_an_urgent_and_a_bulk_lane() -> None:
     assert delivery_queue("cr", "engage", urgent=True) == "cr.engage.urgent"
 
 
-def _record_for(world: World, email: str, destinations: list[str]) -> int:
-    with world.ledger.sessions() as session:
+def _record_for(delivery_world: DeliveryWorld, email: str, destinations: list[str]) -> int:
+    with delivery_world.ledger.sessions() as session:
         recorded = record_decision(
             session,
             source_name="signup",
@@ -50,12 +50,14 @@ def _record_for(world: World, email: str, destinations: list[str]) -> int:
     return recorded.contact_id
 
 
-def test_one_destinations_backlog_does_not_crowd_another_out_of_a_sweep(world: World) -> None:
+def test_one_destinations_backlog_does_not_crowd_another_out_of_a_sweep(
+    delivery_world: DeliveryWorld,
+) -> None:
     """Each destination is swept within its own budget, whatever the other's backlog."""
     for i in range(6):  # the older backlog, of the slow destination only
-        _record_for(world, f"old{i}@example.com", ["slow"])
-    fresh = _record_for(world, "fresh@example.com", [DESTINATION])
-    base = world.context(clock=lambda: utcnow() + dt.timedelta(seconds=5))
+        _record_for(delivery_world, f"old{i}@example.com", ["slow"])
+    fresh = _record_for(delivery_world, "fresh@example.com", [DESTINATION])
+    base = delivery_world.context(clock=lambda: utcnow() + dt.timedelta(seconds=5))
     writers = {**base.writers, "slow": base.writers[DESTINATION]}
     settings = replace(base.settings, sweep_batch_size=4)
     ctx = DeliveryContext(base.sessions, writers, settings, base.clock, {"slow": 2})
@@ -66,10 +68,12 @@ def test_one_destinations_backlog_does_not_crowd_another_out_of_a_sweep(world: W
     assert sum(1 for d, _c in published.calls if d == "slow") == 2  # its budget
 
 
-def test_the_sweeper_sends_withdrawals_first_and_in_their_lane(world: World) -> None:
-    granted = [world.record("granted", email=f"g{i}@example.com") for i in range(3)]
-    withdrawn = world.record("withdrawn", email="w@example.com")
-    later = world.context(clock=lambda: utcnow() + dt.timedelta(seconds=5))
+def test_the_sweeper_sends_withdrawals_first_and_in_their_lane(
+    delivery_world: DeliveryWorld,
+) -> None:
+    granted = [delivery_world.record("granted", email=f"g{i}@example.com") for i in range(3)]
+    withdrawn = delivery_world.record("withdrawn", email="w@example.com")
+    later = delivery_world.context(clock=lambda: utcnow() + dt.timedelta(seconds=5))
     published = Published()
     budgeted = DeliveryContext(
         later.sessions, later.writers, later.settings, later.clock, {DESTINATION: 2}

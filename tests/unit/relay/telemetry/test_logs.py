@@ -8,12 +8,10 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from emulators.engage import EmulatorServer
 from service.logs import get_logger, mask_email, request_id_from, scrub, task_context
 from tests.helpers.observability_world import (
     EMAIL,
@@ -22,22 +20,12 @@ from tests.helpers.observability_world import (
     SECRET,
     JsonCapture,
     Relay,
-    build_relay,
     payload,
 )
 from workers.celery_app import create_celery_app
 from workers.names import DELIVER_TASK, REQUEST_ID_TASK_HEADER
 
 SECRETS = (SECRET, METRICS_TOKEN, ENGAGE_PASSWORD)
-
-
-@pytest.fixture
-def relay(tmp_path: Path, emulator: EmulatorServer) -> Iterator[Relay]:
-    built = build_relay(tmp_path, emulator.url)
-    try:
-        yield built
-    finally:
-        built.close()
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ import os
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ from emulators.engage import EmulatorServer
 from service import destinations, metrics
 from service.metrics_http import LedgerCollector
 from service.models import Outbox
-from tests.helpers.delivery_world import DESTINATION, SETTINGS, World
+from tests.helpers.delivery_world import DESTINATION, SETTINGS, DeliveryWorld
 from tests.helpers.ledger_rows import dead_letter, record
 from tests.helpers.observability_world import EMAIL, METRICS_TOKEN, Relay, build_relay, payload
 from workers.delivery import deliver_contact
@@ -53,15 +52,6 @@ class Delta:
 
 def intake_key(outcome: str, reason: str = "", source: str = "signup") -> tuple[str, Any]:
     return "consent_relay_intake_total", {"source": source, "outcome": outcome, "reason": reason}
-
-
-@pytest.fixture
-def relay(tmp_path: Path, emulator: EmulatorServer) -> Iterator[Relay]:
-    built = build_relay(tmp_path, emulator.url)
-    try:
-        yield built
-    finally:
-        built.close()
 
 
 # --- intake -------------------------------------------------------------------------------------
@@ -113,8 +103,8 @@ def test_a_ledger_outage_counts_as_ledger_unavailable(relay: Relay) -> None:
 # --- delivery -----------------------------------------------------------------------------------
 
 
-def test_a_delivery_counts_the_write_and_its_latency(world: World) -> None:
-    recorded = world.record("granted")
+def test_a_delivery_counts_the_write_and_its_latency(delivery_world: DeliveryWorld) -> None:
+    recorded = delivery_world.record("granted")
     moved = Delta(
         (
             "consent_relay_deliveries_total",
@@ -130,7 +120,10 @@ def test_a_delivery_counts_the_write_and_its_latency(world: World) -> None:
         ),
     )
 
-    assert deliver_contact(world.context(), DESTINATION, recorded.contact_id, "w-1") == "delivered"
+    assert (
+        deliver_contact(delivery_world.context(), DESTINATION, recorded.contact_id, "w-1")
+        == "delivered"
+    )
 
     assert (
         moved(
@@ -146,7 +139,9 @@ def test_a_delivery_counts_the_write_and_its_latency(world: World) -> None:
     assert moved("consent_relay_delivery_latency_seconds_bucket", **where, le="60.0") == 1
 
 
-def test_a_backlog_is_coalesced_and_a_late_old_decision_superseded(world: World) -> None:
+def test_a_backlog_is_coalesced_and_a_late_old_decision_superseded(
+    delivery_world: DeliveryWorld,
+) -> None:
     keys = [
         ("consent_relay_coalesced_total", {"destination": DESTINATION}),
         ("consent_relay_superseded_total", {"destination": DESTINATION}),
@@ -157,17 +152,19 @@ def test_a_backlog_is_coalesced_and_a_late_old_decision_superseded(world: World)
     ]
     moved = Delta(*keys)
     for minute, consent in enumerate(("granted", "denied", "withdrawn")):
-        latest = world.record(consent, occurred_at=T0 + dt.timedelta(minutes=minute))
-    ctx = world.context()
+        latest = delivery_world.record(consent, occurred_at=T0 + dt.timedelta(minutes=minute))
+    ctx = delivery_world.context()
     assert deliver_contact(ctx, DESTINATION, latest.contact_id, "w-1") == "delivered"
     assert [moved(name, **labels) for name, labels in keys] == [2, 2, 1]
 
-    world.record("granted", occurred_at=T0 - dt.timedelta(days=1))  # arrives late, is older
+    delivery_world.record(
+        "granted", occurred_at=T0 - dt.timedelta(days=1)
+    )  # arrives late, is older
     assert deliver_contact(ctx, DESTINATION, latest.contact_id, "w-2") == "up_to_date"
     assert [moved(name, **labels) for name, labels in keys] == [2, 3, 1]  # skipped, no write
 
 
-def test_a_transient_failure_counts_a_delivery_and_a_retry(world: World) -> None:
+def test_a_transient_failure_counts_a_delivery_and_a_retry(delivery_world: DeliveryWorld) -> None:
     keys = [
         (
             "consent_relay_deliveries_total",
@@ -176,9 +173,12 @@ def test_a_transient_failure_counts_a_delivery_and_a_retry(world: World) -> None
         ("consent_relay_retries_total", {"destination": DESTINATION, "outcome": "transient"}),
     ]
     moved = Delta(*keys)
-    world.faults(error_rate=1.0, error_status=503)
-    recorded = world.record("denied")
-    assert deliver_contact(world.context(), DESTINATION, recorded.contact_id, "w-1") == "failed"
+    delivery_world.faults(error_rate=1.0, error_status=503)
+    recorded = delivery_world.record("denied")
+    assert (
+        deliver_contact(delivery_world.context(), DESTINATION, recorded.contact_id, "w-1")
+        == "failed"
+    )
     assert [moved(name, **labels) for name, labels in keys] == [1, 1]
 
 
@@ -190,7 +190,7 @@ class Refusing:
         return 200
 
 
-def test_a_dead_letter_is_counted_with_its_reason(world: World) -> None:
+def test_a_dead_letter_is_counted_with_its_reason(delivery_world: DeliveryWorld) -> None:
     keys = [
         ("consent_relay_dead_lettered_total", {"destination": DESTINATION, "reason": "rejected"}),
         (
@@ -201,8 +201,8 @@ def test_a_dead_letter_is_counted_with_its_reason(world: World) -> None:
     ]
     moved = Delta(*keys)
     settings = dataclasses.replace(SETTINGS, max_rejected_attempts=1)
-    recorded = world.record("denied")
-    ctx = world.context(settings=settings, writer=Refusing())
+    recorded = delivery_world.record("denied")
+    ctx = delivery_world.context(settings=settings, writer=Refusing())
     assert deliver_contact(ctx, DESTINATION, recorded.contact_id, "w-1") == "dead_lettered"
     assert [moved(name, **labels) for name, labels in keys] == [1, 1, 0]
 

@@ -30,17 +30,17 @@ schema = schemathesis.openapi.from_dict(openapi_document())
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KindsWorld]:
-    world = KindsWorld(tmp_path_factory.mktemp("openapi-fuzz"))
-    served = world.client.get("/openapi.json").get_json()
+def kinds_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KindsWorld]:
+    kinds_world = KindsWorld(tmp_path_factory.mktemp("openapi-fuzz"))
+    served = kinds_world.client.get("/openapi.json").get_json()
     assert served == json.loads(json.dumps(openapi_document()))  # the one that is served
-    yield world
+    yield kinds_world
 
 
 @schema.parametrize()
 @settings(max_examples=25)
 def test_every_operation_answers_as_documented_and_never_a_5xx(
-    world: KindsWorld, case: schemathesis.Case
+    kinds_world: KindsWorld, case: schemathesis.Case
 ) -> None:
     headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-    case.call_and_validate(headers=headers, checks=CHECKS, app=world.app)
+    case.call_and_validate(headers=headers, checks=CHECKS, app=kinds_world.app)

@@ -24,26 +24,26 @@ from tests.helpers.input_world import (
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KindsWorld]:
+def kinds_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KindsWorld]:
     yield KindsWorld(tmp_path_factory.mktemp("bad-input"))
 
 
 @pytest.mark.parametrize(("kind", "fixture", "path", "value", "status"), VENDOR_CASES)
 def test_vendor_input_that_cannot_be_read_or_stored_is_a_4xx_naming_the_field(
-    world: KindsWorld, kind: str, fixture: str, path: tuple, value: object, status: int
+    kinds_world: KindsWorld, kind: str, fixture: str, path: tuple, value: object, status: int
 ) -> None:
     body = fixture_with(kind, fixture, path, value)
-    response = world.send(kind, body, "application/json")
-    assert response.status_code == status, failure(response, world)
+    response = kinds_world.send(kind, body, "application/json")
+    assert response.status_code == status, failure(response, kinds_world)
     if status == 422:
         assert response.get_json()["errors"].keys() & {"event_id", "event_type"}
     if status == 400:
         assert response.get_json()["type"].endswith(("malformed-json", "malformed-body"))
 
 
-def test_a_wrong_type_names_its_json_path(world: KindsWorld) -> None:
+def test_a_wrong_type_names_its_json_path(kinds_world: KindsWorld) -> None:
     path = ("form_response", "definition", "fields", 0, "id")
-    response = world.send(
+    response = kinds_world.send(
         "typeform", fixture_with("typeform", "form_response", path, []), "application/json"
     )
     assert response.status_code == 400
@@ -51,23 +51,23 @@ def test_a_wrong_type_names_its_json_path(world: KindsWorld) -> None:
 
 
 def test_an_ignore_reason_quoting_a_sender_value_is_stored_without_its_control_characters(
-    world: KindsWorld,
+    kinds_world: KindsWorld,
 ) -> None:
     # No address in a Webhooks API event: the reason quotes the event's objectId as sent.
     events = json.loads(fixture_with("hubspot", "property_change", (0, "objectId"), "a\x00b"))
     events[0]["propertyName"] = "tracking_consent"
-    response = world.send("hubspot", json.dumps(events).encode(), "application/json")
-    assert response.status_code == 200, failure(response, world)
-    reasons = [row.reason for row in world.ignored() if "a\ufffdb" in row.reason]
-    assert reasons, [row.reason for row in world.ignored()]
+    response = kinds_world.send("hubspot", json.dumps(events).encode(), "application/json")
+    assert response.status_code == 200, failure(response, kinds_world)
+    reasons = [row.reason for row in kinds_world.ignored() if "a\ufffdb" in row.reason]
+    assert reasons, [row.reason for row in kinds_world.ignored()]
 
 
 @pytest.mark.parametrize(("url", "field"), BAD_ADMIN_QUERIES)
 def test_admin_query_parameters_that_cannot_be_used_are_a_422_naming_them(
-    world: KindsWorld, url: str, field: str
+    kinds_world: KindsWorld, url: str, field: str
 ) -> None:
-    response = world.admin("GET", url)
-    assert response.status_code == 422, failure(response, world)
+    response = kinds_world.admin("GET", url)
+    assert response.status_code == 422, failure(response, kinds_world)
     assert response.mimetype == "application/problem+json"
     assert field in response.get_json()["errors"]
 
@@ -75,54 +75,54 @@ def test_admin_query_parameters_that_cannot_be_used_are_a_422_naming_them(
 @pytest.mark.parametrize(
     "url", ["/admin/dead-letters/99999999999999999999", "/admin/dead-letters/0"]
 )
-def test_a_dead_letter_id_beyond_the_ledger_is_not_found(world: KindsWorld, url: str) -> None:
-    assert world.admin("GET", url).status_code == 404
-    assert world.admin("POST", url + "/replay").status_code == 404
+def test_a_dead_letter_id_beyond_the_ledger_is_not_found(kinds_world: KindsWorld, url: str) -> None:
+    assert kinds_world.admin("GET", url).status_code == 404
+    assert kinds_world.admin("POST", url + "/replay").status_code == 404
 
 
 @pytest.mark.parametrize(("url", "body", "status", "field"), BAD_ADMIN_BODIES)
 def test_admin_bodies_that_cannot_be_used_are_a_4xx_naming_the_field(
-    world: KindsWorld, url: str, body: bytes, status: int, field: str | None
+    kinds_world: KindsWorld, url: str, body: bytes, status: int, field: str | None
 ) -> None:
-    response = world.admin("POST", url, data=body, content_type="application/json")
-    assert response.status_code == status, failure(response, world)
+    response = kinds_world.admin("POST", url, data=body, content_type="application/json")
+    assert response.status_code == status, failure(response, kinds_world)
     if field is not None:
         assert field in response.get_json()["errors"]
 
 
-def test_an_operator_reason_may_be_any_printable_text(world: KindsWorld) -> None:
+def test_an_operator_reason_may_be_any_printable_text(kinds_world: KindsWorld) -> None:
     body = '{"reason": "Wartung – Schlüssel erneuert 🔑 (ticket #42)"}'.encode()
-    response = world.admin(
+    response = kinds_world.admin(
         "POST", "/admin/destinations/engage/pause", data=body, content_type="application/json"
     )
-    assert response.status_code == 200, failure(response, world)
-    assert world.admin("POST", "/admin/destinations/engage/resume").status_code == 200
+    assert response.status_code == 200, failure(response, kinds_world)
+    assert kinds_world.admin("POST", "/admin/destinations/engage/resume").status_code == 200
 
 
 @pytest.mark.parametrize(
     "url", ["/ops/dead-letters/99999999999999999999", "/ops/contacts/99999999999999999999"]
 )
 def test_the_operator_page_answers_ids_beyond_the_ledger_not_found(
-    world: KindsWorld, url: str
+    kinds_world: KindsWorld, url: str
 ) -> None:
-    assert world.ops_client().get(url).status_code == 404
+    assert kinds_world.ops_client().get(url).status_code == 404
 
 
-def test_the_operator_page_refuses_an_address_it_cannot_look_up(world: KindsWorld) -> None:
-    client = world.ops_client()
+def test_the_operator_page_refuses_an_address_it_cannot_look_up(kinds_world: KindsWorld) -> None:
+    client = kinds_world.ops_client()
     response = client.post("/ops/contacts", data={"email": "a\x00b", "csrf_token": csrf(client)})
     assert response.status_code == 400
     assert "control characters" in response.get_data(as_text=True)
 
 
 def test_the_operator_page_does_not_pause_with_a_reason_holding_escapes(
-    world: KindsWorld,
+    kinds_world: KindsWorld,
 ) -> None:
-    client = world.ops_client()
+    client = kinds_world.ops_client()
     form = {"reason": "\x1b[31mred", "csrf_token": csrf(client)}
     response = client.post("/ops/destinations/engage/pause", data=form)
     assert response.status_code == 303
-    listing = world.admin("GET", "/admin/destinations").get_json()["destinations"]
+    listing = kinds_world.admin("GET", "/admin/destinations").get_json()["destinations"]
     assert not next(d for d in listing if d["name"] == "engage")["paused"]
 
 

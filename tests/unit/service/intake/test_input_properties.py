@@ -20,7 +20,7 @@ from tests.helpers.input_world import SOURCES, KindsWorld, failure, mutated_bodi
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KindsWorld]:
+def kinds_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KindsWorld]:
     yield KindsWorld(tmp_path_factory.mktemp("kinds"))
 
 
@@ -31,8 +31,8 @@ def test_every_kind_is_covered() -> None:
 @pytest.mark.parametrize("kind", sorted(SOURCES))
 @given(data=st.data())
 def test_any_value_anywhere_is_never_a_server_error(
-    world: KindsWorld, kind: str, data: st.DataObject
+    kinds_world: KindsWorld, kind: str, data: st.DataObject
 ) -> None:
     body, content_type = data.draw(mutated_bodies(kind))
-    response = world.send(kind, body, content_type)
-    assert response.status_code < 500, failure(response, world)
+    response = kinds_world.send(kind, body, content_type)
+    assert response.status_code < 500, failure(response, kinds_world)

@@ -30,7 +30,7 @@ values = {{ "true" = "withdrawn", "false" = "granted" }}
 
 
 @pytest.fixture
-def world(tmp_path: Path) -> SourceWorld:
+def source_world(tmp_path: Path) -> SourceWorld:
     return SourceWorld(tmp_path, CONFIG)
 
 
@@ -38,11 +38,11 @@ def keyed(headers: dict[str, str] | None = None) -> dict[str, str]:
     return {"Content-Type": "application/json", **(headers or {})}
 
 
-def test_contact_update_opting_out_is_a_withdrawal(world: SourceWorld) -> None:
-    response = world.send_fixture("dynamics", "contact_update")
+def test_contact_update_opting_out_is_a_withdrawal(source_world: SourceWorld) -> None:
+    response = source_world.send_fixture("dynamics", "contact_update")
 
     assert response.status_code == 202, response.get_json()
-    [event] = world.events()
+    [event] = source_world.events()
     assert event["email"] == "james.glynn@example.com"  # from the post-image
     # Target (the change) says donotbulkemail = true; the image's stale false loses.
     assert event["decision"] == "withdrawn"
@@ -53,9 +53,9 @@ def test_contact_update_opting_out_is_a_withdrawal(world: SourceWorld) -> None:
     assert event["occurred_at"] == dt.datetime(2017, 9, 26, 7, 4, 8, tzinfo=dt.UTC)
 
 
-def test_lead_create_is_granted(world: SourceWorld) -> None:
-    assert world.send_fixture("dynamics", "lead_create").status_code == 202
-    [event] = world.events()
+def test_lead_create_is_granted(source_world: SourceWorld) -> None:
+    assert source_world.send_fixture("dynamics", "lead_create").status_code == 202
+    [event] = source_world.events()
     assert (event["email"], event["decision"]) == ("ana.costa@example.com", "granted")
     assert event["consent_source_id"] == "lead:8f1c3a55-1b2c-ef11-8409-000d3a9b1c2d"
     assert event["delivery_id"] == "a8f2e7c1-2b2c-ef11-8409-000d3a9b1c2d"
@@ -67,19 +67,19 @@ def test_formatted_labels_are_locators(tmp_path: Path) -> None:
         '{ "true" = "withdrawn", "false" = "granted" }',
         '{ "Allow" = "granted", "Do Not Allow" = "withdrawn" }',
     )
-    world = SourceWorld(tmp_path, config)
-    assert world.send_fixture("dynamics", "contact_update").status_code == 202
-    assert world.send_fixture("dynamics", "lead_create").status_code == 202
-    assert [e["decision"] for e in world.events()] == ["withdrawn", "granted"]
+    source_world = SourceWorld(tmp_path, config)
+    assert source_world.send_fixture("dynamics", "contact_update").status_code == 202
+    assert source_world.send_fixture("dynamics", "lead_create").status_code == 202
+    assert [e["decision"] for e in source_world.events()] == ["withdrawn", "granted"]
 
 
 def test_option_set_values_are_unwrapped(tmp_path: Path) -> None:
     config = CONFIG.replace('"donotbulkemail"', '"preferredcontactmethodcode"').replace(
         '{ "true" = "withdrawn", "false" = "granted" }', '{ "2" = "granted" }'
     )
-    world = SourceWorld(tmp_path, config)
-    assert world.send_fixture("dynamics", "contact_update").status_code == 202
-    assert world.events()[0]["decision"] == "granted"
+    source_world = SourceWorld(tmp_path, config)
+    assert source_world.send_fixture("dynamics", "contact_update").status_code == 202
+    assert source_world.events()[0]["decision"] == "granted"
 
 
 def test_wrapped_values_are_unwrapped() -> None:
@@ -91,11 +91,11 @@ def test_wrapped_values_are_unwrapped() -> None:
     assert _unwrap(True) is True
 
 
-def test_redelivery_is_a_duplicate(world: SourceWorld) -> None:
-    assert world.send_fixture("dynamics", "contact_update").status_code == 202
-    again = world.send_fixture("dynamics", "contact_update")
+def test_redelivery_is_a_duplicate(source_world: SourceWorld) -> None:
+    assert source_world.send_fixture("dynamics", "contact_update").status_code == 202
+    again = source_world.send_fixture("dynamics", "contact_update")
     assert again.status_code == 200 and again.get_json()["duplicate"] is True
-    assert len(world.events()) == 1
+    assert len(source_world.events()) == 1
 
 
 def synchronous(payload: dict[str, Any], record: str) -> dict[str, Any]:
@@ -105,17 +105,17 @@ def synchronous(payload: dict[str, Any], record: str) -> dict[str, Any]:
 
 
 def test_synchronous_steps_fall_back_to_correlation_message_record_time(
-    world: SourceWorld,
+    source_world: SourceWorld,
 ) -> None:
     first = synchronous(fixture_json("dynamics", "contact_update"), CONTACT_ID)
     other = synchronous(
         fixture_json("dynamics", "contact_update"), "11111111-0f9f-e711-8122-000d3aa2331c"
     )
-    assert world.send_json(first).status_code == 202
-    assert world.send_json(other).status_code == 202  # same CorrelationId, other record
-    again = world.send_json(first)
+    assert source_world.send_json(first).status_code == 202
+    assert source_world.send_json(other).status_code == 202  # same CorrelationId, other record
+    again = source_world.send_json(first)
     assert again.get_json()["duplicate"] is True
-    assert [e["delivery_id"] for e in world.events()] == [
+    assert [e["delivery_id"] for e in source_world.events()] == [
         f"b374239d-4233-41a9-8b17-a86cb4f737b5:Update:{CONTACT_ID}:/Date(1506409448000-0700)/",
         "b374239d-4233-41a9-8b17-a86cb4f737b5:Update:11111111-0f9f-e711-8122-000d3aa2331c"
         ":/Date(1506409448000-0700)/",
@@ -131,24 +131,24 @@ def test_synchronous_steps_fall_back_to_correlation_message_record_time(
     ids=["delete", "other-table"],
 )
 def test_other_messages_are_ignored_and_recorded(
-    world: SourceWorld, mutate: Any, event_type: str, reason: str
+    source_world: SourceWorld, mutate: Any, event_type: str, reason: str
 ) -> None:
-    response = world.send_json(mutate(fixture_json("dynamics", "contact_delete")))
+    response = source_world.send_json(mutate(fixture_json("dynamics", "contact_delete")))
     assert response.status_code == 200
     assert reason in response.get_json()["reason"]
-    [ignored] = world.ignored()
+    [ignored] = source_world.ignored()
     assert (ignored["event_type"], ignored["delivery_id"]) == (
         event_type,
         "c3e0a1d2-4ea2-e711-8122-000d3aa2331c",
     )
 
 
-def test_pre_operation_step_is_ignored(world: SourceWorld) -> None:
+def test_pre_operation_step_is_ignored(source_world: SourceWorld) -> None:
     payload = dict(fixture_json("dynamics", "contact_update"), Stage=20)
-    response = world.send_json(payload)
+    response = source_world.send_json(payload)
     assert response.status_code == 200
     assert "PreOperation step" in response.get_json()["reason"]
-    assert world.events() == []
+    assert source_world.events() == []
 
 
 def oversized(payload: dict[str, Any]) -> dict[str, Any]:
@@ -158,33 +158,33 @@ def oversized(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_oversized_context_without_the_address_is_ignored_with_the_reason(
-    world: SourceWorld,
+    source_world: SourceWorld,
 ) -> None:
     body = json.dumps(oversized(fixture_json("dynamics", "contact_update"))).encode()
     headers = keyed({"x-ms-dynamics-msg-size-exceeded": "true"})
-    response = world.post(f"/webhooks/src?code={KEY}", body, headers)
+    response = source_world.post(f"/webhooks/src?code={KEY}", body, headers)
     assert response.status_code == 200
     assert "x-ms-dynamics-msg-size-exceeded" in response.get_json()["reason"]
-    assert world.ignored()[0]["event_type"] == "contact.Update"
+    assert source_world.ignored()[0]["event_type"] == "contact.Update"
 
 
-def test_oversized_header_with_the_address_present_is_accepted(world: SourceWorld) -> None:
+def test_oversized_header_with_the_address_present_is_accepted(source_world: SourceWorld) -> None:
     body, _ = load_fixture("dynamics", "lead_create")
     headers = keyed({"x-ms-dynamics-msg-size-exceeded": "true"})
-    assert world.post(f"/webhooks/src?code={KEY}", body, headers).status_code == 202
+    assert source_world.post(f"/webhooks/src?code={KEY}", body, headers).status_code == 202
 
 
-def test_no_address_is_ignored(world: SourceWorld) -> None:
+def test_no_address_is_ignored(source_world: SourceWorld) -> None:
     payload = fixture_json("dynamics", "contact_update")
     payload["PostEntityImages"] = []
-    response = world.send_json(payload)
+    response = source_world.send_json(payload)
     assert response.status_code == 200
     assert response.get_json()["reason"] == "No e-mail address in the e-mail field."
 
 
-def test_sign_uses_the_webhook_key_query(world: SourceWorld) -> None:
-    signed = world.kind.sign(b"{}", "application/json", world.url, 0.0)
-    assert signed.url == f"{world.url}?code={KEY}"
+def test_sign_uses_the_webhook_key_query(source_world: SourceWorld) -> None:
+    signed = source_world.kind.sign(b"{}", "application/json", source_world.url, 0.0)
+    assert signed.url == f"{source_world.url}?code={KEY}"
 
 
 @pytest.mark.parametrize(
@@ -196,9 +196,11 @@ def test_sign_uses_the_webhook_key_query(world: SourceWorld) -> None:
     ],
     ids=["rotated-webhook-key", "http-header", "bearer"],
 )
-def test_key_in_any_registered_place(world: SourceWorld, url: str, headers: dict[str, str]) -> None:
+def test_key_in_any_registered_place(
+    source_world: SourceWorld, url: str, headers: dict[str, str]
+) -> None:
     body, _ = load_fixture("dynamics", "contact_update")
-    assert world.post(url, body, keyed(headers)).status_code == 202
+    assert source_world.post(url, body, keyed(headers)).status_code == 202
 
 
 @pytest.mark.parametrize(
@@ -209,17 +211,17 @@ def test_key_in_any_registered_place(world: SourceWorld, url: str, headers: dict
     ],
     ids=["wrong-key", "missing-key"],
 )
-def test_bad_key_is_refused(world: SourceWorld, url: str, detail: str) -> None:
+def test_bad_key_is_refused(source_world: SourceWorld, url: str, detail: str) -> None:
     body, _ = load_fixture("dynamics", "contact_update")
-    response = world.post(url, body, keyed())
+    response = source_world.post(url, body, keyed())
     assert response.status_code == 401
     assert response.get_json()["detail"] == detail
-    assert world.events() == [] and world.ignored() == []
+    assert source_world.events() == [] and source_world.ignored() == []
 
 
-def test_byte_order_mark_is_tolerated(world: SourceWorld) -> None:
+def test_byte_order_mark_is_tolerated(source_world: SourceWorld) -> None:
     body, _ = load_fixture("dynamics", "lead_create")
-    assert world.send(codecs.BOM_UTF8 + body).status_code == 202
+    assert source_world.send(codecs.BOM_UTF8 + body).status_code == 202
 
 
 @pytest.mark.parametrize(
@@ -231,14 +233,14 @@ def test_byte_order_mark_is_tolerated(world: SourceWorld) -> None:
     ],
     ids=["not-json", "not-an-object", "no-operation-or-correlation-id"],
 )
-def test_unreadable_body_is_a_400(world: SourceWorld, body: bytes, problem: str) -> None:
-    response = world.send(body)
+def test_unreadable_body_is_a_400(source_world: SourceWorld, body: bytes, problem: str) -> None:
+    response = source_world.send(body)
     assert response.status_code == 400
     assert response.get_json()["type"].endswith(problem)
 
 
-def test_non_json_body_is_a_415(world: SourceWorld) -> None:
-    assert world.send(b"<xml/>", "text/xml").status_code == 415
+def test_non_json_body_is_a_415(source_world: SourceWorld) -> None:
+    assert source_world.send(b"<xml/>", "text/xml").status_code == 415
 
 
 @pytest.mark.parametrize(
@@ -255,12 +257,14 @@ def test_operation_created_on(value: Any, expected: dt.datetime | None) -> None:
     assert _wcf_time(value) == expected
 
 
-def test_escaped_slashes_as_in_the_documented_example(world: SourceWorld) -> None:
+def test_escaped_slashes_as_in_the_documented_example(source_world: SourceWorld) -> None:
     body, _ = load_fixture("dynamics", "contact_update")
     escaped = body.replace(b'"/Date(', b'"\\/Date(').replace(b')/"', b')\\/"')
     assert b"\\/Date(1506409448000-0700)\\/" in escaped
-    assert world.send(escaped).status_code == 202
-    assert world.events()[0]["occurred_at"] == dt.datetime(2017, 9, 26, 7, 4, 8, tzinfo=dt.UTC)
+    assert source_world.send(escaped).status_code == 202
+    assert source_world.events()[0]["occurred_at"] == dt.datetime(
+        2017, 9, 26, 7, 4, 8, tzinfo=dt.UTC
+    )
 
 
 @pytest.mark.parametrize(

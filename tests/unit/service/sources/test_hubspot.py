@@ -46,7 +46,7 @@ SDK_URI = "https://www.example.com/webhook_uri"
 
 
 @pytest.fixture
-def world(tmp_path: Path) -> SourceWorld:
+def source_world(tmp_path: Path) -> SourceWorld:
     return SourceWorld(tmp_path, CONFIG)
 
 
@@ -131,11 +131,11 @@ def test_v3_over_an_encoded_url_is_accepted_either_way(signed_uri: str) -> None:
 # --- workflow contacts (B5) -> decisions ---------------------------------------------------
 
 
-def test_workflow_contact_becomes_a_granted_decision(world: SourceWorld) -> None:
-    response = world.send_fixture("hubspot", "workflow_contact")
+def test_workflow_contact_becomes_a_granted_decision(source_world: SourceWorld) -> None:
+    response = source_world.send_fixture("hubspot", "workflow_contact")
 
     assert response.status_code == 202, response.get_json()
-    [event] = world.events()
+    [event] = source_world.events()
     assert event["email"] == "perf_user_970@test.com"
     assert event["decision"] == "granted"
     assert event["consent_source"] == "hubspot:62515"
@@ -144,30 +144,32 @@ def test_workflow_contact_becomes_a_granted_decision(world: SourceWorld) -> None
     assert event["occurred_at"] == dt.datetime(2012, 1, 3, 23, 30, 23, tzinfo=dt.UTC)
 
 
-def test_workflow_redelivery_is_a_duplicate(world: SourceWorld) -> None:
-    assert world.send_fixture("hubspot", "workflow_contact").status_code == 202
-    again = world.send_fixture("hubspot", "workflow_contact")
+def test_workflow_redelivery_is_a_duplicate(source_world: SourceWorld) -> None:
+    assert source_world.send_fixture("hubspot", "workflow_contact").status_code == 202
+    again = source_world.send_fixture("hubspot", "workflow_contact")
     assert again.status_code == 200
     assert again.get_json()["duplicate"] is True
-    assert len(world.events()) == 1
+    assert len(source_world.events()) == 1
 
 
-def test_later_consent_change_with_the_same_form_submission_is_new(world: SourceWorld) -> None:
+def test_later_consent_change_with_the_same_form_submission_is_new(
+    source_world: SourceWorld,
+) -> None:
     # The latest form conversion-id is unchanged: keying on it would lose this withdrawal.
-    assert world.send_fixture("hubspot", "workflow_contact").status_code == 202
+    assert source_world.send_fixture("hubspot", "workflow_contact").status_code == 202
     contact = workflow_contact()
     consent = contact["properties"]["tracking_consent"]
     consent["value"] = "false"
     consent["versions"].insert(
         0, {"value": "false", "source-type": "CRM_UI", "timestamp": 1400000000000}
     )
-    assert world.send_json(contact).status_code == 202
-    later = world.events()[1]
+    assert source_world.send_json(contact).status_code == 202
+    later = source_world.events()[1]
     assert (later["decision"], later["delivery_id"]) == ("denied", "vid:71:consent-1400000000000")
     assert later["occurred_at"] == dt.datetime(2014, 5, 13, 16, 53, 20, tzinfo=dt.UTC)
 
 
-def test_flat_workflow_contact_uses_lastmodifieddate(world: SourceWorld) -> None:
+def test_flat_workflow_contact_uses_lastmodifieddate(source_world: SourceWorld) -> None:
     contact = {
         "objectId": 512,
         "portalId": 62515,
@@ -177,35 +179,35 @@ def test_flat_workflow_contact_uses_lastmodifieddate(world: SourceWorld) -> None
             "lastmodifieddate": "2024-03-01T10:00:00.000Z",
         },
     }
-    assert world.send_json(contact).status_code == 202
-    [event] = world.events()
+    assert source_world.send_json(contact).status_code == 202
+    [event] = source_world.events()
     assert (event["email"], event["decision"]) == ("flat@example.com", "denied")
     assert event["delivery_id"] == "vid:512:modified-2024-03-01T10:00:00.000Z"
     assert event["consent_source"] == "hubspot:62515"
     assert event["occurred_at"] == dt.datetime(2024, 3, 1, 10, 0, tzinfo=dt.UTC)
 
 
-def test_workflow_contact_without_consent_property_is_ignored(world: SourceWorld) -> None:
+def test_workflow_contact_without_consent_property_is_ignored(source_world: SourceWorld) -> None:
     contact = workflow_contact()
     del contact["properties"]["tracking_consent"]
-    response = world.send_json(contact)
+    response = source_world.send_json(contact)
     assert response.status_code == 200
     assert response.get_json()["reason"] == "No consent answer in 'tracking_consent'."
-    assert world.ignored()[0]["delivery_id"] == "vid:71:modified-1325633425000"
+    assert source_world.ignored()[0]["delivery_id"] == "vid:71:modified-1325633425000"
 
 
-def test_object_without_a_contact_id_is_ignored(world: SourceWorld) -> None:
-    response = world.send(b'{"email": "someone@example.com", "tracking_consent": "true"}')
+def test_object_without_a_contact_id_is_ignored(source_world: SourceWorld) -> None:
+    response = source_world.send(b'{"email": "someone@example.com", "tracking_consent": "true"}')
     assert response.status_code == 200
     assert "vid or objectId" in response.get_json()["reason"]
-    assert world.ignored()[0]["delivery_id"].startswith("sha256:")
+    assert source_world.ignored()[0]["delivery_id"].startswith("sha256:")
 
 
 # --- Webhooks API events (C1) -> ignored with reasons ---------------------------------------
 
 
-def test_webhooks_api_events_are_ignored_each_with_its_reason(world: SourceWorld) -> None:
-    response = world.send_fixture("hubspot", "property_change")
+def test_webhooks_api_events_are_ignored_each_with_its_reason(source_world: SourceWorld) -> None:
+    response = source_world.send_fixture("hubspot", "property_change")
 
     assert response.status_code == 200
     consent, other, creation = response.get_json()["events"]
@@ -217,26 +219,26 @@ def test_webhooks_api_events_are_ignored_each_with_its_reason(world: SourceWorld
     )
     assert creation["id"] == "1"
     assert "contact.creation event carries neither" in creation["reason"]
-    assert world.events() == []
-    assert [row["event_type"] for row in world.ignored()] == [
+    assert source_world.events() == []
+    assert [row["event_type"] for row in source_world.ignored()] == [
         "contact.propertyChange",
         "contact.propertyChange",
         "contact.creation",
     ]
 
 
-def test_unsupported_subscription_type_is_ignored(world: SourceWorld) -> None:
+def test_unsupported_subscription_type_is_ignored(source_world: SourceWorld) -> None:
     body = b'[{"eventId":77,"subscriptionType":"deal.creation","objectId":9,"portalId":1}]'
-    response = world.send(body)
+    response = source_world.send(body)
     assert response.status_code == 200
     assert response.get_json()["reason"] == (
         "Event type 'deal.creation' is not handled by the hubspot source."
     )
-    assert world.ignored()[0]["delivery_id"] == "77"
+    assert source_world.ignored()[0]["delivery_id"] == "77"
 
 
-def test_event_without_event_id_is_ignored_not_refused(world: SourceWorld) -> None:
-    response = world.send(b'[{"subscriptionType":"contact.creation"}]')
+def test_event_without_event_id_is_ignored_not_refused(source_world: SourceWorld) -> None:
+    response = source_world.send(b'[{"subscriptionType":"contact.creation"}]')
     assert response.status_code == 200
     assert "without an eventId" in response.get_json()["reason"]
 
@@ -245,62 +247,66 @@ def test_event_without_event_id_is_ignored_not_refused(world: SourceWorld) -> No
 
 
 @pytest.mark.parametrize("version", ["v1", "v2"])
-def test_v1_and_v2_signed_deliveries_are_accepted(world: SourceWorld, version: str) -> None:
+def test_v1_and_v2_signed_deliveries_are_accepted(source_world: SourceWorld, version: str) -> None:
     body, _ = load_fixture("hubspot", "workflow_contact")
     headers = {**JSON, **signed_headers(SECRET, version, SignedParts("POST", URL, body), 0)}
-    assert world.post(URL, body, headers).status_code == 202
+    assert source_world.post(URL, body, headers).status_code == 202
 
 
 def test_configured_url_is_what_v3_signs(tmp_path: Path) -> None:
     public = "https://consent.example.org/hooks/hubspot?portal=62515"
-    world = SourceWorld(tmp_path, CONFIG.replace('source = "', f'url = "{public}"\nsource = "'))
+    source_world = SourceWorld(
+        tmp_path, CONFIG.replace('source = "', f'url = "{public}"\nsource = "')
+    )
     body, _ = load_fixture("hubspot", "workflow_contact")
-    assert world.post(URL, body, v3_headers(body, url=URL)).status_code == 401
-    assert world.post(URL, body, v3_headers(body, url=public)).status_code == 202
-    again = world.send(body)  # sign() signs the configured URL too: a recognised redelivery
+    assert source_world.post(URL, body, v3_headers(body, url=URL)).status_code == 401
+    assert source_world.post(URL, body, v3_headers(body, url=public)).status_code == 202
+    again = source_world.send(body)  # sign() signs the configured URL too: a recognised redelivery
     assert (again.status_code, again.get_json()["duplicate"]) == (200, True)
 
 
 def test_signature_versions_restrict_what_is_accepted(tmp_path: Path) -> None:
-    world = SourceWorld(
+    source_world = SourceWorld(
         tmp_path, CONFIG.replace('source = "', 'signature_versions = ["v3"]\nsource = "')
     )
     body, _ = load_fixture("hubspot", "workflow_contact")
     v1 = {**JSON, **signed_headers(SECRET, "v1", SignedParts("POST", URL, body), 0)}
-    response = world.post(URL, body, v1)
+    response = source_world.post(URL, body, v1)
     assert response.status_code == 401
     assert "v1 is not accepted" in response.get_json()["detail"]
-    assert world.send(body).status_code == 202
+    assert source_world.send(body).status_code == 202
 
 
-def test_failed_v3_does_not_fall_back_to_v1(world: SourceWorld) -> None:
+def test_failed_v3_does_not_fall_back_to_v1(source_world: SourceWorld) -> None:
     body, _ = load_fixture("hubspot", "workflow_contact")
     headers = {
         **v3_headers(body, secret="wrong-secret"),
         **signed_headers(SECRET, "v1", SignedParts("POST", URL, body), 0),
     }
-    response = world.post(URL, body, headers)
+    response = source_world.post(URL, body, headers)
     assert response.status_code == 401
     assert response.get_json()["detail"] == "No v3 signature matches an active secret."
 
 
-def test_wrong_secret_is_refused(world: SourceWorld) -> None:
+def test_wrong_secret_is_refused(source_world: SourceWorld) -> None:
     body, _ = load_fixture("hubspot", "workflow_contact")
-    assert world.post(URL, body, v3_headers(body, secret="not-the-secret")).status_code == 401
-    assert world.events() == []
+    assert (
+        source_world.post(URL, body, v3_headers(body, secret="not-the-secret")).status_code == 401
+    )
+    assert source_world.events() == []
 
 
-def test_missing_signature_is_refused(world: SourceWorld) -> None:
+def test_missing_signature_is_refused(source_world: SourceWorld) -> None:
     body, _ = load_fixture("hubspot", "workflow_contact")
-    response = world.post(URL, body, JSON)
+    response = source_world.post(URL, body, JSON)
     assert response.status_code == 401
     assert "Missing X-HubSpot-Signature-v3 or X-HubSpot-Signature" in response.get_json()["detail"]
 
 
-def test_missing_version_header_is_refused(world: SourceWorld) -> None:
+def test_missing_version_header_is_refused(source_world: SourceWorld) -> None:
     body, _ = load_fixture("hubspot", "workflow_contact")
     headers = {**JSON, "X-HubSpot-Signature": signature_v1(SECRET, body)}
-    response = world.post(URL, body, headers)
+    response = source_world.post(URL, body, headers)
     assert response.status_code == 401
     assert "X-HubSpot-Signature-Version" in response.get_json()["detail"]
 
@@ -309,15 +315,15 @@ def test_missing_version_header_is_refused(world: SourceWorld) -> None:
     ("offset", "message"), [(-301, "too old"), (301, "too new")], ids=["stale", "future"]
 )
 def test_timestamp_outside_tolerance_is_refused(
-    world: SourceWorld, offset: int, message: str
+    source_world: SourceWorld, offset: int, message: str
 ) -> None:
     body, _ = load_fixture("hubspot", "workflow_contact")
-    response = world.post(URL, body, v3_headers(body, now=time.time() + offset))
+    response = source_world.post(URL, body, v3_headers(body, now=time.time() + offset))
     assert response.status_code == 401
     assert message in response.get_json()["detail"]
 
 
-def test_timestamp_in_seconds_is_refused(world: SourceWorld) -> None:
+def test_timestamp_in_seconds_is_refused(source_world: SourceWorld) -> None:
     body, _ = load_fixture("hubspot", "workflow_contact")
     seconds = str(int(time.time()))
     headers = {
@@ -325,14 +331,14 @@ def test_timestamp_in_seconds_is_refused(world: SourceWorld) -> None:
         "X-HubSpot-Signature-v3": signature_v3(SECRET, "POST", URL, body, seconds),
         "X-HubSpot-Request-Timestamp": seconds,
     }
-    assert world.post(URL, body, headers).status_code == 401
+    assert source_world.post(URL, body, headers).status_code == 401
 
 
-def test_tampered_body_is_refused(world: SourceWorld) -> None:
+def test_tampered_body_is_refused(source_world: SourceWorld) -> None:
     body, _ = load_fixture("hubspot", "workflow_contact")
     headers = v3_headers(body)
     forged = body.replace(b"perf_user_970@test.com", b"mallory@example.com")
-    assert world.post(URL, forged, headers).status_code == 401
+    assert source_world.post(URL, forged, headers).status_code == 401
 
 
 @pytest.mark.parametrize(
@@ -340,13 +346,14 @@ def test_tampered_body_is_refused(world: SourceWorld) -> None:
     [b"{not json", b"[]", b'"a string"', b"42"],
     ids=["not-json", "empty", "string", "number"],
 )
-def test_malformed_body_is_a_400(world: SourceWorld, body: bytes) -> None:
-    assert world.send(body).status_code == 400
+def test_malformed_body_is_a_400(source_world: SourceWorld, body: bytes) -> None:
+    assert source_world.send(body).status_code == 400
 
 
-def test_non_json_body_is_a_415(world: SourceWorld) -> None:
+def test_non_json_body_is_a_415(source_world: SourceWorld) -> None:
     assert (
-        world.send(b"email=a@example.com", "application/x-www-form-urlencoded").status_code == 415
+        source_world.send(b"email=a@example.com", "application/x-www-form-urlencoded").status_code
+        == 415
     )
 
 

@@ -31,7 +31,7 @@ SUBMISSION_ID = "6084250982513018472"
 
 
 @pytest.fixture
-def world(tmp_path: Path) -> SourceWorld:
+def source_world(tmp_path: Path) -> SourceWorld:
     return SourceWorld(tmp_path, CONFIG)
 
 
@@ -57,17 +57,17 @@ def multipart(fields: dict[str, str]) -> tuple[bytes, str]:
     return encode_multipart_formdata(fields, boundary="test-boundary")
 
 
-def send_fields(world: SourceWorld, fields: dict[str, str]) -> Any:
+def send_fields(source_world: SourceWorld, fields: dict[str, str]) -> Any:
     body, content_type = multipart(fields)
-    return world.send(body, content_type)
+    return source_world.send(body, content_type)
 
 
-def test_documented_submission_becomes_a_granted_decision(world: SourceWorld) -> None:
+def test_documented_submission_becomes_a_granted_decision(source_world: SourceWorld) -> None:
     before = dt.datetime.now(dt.UTC)
-    response = world.send_fixture("jotform", "submission")
+    response = source_world.send_fixture("jotform", "submission")
 
     assert response.status_code == 202, response.get_json()
-    [event] = world.events()
+    [event] = source_world.events()
     assert event["email"] == "niloth.p@example.com"
     assert event["decision"] == "granted"
     assert event["consent_source"] == "jotform:Tutor Appointment Form"
@@ -78,9 +78,9 @@ def test_documented_submission_becomes_a_granted_decision(world: SourceWorld) ->
     assert before - dt.timedelta(seconds=1) <= event["occurred_at"]
 
 
-def test_sign_puts_the_token_in_the_query(world: SourceWorld) -> None:
-    signed = world.kind.sign(b"", "multipart/form-data", world.url, 0.0)
-    assert signed.url == f"{world.url}?token={TOKEN}"
+def test_sign_puts_the_token_in_the_query(source_world: SourceWorld) -> None:
+    signed = source_world.kind.sign(b"", "multipart/form-data", source_world.url, 0.0)
+    assert signed.url == f"{source_world.url}?token={TOKEN}"
     assert "Authorization" not in signed.headers
 
 
@@ -88,67 +88,67 @@ def test_prefixed_keys_are_locators_too(tmp_path: Path) -> None:
     config = CONFIG.replace('email = "email"', 'email = "q4_email"').replace(
         'consent = "consent"', 'consent = "q5_consent"'
     )
-    world = SourceWorld(tmp_path, config)
-    assert world.send_fixture("jotform", "submission").status_code == 202
-    assert world.events()[0]["decision"] == "granted"
+    source_world = SourceWorld(tmp_path, config)
+    assert source_world.send_fixture("jotform", "submission").status_code == 202
+    assert source_world.events()[0]["decision"] == "granted"
 
 
 def test_default_email_is_the_first_address_under_an_email_key(tmp_path: Path) -> None:
-    world = SourceWorld(tmp_path, CONFIG.replace('email = "email"\n', ""))
+    source_world = SourceWorld(tmp_path, CONFIG.replace('email = "email"\n', ""))
     fields = with_raw(q2_notes="write to someone@example.org", q4_email="first@example.com")
-    assert send_fields(world, fields).status_code == 202
-    assert world.events()[0]["email"] == "first@example.com"
+    assert send_fields(source_world, fields).status_code == 202
+    assert source_world.events()[0]["email"] == "first@example.com"
 
 
-def test_each_ticked_label_is_tried(world: SourceWorld) -> None:
+def test_each_ticked_label_is_tried(source_world: SourceWorld) -> None:
     # A checkbox is a list of the selected labels (UNVERIFIED, B3.7).
     fields = with_raw(q5_consent=["Send me a printed brochure", CONSENT_LABEL])
-    assert send_fields(world, fields).status_code == 202
-    assert world.events()[0]["decision"] == "granted"
+    assert send_fields(source_world, fields).status_code == 202
+    assert source_world.events()[0]["decision"] == "granted"
 
 
-def test_declining_answer_is_denied(world: SourceWorld) -> None:
-    assert send_fields(world, with_raw(q5_consent="No thanks")).status_code == 202
-    assert world.events()[0]["decision"] == "denied"
+def test_declining_answer_is_denied(source_world: SourceWorld) -> None:
+    assert send_fields(source_world, with_raw(q5_consent="No thanks")).status_code == 202
+    assert source_world.events()[0]["decision"] == "denied"
 
 
-def test_unticked_checkbox_is_ignored_with_its_reason(world: SourceWorld) -> None:
-    response = send_fields(world, with_raw(q5_consent=None))
+def test_unticked_checkbox_is_ignored_with_its_reason(source_world: SourceWorld) -> None:
+    response = send_fields(source_world, with_raw(q5_consent=None))
     assert response.status_code == 200
     assert response.get_json()["reason"] == "No consent answer in 'consent'."
-    [ignored] = world.ignored()
+    [ignored] = source_world.ignored()
     assert (ignored["delivery_id"], ignored["event_type"]) == (SUBMISSION_ID, "submission")
 
 
 def test_unticked_checkbox_can_mean_unknown(tmp_path: Path) -> None:
-    world = SourceWorld(tmp_path, CONFIG + 'when_missing = "unknown"\n')
-    assert send_fields(world, with_raw(q5_consent=None)).status_code == 202
-    assert world.events()[0]["decision"] == "unknown"
+    source_world = SourceWorld(tmp_path, CONFIG + 'when_missing = "unknown"\n')
+    assert send_fields(source_world, with_raw(q5_consent=None)).status_code == 202
+    assert source_world.events()[0]["decision"] == "unknown"
 
 
-def test_a_name_shared_by_two_fields_is_not_a_locator(world: SourceWorld) -> None:
-    response = send_fields(world, with_raw(q9_email="other@example.com"))
+def test_a_name_shared_by_two_fields_is_not_a_locator(source_world: SourceWorld) -> None:
+    response = send_fields(source_world, with_raw(q9_email="other@example.com"))
     assert response.status_code == 200
     assert response.get_json()["reason"] == "No e-mail address in the answer 'email'."
 
 
-def test_a_bare_key_keeps_its_own_value(world: SourceWorld) -> None:
-    assert send_fields(world, with_raw(email="bare@example.com")).status_code == 202
-    assert world.events()[0]["email"] == "bare@example.com"
+def test_a_bare_key_keeps_its_own_value(source_world: SourceWorld) -> None:
+    assert send_fields(source_world, with_raw(email="bare@example.com")).status_code == 202
+    assert source_world.events()[0]["email"] == "bare@example.com"
 
 
-def test_urlencoded_body_is_accepted(world: SourceWorld) -> None:
+def test_urlencoded_body_is_accepted(source_world: SourceWorld) -> None:
     body = urlencode(fixture_fields()).encode()
-    assert world.send(body, "application/x-www-form-urlencoded").status_code == 202
-    assert world.events()[0]["delivery_id"] == SUBMISSION_ID
+    assert source_world.send(body, "application/x-www-form-urlencoded").status_code == 202
+    assert source_world.events()[0]["delivery_id"] == SUBMISSION_ID
 
 
-def test_redelivery_is_a_duplicate(world: SourceWorld) -> None:
-    assert world.send_fixture("jotform", "submission").status_code == 202
-    again = world.send_fixture("jotform", "submission")
+def test_redelivery_is_a_duplicate(source_world: SourceWorld) -> None:
+    assert source_world.send_fixture("jotform", "submission").status_code == 202
+    again = source_world.send_fixture("jotform", "submission")
     assert again.status_code == 200
     assert again.get_json()["duplicate"] is True
-    assert len(world.events()) == 1
+    assert len(source_world.events()) == 1
 
 
 @pytest.mark.parametrize(
@@ -159,30 +159,32 @@ def test_redelivery_is_a_duplicate(world: SourceWorld) -> None:
     ],
     ids=["rotated-query", "header"],
 )
-def test_token_in_any_accepted_place(world: SourceWorld, place: dict[str, Any]) -> None:
+def test_token_in_any_accepted_place(source_world: SourceWorld, place: dict[str, Any]) -> None:
     body, content_type = multipart(fixture_fields())
     headers = {"Content-Type": content_type, **place.get("headers", {})}
-    assert world.post(place["url"], body, headers).status_code == 202
+    assert source_world.post(place["url"], body, headers).status_code == 202
 
 
-def test_wrong_token_is_refused_without_echoing_it(world: SourceWorld) -> None:
+def test_wrong_token_is_refused_without_echoing_it(source_world: SourceWorld) -> None:
     body, content_type = multipart(fixture_fields())
-    response = world.post("/webhooks/src?token=guessed-token", body, {"Content-Type": content_type})
+    response = source_world.post(
+        "/webhooks/src?token=guessed-token", body, {"Content-Type": content_type}
+    )
     assert response.status_code == 401
     assert response.get_json()["detail"] == "Token does not match an active secret."
     assert "guessed-token" not in response.get_data(as_text=True)
-    assert world.events() == []
+    assert source_world.events() == []
 
 
-def test_missing_token_is_refused(world: SourceWorld) -> None:
+def test_missing_token_is_refused(source_world: SourceWorld) -> None:
     body, content_type = multipart(fixture_fields())
-    response = world.post("/webhooks/src", body, {"Content-Type": content_type})
+    response = source_world.post("/webhooks/src", body, {"Content-Type": content_type})
     assert response.status_code == 401
     assert "Missing token" in response.get_json()["detail"]
 
 
-def test_json_body_is_a_415(world: SourceWorld) -> None:
-    response = world.send(b'{"submissionID": "1"}', "application/json")
+def test_json_body_is_a_415(source_world: SourceWorld) -> None:
+    response = source_world.send(b'{"submissionID": "1"}', "application/json")
     assert response.status_code == 415
 
 
@@ -198,7 +200,7 @@ def test_json_body_is_a_415(world: SourceWorld) -> None:
     ids=["raw-not-json", "raw-not-object", "no-raw", "no-submission-id", "empty-submission-id"],
 )
 def test_unreadable_submission_is_a_400(
-    world: SourceWorld, change: dict[str, str | None], problem: str
+    source_world: SourceWorld, change: dict[str, str | None], problem: str
 ) -> None:
     fields = fixture_fields()
     for key, value in change.items():
@@ -206,10 +208,10 @@ def test_unreadable_submission_is_a_400(
             del fields[key]
         else:
             fields[key] = value
-    response = send_fields(world, fields)
+    response = send_fields(source_world, fields)
     assert response.status_code == 400
     assert response.get_json()["type"].endswith(problem)
-    assert world.events() == [] and world.ignored() == []
+    assert source_world.events() == [] and source_world.ignored() == []
 
 
 @pytest.mark.parametrize(

@@ -35,15 +35,15 @@ V1_EVENT_ID = "v1:4710828:updated.person:11:1739827618595189"
 
 
 @pytest.fixture
-def world(tmp_path: Path) -> SourceWorld:
+def source_world(tmp_path: Path) -> SourceWorld:
     return SourceWorld(tmp_path, CONFIG)
 
 
-def test_v2_create_person_becomes_a_granted_decision(world: SourceWorld) -> None:
-    response = world.send_fixture("pipedrive", "create_person")
+def test_v2_create_person_becomes_a_granted_decision(source_world: SourceWorld) -> None:
+    response = source_world.send_fixture("pipedrive", "create_person")
 
     assert response.status_code == 202, response.get_json()
-    [event] = world.events()
+    [event] = source_world.events()
     assert event["email"] == "sample.person@example.com"  # the primary one, listed second
     assert event["decision"] == "granted"
     assert event["consent_source"] == "pipedrive:8087566"
@@ -52,17 +52,17 @@ def test_v2_create_person_becomes_a_granted_decision(world: SourceWorld) -> None
     assert event["occurred_at"] == dt.datetime(2022, 11, 24, 13, 18, 55, 665000, tzinfo=dt.UTC)
 
 
-def test_v2_change_person_becomes_a_withdrawal(world: SourceWorld) -> None:
-    assert world.send_fixture("pipedrive", "change_person").status_code == 202
-    [event] = world.events()
+def test_v2_change_person_becomes_a_withdrawal(source_world: SourceWorld) -> None:
+    assert source_world.send_fixture("pipedrive", "change_person").status_code == 202
+    [event] = source_world.events()
     assert (event["email"], event["decision"]) == ("sample.person@example.com", "withdrawn")
     assert event["delivery_id"] == "7c812ffd-8f50-45ea-a597-b8fcba2da9c0"
     assert event["occurred_at"] == dt.datetime(2022, 11, 24, 15, 18, 35, 616000, tzinfo=dt.UTC)
 
 
-def test_v1_updated_person_by_custom_field(world: SourceWorld) -> None:
-    assert world.send_fixture("pipedrive", "updated_person_v1").status_code == 202
-    [event] = world.events()
+def test_v1_updated_person_by_custom_field(source_world: SourceWorld) -> None:
+    assert source_world.send_fixture("pipedrive", "updated_person_v1").status_code == 202
+    [event] = source_world.events()
     assert (event["email"], event["decision"]) == ("person.name@example.com", "granted")
     assert event["consent_source_id"] == "person:11"
     # v1 meta.id is the person's id, so the event id is webhook + event + person + time.
@@ -71,41 +71,41 @@ def test_v1_updated_person_by_custom_field(world: SourceWorld) -> None:
 
 
 def test_v1_updated_person_by_marketing_status(tmp_path: Path) -> None:
-    world = SourceWorld(tmp_path, MARKETING_CONFIG)
-    assert world.send_fixture("pipedrive", "updated_person_v1").status_code == 202
-    assert world.events()[0]["decision"] == "granted"
+    source_world = SourceWorld(tmp_path, MARKETING_CONFIG)
+    assert source_world.send_fixture("pipedrive", "updated_person_v1").status_code == 202
+    assert source_world.events()[0]["decision"] == "granted"
     payload = fixture_json("pipedrive", "updated_person_v1")
     payload["current"]["marketing_status"] = "unsubscribed"
     payload["meta"]["timestamp_micro"] += 1_000_000
-    assert world.send_json(payload).status_code == 202
-    assert world.events()[1]["decision"] == "withdrawn"
+    assert source_world.send_json(payload).status_code == 202
+    assert source_world.events()[1]["decision"] == "withdrawn"
 
 
-def test_v1_later_change_of_the_same_person_is_not_a_duplicate(world: SourceWorld) -> None:
-    assert world.send_fixture("pipedrive", "updated_person_v1").status_code == 202
+def test_v1_later_change_of_the_same_person_is_not_a_duplicate(source_world: SourceWorld) -> None:
+    assert source_world.send_fixture("pipedrive", "updated_person_v1").status_code == 202
     payload = fixture_json("pipedrive", "updated_person_v1")
     payload["meta"]["timestamp_micro"] = 1739827700000000
     payload["current"][CONSENT_FIELD] = "43"
-    assert world.send_json(payload).status_code == 202
-    assert [e["decision"] for e in world.events()] == ["granted", "withdrawn"]
+    assert source_world.send_json(payload).status_code == 202
+    assert [e["decision"] for e in source_world.events()] == ["granted", "withdrawn"]
 
 
-def test_v1_retry_is_a_duplicate(world: SourceWorld) -> None:
-    assert world.send_fixture("pipedrive", "updated_person_v1").status_code == 202
+def test_v1_retry_is_a_duplicate(source_world: SourceWorld) -> None:
+    assert source_world.send_fixture("pipedrive", "updated_person_v1").status_code == 202
     payload = fixture_json("pipedrive", "updated_person_v1")
     payload["retry"] = 1
-    again = world.send_json(payload)
+    again = source_world.send_json(payload)
     assert again.status_code == 200 and again.get_json()["duplicate"] is True
-    assert len(world.events()) == 1
+    assert len(source_world.events()) == 1
 
 
-def test_v2_retry_with_a_higher_attempt_is_a_duplicate(world: SourceWorld) -> None:
-    assert world.send_fixture("pipedrive", "create_person").status_code == 202
+def test_v2_retry_with_a_higher_attempt_is_a_duplicate(source_world: SourceWorld) -> None:
+    assert source_world.send_fixture("pipedrive", "create_person").status_code == 202
     payload = fixture_json("pipedrive", "create_person")
     payload["meta"]["attempt"] = 2
-    again = world.send_json(payload)
+    again = source_world.send_json(payload)
     assert again.status_code == 200 and again.get_json()["duplicate"] is True
-    assert len(world.events()) == 1
+    assert len(source_world.events()) == 1
 
 
 @pytest.mark.parametrize(
@@ -116,36 +116,36 @@ def test_v2_retry_with_a_higher_attempt_is_a_duplicate(world: SourceWorld) -> No
     ],
 )
 def test_other_events_are_ignored_and_recorded(
-    world: SourceWorld, fixture: str, event_type: str, reason: str
+    source_world: SourceWorld, fixture: str, event_type: str, reason: str
 ) -> None:
-    response = world.send_fixture("pipedrive", fixture)
+    response = source_world.send_fixture("pipedrive", fixture)
     assert response.status_code == 200
     assert reason in response.get_json()["reason"]
-    [ignored] = world.ignored()
+    [ignored] = source_world.ignored()
     assert ignored["event_type"] == event_type
-    assert world.events() == []
+    assert source_world.events() == []
 
 
-def test_unknown_event_type_is_ignored(world: SourceWorld) -> None:
+def test_unknown_event_type_is_ignored(source_world: SourceWorld) -> None:
     payload = fixture_json("pipedrive", "create_deal")
     payload["meta"]["entity"] = "project"
-    response = world.send_json(payload)
+    response = source_world.send_json(payload)
     assert response.status_code == 200
     assert "not handled by the pipedrive source" in response.get_json()["reason"]
 
 
-def test_person_without_an_address_is_ignored(world: SourceWorld) -> None:
+def test_person_without_an_address_is_ignored(source_world: SourceWorld) -> None:
     payload = fixture_json("pipedrive", "create_person")
     payload["data"]["emails"] = [{"label": "work", "value": "", "primary": True}]
-    response = world.send_json(payload)
+    response = source_world.send_json(payload)
     assert response.status_code == 200
     assert response.get_json()["reason"] == "No e-mail address in the e-mail field."
 
 
-def test_person_event_without_data_is_ignored(world: SourceWorld) -> None:
+def test_person_event_without_data_is_ignored(source_world: SourceWorld) -> None:
     payload = fixture_json("pipedrive", "create_person")
     payload["data"] = None
-    response = world.send_json(payload)
+    response = source_world.send_json(payload)
     assert response.status_code == 200
     assert response.get_json()["reason"] == "The delivery has no person data."
 
@@ -157,11 +157,11 @@ def test_several_options_and_plain_values_are_unwrapped() -> None:
     assert _custom_value("42") == "42"
 
 
-def test_a_multiple_option_field_is_mapped_by_any_option(world: SourceWorld) -> None:
+def test_a_multiple_option_field_is_mapped_by_any_option(source_world: SourceWorld) -> None:
     payload = fixture_json("pipedrive", "create_person")
     payload["data"]["custom_fields"][CONSENT_FIELD] = {"type": "set", "values": [{"id": 42}]}
-    assert world.send_json(payload).status_code == 202
-    assert world.events()[0]["decision"] == "granted"
+    assert source_world.send_json(payload).status_code == 202
+    assert source_world.events()[0]["decision"] == "granted"
 
 
 @pytest.mark.parametrize(
@@ -182,17 +182,17 @@ def test_primary_email(entries: Any, expected: str | None) -> None:
     assert _primary_email(entries) == expected
 
 
-def test_v2_key_emails_and_v1_key_email_are_both_read(world: SourceWorld) -> None:
+def test_v2_key_emails_and_v1_key_email_are_both_read(source_world: SourceWorld) -> None:
     payload = fixture_json("pipedrive", "create_person")
     payload["data"]["email"] = payload["data"].pop("emails")
-    assert world.send_json(payload).status_code == 202
-    assert world.events()[0]["email"] == "sample.person@example.com"
+    assert source_world.send_json(payload).status_code == 202
+    assert source_world.events()[0]["email"] == "sample.person@example.com"
 
 
-def test_rotated_password_is_accepted(world: SourceWorld) -> None:
+def test_rotated_password_is_accepted(source_world: SourceWorld) -> None:
     body, _ = load_fixture("pipedrive", "create_person")
     headers = basic_auth(USERNAME, OTHER_PASSWORD)
-    assert world.post("/webhooks/src", body, headers).status_code == 202
+    assert source_world.post("/webhooks/src", body, headers).status_code == 202
 
 
 @pytest.mark.parametrize(
@@ -213,13 +213,13 @@ def test_rotated_password_is_accepted(world: SourceWorld) -> None:
     ids=["wrong-password", "wrong-user", "missing", "bearer", "malformed"],
 )
 def test_bad_credentials_are_refused(
-    world: SourceWorld, headers: dict[str, str], detail: str
+    source_world: SourceWorld, headers: dict[str, str], detail: str
 ) -> None:
     body, _ = load_fixture("pipedrive", "create_person")
-    response = world.post("/webhooks/src", body, headers)
+    response = source_world.post("/webhooks/src", body, headers)
     assert response.status_code == 401
     assert response.get_json()["detail"] == detail
-    assert world.events() == [] and world.ignored() == []
+    assert source_world.events() == [] and source_world.ignored() == []
 
 
 @pytest.mark.parametrize(
@@ -239,14 +239,14 @@ def test_bad_credentials_are_refused(
     ],
     ids=["not-json", "not-an-object", "no-meta", "v2-numeric-id", "v1-no-timestamp-micro"],
 )
-def test_unreadable_body_is_a_400(world: SourceWorld, body: bytes, problem: str) -> None:
-    response = world.send(body)
+def test_unreadable_body_is_a_400(source_world: SourceWorld, body: bytes, problem: str) -> None:
+    response = source_world.send(body)
     assert response.status_code == 400
     assert response.get_json()["type"].endswith(problem)
 
 
-def test_form_body_is_a_415(world: SourceWorld) -> None:
-    assert world.send(b"a=1", "application/x-www-form-urlencoded").status_code == 415
+def test_form_body_is_a_415(source_world: SourceWorld) -> None:
+    assert source_world.send(b"a=1", "application/x-www-form-urlencoded").status_code == 415
 
 
 @pytest.mark.parametrize(

@@ -42,7 +42,7 @@ xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><soapenv:Body>
 
 
 @pytest.fixture
-def world(tmp_path: Path) -> SourceWorld:
+def source_world(tmp_path: Path) -> SourceWorld:
     return SourceWorld(tmp_path, CONFIG)
 
 
@@ -58,13 +58,13 @@ def test_ack_is_the_documented_soap_answer() -> None:
     assert ACK == EXPECTED_ACK
 
 
-def test_contact_notifications_become_one_decision_each(world: SourceWorld) -> None:
-    response = world.send_fixture("salesforce", "contact_notifications")
+def test_contact_notifications_become_one_decision_each(source_world: SourceWorld) -> None:
+    response = source_world.send_fixture("salesforce", "contact_notifications")
 
     assert response.status_code == 200
     assert response.content_type == "text/xml; charset=utf-8"
     assert response.data == EXPECTED_ACK
-    first, second = world.events()
+    first, second = source_world.events()
     assert (first["email"], first["decision"]) == ("ada.lovelace@example.com", "granted")
     assert first["consent_source"] == "salesforce:Contact"
     assert first["consent_source_id"] == "0037F00000Kq1aAQAR"
@@ -76,11 +76,11 @@ def test_contact_notifications_become_one_decision_each(world: SourceWorld) -> N
     assert second["occurred_at"] == dt.datetime(2019, 10, 30, 3, 31, 2, tzinfo=dt.UTC)
 
 
-def test_lead_notification_becomes_a_denied_decision(world: SourceWorld) -> None:
-    response = world.send_fixture("salesforce", "lead_notification")
+def test_lead_notification_becomes_a_denied_decision(source_world: SourceWorld) -> None:
+    response = source_world.send_fixture("salesforce", "lead_notification")
 
     assert (response.status_code, response.data) == (200, EXPECTED_ACK)
-    [event] = world.events()
+    [event] = source_world.events()
     assert (event["email"], event["decision"]) == ("grace.hopper@example.com", "denied")
     assert event["consent_source"] == "salesforce:Lead"
     assert event["consent_source_id"] == "00Q7F00000AbCdEUAV"
@@ -93,96 +93,96 @@ def test_opt_out_mapping_from_the_readme(tmp_path: Path) -> None:
         'consent = "Tracking_Consent__c"',
         'consent = "HasOptedOutOfEmail"\nvalues = { true = "withdrawn", false = "granted" }',
     )
-    world = SourceWorld(tmp_path, toml)
-    assert world.send_fixture("salesforce", "contact_notifications").status_code == 200
-    assert [e["decision"] for e in world.events()] == ["granted", "withdrawn"]
+    source_world = SourceWorld(tmp_path, toml)
+    assert source_world.send_fixture("salesforce", "contact_notifications").status_code == 200
+    assert [e["decision"] for e in source_world.events()] == ["granted", "withdrawn"]
 
 
-def test_redelivery_is_a_duplicate_and_still_acknowledged(world: SourceWorld) -> None:
-    assert world.send_fixture("salesforce", "contact_notifications").status_code == 200
-    again = world.send_fixture("salesforce", "contact_notifications")
+def test_redelivery_is_a_duplicate_and_still_acknowledged(source_world: SourceWorld) -> None:
+    assert source_world.send_fixture("salesforce", "contact_notifications").status_code == 200
+    again = source_world.send_fixture("salesforce", "contact_notifications")
     assert (again.status_code, again.data) == (200, EXPECTED_ACK)
-    assert len(world.events()) == 2
+    assert len(source_world.events()) == 2
 
 
-def test_opportunity_is_ignored_and_acknowledged(world: SourceWorld) -> None:
-    response = world.post(with_token(), OPPORTUNITY, XML)
+def test_opportunity_is_ignored_and_acknowledged(source_world: SourceWorld) -> None:
+    response = source_world.post(with_token(), OPPORTUNITY, XML)
 
     assert (response.status_code, response.data) == (200, EXPECTED_ACK)
-    assert world.events() == []
-    [ignored] = world.ignored()
+    assert source_world.events() == []
+    [ignored] = source_world.ignored()
     assert (ignored["delivery_id"], ignored["event_type"]) == ("04l7F000008aeAyQAI", "Opportunity")
     assert "An Opportunity is not a person" in ignored["reason"]
 
 
-def test_unsupported_object_type_is_ignored(world: SourceWorld) -> None:
+def test_unsupported_object_type_is_ignored(source_world: SourceWorld) -> None:
     body = OPPORTUNITY.replace(b"sf:Opportunity", b"sf:Invoice__c")
-    assert world.post(with_token(), body, XML).data == EXPECTED_ACK
-    assert world.ignored()[0]["reason"] == (
+    assert source_world.post(with_token(), body, XML).data == EXPECTED_ACK
+    assert source_world.ignored()[0]["reason"] == (
         "Event type 'Invoice__c' is not handled by the salesforce source."
     )
 
 
-def test_notification_without_email_is_ignored(world: SourceWorld) -> None:
+def test_notification_without_email_is_ignored(source_world: SourceWorld) -> None:
     body = contacts().replace(b"<sf:Email>ada.lovelace@example.com</sf:Email>", b"")
-    assert world.post(with_token(), body, XML).status_code == 200
-    assert world.ignored()[0]["reason"] == "No e-mail address in the e-mail field."
-    assert [e["delivery_id"] for e in world.events()] == ["04l7F000008aeB2QAI"]
+    assert source_world.post(with_token(), body, XML).status_code == 200
+    assert source_world.ignored()[0]["reason"] == "No e-mail address in the e-mail field."
+    assert [e["delivery_id"] for e in source_world.events()] == ["04l7F000008aeB2QAI"]
 
 
 def test_eighteen_character_org_id_in_config_matches(tmp_path: Path) -> None:
-    world = SourceWorld(tmp_path, CONFIG.replace("00D7F00000107Xs", "00D7F00000107XsUAI"))
-    assert world.send_fixture("salesforce", "lead_notification").status_code == 200
-    assert len(world.events()) == 1
+    source_world = SourceWorld(tmp_path, CONFIG.replace("00D7F00000107Xs", "00D7F00000107XsUAI"))
+    assert source_world.send_fixture("salesforce", "lead_notification").status_code == 200
+    assert len(source_world.events()) == 1
 
 
 # --- the failures -------------------------------------------------------------------------
 
 
-def test_wrong_token_is_refused(world: SourceWorld) -> None:
-    response = world.post(with_token("x" * 40), contacts(), XML)
+def test_wrong_token_is_refused(source_world: SourceWorld) -> None:
+    response = source_world.post(with_token("x" * 40), contacts(), XML)
     assert response.status_code == 401
-    assert world.events() == []
+    assert source_world.events() == []
 
 
-def test_missing_token_is_refused(world: SourceWorld) -> None:
-    response = world.post(URL, contacts(), XML)
+def test_missing_token_is_refused(source_world: SourceWorld) -> None:
+    response = source_world.post(URL, contacts(), XML)
     assert response.status_code == 401
     assert "Missing token" in response.get_json()["detail"]
 
 
-def test_other_organization_is_refused(world: SourceWorld) -> None:
+def test_other_organization_is_refused(source_world: SourceWorld) -> None:
     body = contacts().replace(b"00D7F00000107XsUAI", b"00D7F00000999XsUAI")
-    response = world.post(with_token(), body, XML)
+    response = source_world.post(with_token(), body, XML)
     assert response.status_code == 401
     assert "not one of this source's organization_ids" in response.get_json()["detail"]
 
 
-def test_organization_id_is_compared_case_sensitively(world: SourceWorld) -> None:
+def test_organization_id_is_compared_case_sensitively(source_world: SourceWorld) -> None:
     body = contacts().replace(b"00D7F00000107XsUAI", b"00D7F00000107XSUAI")
-    assert world.post(with_token(), body, XML).status_code == 401
+    assert source_world.post(with_token(), body, XML).status_code == 401
 
 
-def test_missing_organization_id_is_refused(world: SourceWorld) -> None:
+def test_missing_organization_id_is_refused(source_world: SourceWorld) -> None:
     body = contacts().replace(b"<OrganizationId>00D7F00000107XsUAI</OrganizationId>", b"")
-    response = world.post(with_token(), body, XML)
+    response = source_world.post(with_token(), body, XML)
     assert response.status_code == 401
     assert response.get_json()["detail"] == "Missing OrganizationId."
 
 
-def test_tampered_org_id_format_is_refused(world: SourceWorld) -> None:
+def test_tampered_org_id_format_is_refused(source_world: SourceWorld) -> None:
     body = contacts().replace(b"00D7F00000107XsUAI", b"00D7F00000107Xs-UAI")
-    assert world.post(with_token(), body, XML).status_code == 401
+    assert source_world.post(with_token(), body, XML).status_code == 401
 
 
-def test_malformed_xml_after_a_valid_token_is_a_400(world: SourceWorld) -> None:
-    response = world.post(with_token(), b"<soapenv:Envelope><unclosed>", XML)
+def test_malformed_xml_after_a_valid_token_is_a_400(source_world: SourceWorld) -> None:
+    response = source_world.post(with_token(), b"<soapenv:Envelope><unclosed>", XML)
     assert response.status_code == 400
     assert "not well-formed XML" in response.get_json()["detail"]
 
 
-def test_malformed_xml_without_token_is_a_401(world: SourceWorld) -> None:
-    assert world.post(URL, b"<soapenv:Envelope><unclosed>", XML).status_code == 401
+def test_malformed_xml_without_token_is_a_401(source_world: SourceWorld) -> None:
+    assert source_world.post(URL, b"<soapenv:Envelope><unclosed>", XML).status_code == 401
 
 
 @pytest.mark.parametrize(
@@ -193,8 +193,8 @@ def test_malformed_xml_without_token_is_a_401(world: SourceWorld) -> None:
     ],
     ids=["entity", "external-dtd"],
 )
-def test_dtds_and_entities_are_refused(world: SourceWorld, body: bytes) -> None:
-    response = world.post(with_token(), body, XML)
+def test_dtds_and_entities_are_refused(source_world: SourceWorld, body: bytes) -> None:
+    response = source_world.post(with_token(), body, XML)
     assert response.status_code == 400
     assert "DTD or entities" in response.get_json()["detail"]
 
@@ -208,23 +208,25 @@ def test_dtds_and_entities_are_refused(world: SourceWorld, body: bytes) -> None:
     ],
     ids=["not-soap", "no-notifications"],
 )
-def test_xml_that_is_not_an_outbound_message_is_a_400(world: SourceWorld, body: bytes) -> None:
-    assert world.post(with_token(), body, XML).status_code == 400
+def test_xml_that_is_not_an_outbound_message_is_a_400(
+    source_world: SourceWorld, body: bytes
+) -> None:
+    assert source_world.post(with_token(), body, XML).status_code == 400
 
 
-def test_message_without_notifications_is_a_400(world: SourceWorld) -> None:
+def test_message_without_notifications_is_a_400(source_world: SourceWorld) -> None:
     body = (
         OPPORTUNITY.split(b"<Notification>")[0]
         + b"</notifications></soapenv:Body></soapenv:Envelope>"
     )
-    response = world.post(with_token(), body, XML)
+    response = source_world.post(with_token(), body, XML)
     assert response.status_code == 400
     assert "at least one Notification" in response.get_json()["detail"]
 
 
-def test_json_body_is_a_415(world: SourceWorld) -> None:
+def test_json_body_is_a_415(source_world: SourceWorld) -> None:
     headers = {"Content-Type": "application/json"}
-    assert world.post(with_token(), contacts(), headers).status_code == 415
+    assert source_world.post(with_token(), contacts(), headers).status_code == 415
 
 
 # --- config -------------------------------------------------------------------------------

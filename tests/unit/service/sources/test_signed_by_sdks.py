@@ -45,9 +45,9 @@ ESCAPED_QUERIES = ["list=a%2Cb", "utm%5Bsource%5D=x", "next=%2Fthanks%3Fa%3Db&q=
 class Served:
     """The world's app behind Werkzeug's threaded HTTP server on a free loopback port."""
 
-    def __init__(self, world: SourceWorld):
-        self.world = world
-        self.server: BaseWSGIServer = make_server("127.0.0.1", 0, world.app, threaded=True)
+    def __init__(self, source_world: SourceWorld):
+        self.source_world = source_world
+        self.server: BaseWSGIServer = make_server("127.0.0.1", 0, source_world.app, threaded=True)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
@@ -104,7 +104,7 @@ def test_hubspot_sdk_signature_over_an_escaped_url_is_accepted(
     status, answer = hubspot.post(target, body, headers)
 
     assert status == 202, answer
-    assert len(hubspot.world.events()) == 1
+    assert len(hubspot.source_world.events()) == 1
 
 
 def test_hubspot_signature_over_another_query_is_still_refused(hubspot: Served) -> None:
@@ -116,7 +116,7 @@ def test_hubspot_signature_over_another_query_is_still_refused(hubspot: Served) 
     status, _ = hubspot.post("/webhooks/src?list=a%2Cc", body, headers)
 
     assert status == 401
-    assert hubspot.world.events() == []
+    assert hubspot.source_world.events() == []
 
 
 def svix_headers(body: bytes, msg_id: str) -> dict[str, str]:
@@ -136,7 +136,7 @@ def test_svix_signed_request_with_svix_headers_is_accepted(svix: Served) -> None
     status, answer = svix.post("/webhooks/src", body, svix_headers(body, "msg_svix_1"))
 
     assert status == 202, answer
-    [event] = svix.world.events()
+    [event] = svix.source_world.events()
     assert event["delivery_id"] == "msg_svix_1"
 
 
@@ -148,7 +148,7 @@ def test_svix_headers_with_a_wrong_signature_are_refused(svix: Served) -> None:
     status, _ = svix.post("/webhooks/src", tampered, headers)
 
     assert status == 401
-    assert svix.world.events() == []
+    assert svix.source_world.events() == []
 
 
 @pytest.mark.parametrize(

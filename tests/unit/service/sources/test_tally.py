@@ -40,7 +40,7 @@ consent = "question_mRoq1A_5b6e2c1f-8d7a-4b0e-9f3c-2a1d4e6f7a8b"
 
 
 @pytest.fixture
-def world(tmp_path: Path) -> SourceWorld:
+def source_world(tmp_path: Path) -> SourceWorld:
     return SourceWorld(tmp_path, CONFIG)
 
 
@@ -68,11 +68,11 @@ def test_verify_accepts_the_vector_with_any_active_secret() -> None:
         verify(headers, body, ["retired-secret"])
 
 
-def test_documented_example_becomes_a_granted_decision(world: SourceWorld) -> None:
-    response = world.send_fixture("tally", "form_response")
+def test_documented_example_becomes_a_granted_decision(source_world: SourceWorld) -> None:
+    response = source_world.send_fixture("tally", "form_response")
 
     assert response.status_code == 202, response.get_json()
-    [event] = world.events()
+    [event] = source_world.events()
     assert event["email"] == "dylan@example.fr"
     assert event["decision"] == "granted"
     assert event["consent_source"] == "tally:XxA4WO"
@@ -82,34 +82,34 @@ def test_documented_example_becomes_a_granted_decision(world: SourceWorld) -> No
 
 
 def test_per_option_key_and_label_locators(tmp_path: Path) -> None:
-    world = SourceWorld(tmp_path, BY_KEY)
-    assert world.send_fixture("tally", "form_response").status_code == 202
-    [event] = world.events()
+    source_world = SourceWorld(tmp_path, BY_KEY)
+    assert source_world.send_fixture("tally", "form_response").status_code == 202
+    [event] = source_world.events()
     assert (event["email"], event["decision"]) == ("dylan@example.fr", "granted")
     assert event["consent_source"] == "tally-Newsletter sign-up"
     assert event["consent_source_id"] == "Z9Z97Go/Pdgjl70"
 
 
 def test_unticked_option_is_denied(tmp_path: Path) -> None:
-    world = SourceWorld(tmp_path, BY_KEY)
+    source_world = SourceWorld(tmp_path, BY_KEY)
     payload = fixture_payload()
     group, option = consent_fields(payload)
     group["value"], option["value"] = [], False
-    assert world.send_json(payload).status_code == 202
-    assert world.events()[0]["decision"] == "denied"
+    assert source_world.send_json(payload).status_code == 202
+    assert source_world.events()[0]["decision"] == "denied"
 
 
-def test_unticked_group_falls_back_to_when_missing(world: SourceWorld) -> None:
+def test_unticked_group_falls_back_to_when_missing(source_world: SourceWorld) -> None:
     payload = fixture_payload()
     consent_fields(payload)[0]["value"] = None
-    assert world.send_json(payload).status_code == 202
-    assert world.events()[0]["decision"] == "unknown"
+    assert source_world.send_json(payload).status_code == 202
+    assert source_world.events()[0]["decision"] == "unknown"
 
 
-def test_option_id_without_options_is_kept_and_unmapped(world: SourceWorld) -> None:
+def test_option_id_without_options_is_kept_and_unmapped(source_world: SourceWorld) -> None:
     payload = fixture_payload()
     del consent_fields(payload)[0]["options"]
-    response = world.send_json(payload)
+    response = source_world.send_json(payload)
     assert response.status_code == 200
     assert (
         "'5b6e2c1f-8d7a-4b0e-9f3c-2a1d4e6f7a8b' is not in the mapping"
@@ -117,60 +117,62 @@ def test_option_id_without_options_is_kept_and_unmapped(world: SourceWorld) -> N
     )
 
 
-def test_a_shared_label_is_not_a_locator(world: SourceWorld) -> None:
+def test_a_shared_label_is_not_a_locator(source_world: SourceWorld) -> None:
     payload = fixture_payload()
     payload["data"]["fields"][1]["label"] = "Marketing consent"
-    response = world.send_json(payload)
+    response = source_world.send_json(payload)
     # when_missing = "unknown": the ambiguous label never picks one of the two answers.
     assert response.status_code == 202
-    assert world.events()[0]["decision"] == "unknown"
+    assert source_world.events()[0]["decision"] == "unknown"
 
 
-def test_top_level_created_at_stands_in(world: SourceWorld) -> None:
+def test_top_level_created_at_stands_in(source_world: SourceWorld) -> None:
     payload = fixture_payload()
     del payload["data"]["createdAt"]
-    assert world.send_json(payload).status_code == 202
-    assert world.events()[0]["occurred_at"] == dt.datetime(2026, 8, 14, 10, 55, tzinfo=dt.UTC)
+    assert source_world.send_json(payload).status_code == 202
+    assert source_world.events()[0]["occurred_at"] == dt.datetime(
+        2026, 8, 14, 10, 55, tzinfo=dt.UTC
+    )
 
 
-def test_redelivery_is_a_duplicate(world: SourceWorld) -> None:
-    assert world.send_fixture("tally", "form_response").status_code == 202
-    again = world.send_fixture("tally", "form_response")
+def test_redelivery_is_a_duplicate(source_world: SourceWorld) -> None:
+    assert source_world.send_fixture("tally", "form_response").status_code == 202
+    again = source_world.send_fixture("tally", "form_response")
     assert again.status_code == 200
     assert again.get_json()["duplicate"] is True
-    assert len(world.events()) == 1
+    assert len(source_world.events()) == 1
 
 
-def test_no_email_field_is_ignored_with_its_reason(world: SourceWorld) -> None:
+def test_no_email_field_is_ignored_with_its_reason(source_world: SourceWorld) -> None:
     payload = fixture_payload()
     del payload["data"]["fields"][0]
-    response = world.send_json(payload)
+    response = source_world.send_json(payload)
     assert response.status_code == 200
     assert response.get_json()["reason"] == "No e-mail address in the e-mail field."
-    assert world.ignored()[0]["delivery_id"] == payload["eventId"]
+    assert source_world.ignored()[0]["delivery_id"] == payload["eventId"]
 
 
-def test_wrong_secret_is_refused(world: SourceWorld) -> None:
+def test_wrong_secret_is_refused(source_world: SourceWorld) -> None:
     body, _ = load_fixture("tally", "form_response")
     headers = {"Content-Type": "application/json", "Tally-Signature": signature("nope!!", body)}
-    response = world.post("/webhooks/src", body, headers)
+    response = source_world.post("/webhooks/src", body, headers)
     assert response.status_code == 401
-    assert world.events() == []
+    assert source_world.events() == []
 
 
-def test_missing_header_is_refused(world: SourceWorld) -> None:
+def test_missing_header_is_refused(source_world: SourceWorld) -> None:
     body, _ = load_fixture("tally", "form_response")
-    response = world.post("/webhooks/src", body, {"Content-Type": "application/json"})
+    response = source_world.post("/webhooks/src", body, {"Content-Type": "application/json"})
     assert response.status_code == 401
     assert "Missing Tally-Signature" in response.get_json()["detail"]
 
 
-def test_tampered_body_is_refused(world: SourceWorld) -> None:
+def test_tampered_body_is_refused(source_world: SourceWorld) -> None:
     body, _ = load_fixture("tally", "form_response")
     headers = {"Content-Type": "application/json", "Tally-Signature": signature(SECRET, body)}
     forged = body.replace(b"dylan@example.fr", b"mallory@example.fr")
-    assert world.post("/webhooks/src", forged, headers).status_code == 401
-    assert world.events() == []
+    assert source_world.post("/webhooks/src", forged, headers).status_code == 401
+    assert source_world.events() == []
 
 
 def test_prefixed_signature_is_refused() -> None:
@@ -192,26 +194,26 @@ def test_prefixed_signature_is_refused() -> None:
     ],
     ids=["not-json", "not-an-object", "no-event-id", "data-not-an-object"],
 )
-def test_malformed_body_is_a_400(world: SourceWorld, body: bytes, status: int) -> None:
-    assert world.send(body).status_code == status
+def test_malformed_body_is_a_400(source_world: SourceWorld, body: bytes, status: int) -> None:
+    assert source_world.send(body).status_code == status
 
 
-def test_form_encoded_body_is_a_415(world: SourceWorld) -> None:
-    assert world.send(b"eventId=e1", "application/x-www-form-urlencoded").status_code == 415
+def test_form_encoded_body_is_a_415(source_world: SourceWorld) -> None:
+    assert source_world.send(b"eventId=e1", "application/x-www-form-urlencoded").status_code == 415
 
 
-def test_unsupported_event_type_is_ignored(world: SourceWorld) -> None:
-    response = world.send(b'{"eventId":"evt_other","eventType":"FORM_DELETED"}')
+def test_unsupported_event_type_is_ignored(source_world: SourceWorld) -> None:
+    response = source_world.send(b'{"eventId":"evt_other","eventType":"FORM_DELETED"}')
     assert response.status_code == 200
     assert "'FORM_DELETED' is not handled by the tally source" in response.get_json()["reason"]
-    [ignored] = world.ignored()
+    [ignored] = source_world.ignored()
     assert (ignored["delivery_id"], ignored["event_type"]) == ("evt_other", "FORM_DELETED")
 
 
-def test_parse_offers_keys_labels_and_variables(world: SourceWorld) -> None:
+def test_parse_offers_keys_labels_and_variables(source_world: SourceWorld) -> None:
     body, content_type = load_fixture("tally", "form_response")
-    request = InboundRequest("POST", world.url, {}, {}, body, content_type)
-    [event] = world.kind.parse(request, Authenticated())
+    request = InboundRequest("POST", source_world.url, {}, {}, body, content_type)
+    [event] = source_world.kind.parse(request, Authenticated())
     assert event.answers["question_jkl012"] == "Business"
     assert event.answers["Which plan?"] == "Business"
     assert event.answers["Marketing consent"] == [OPTION]

@@ -35,7 +35,7 @@ JSON = {"Content-Type": "application/json"}
 
 
 @pytest.fixture
-def world(tmp_path: Path) -> SourceWorld:
+def source_world(tmp_path: Path) -> SourceWorld:
     return SourceWorld(tmp_path, CONFIG)
 
 
@@ -43,14 +43,14 @@ def body_with(**changes: Any) -> bytes:
     return json.dumps({**DECISION, **changes}).encode()
 
 
-def test_query_token_records_the_canonical_decision(world: SourceWorld) -> None:
-    signed = world.kind.sign(BODY, "application/json", world.url, 0.0)
-    assert signed.url == f"{world.url}?token={TOKEN}"
+def test_query_token_records_the_canonical_decision(source_world: SourceWorld) -> None:
+    signed = source_world.kind.sign(BODY, "application/json", source_world.url, 0.0)
+    assert signed.url == f"{source_world.url}?token={TOKEN}"
 
-    response = world.post(signed.url, BODY, dict(signed.headers))
+    response = source_world.post(signed.url, BODY, dict(signed.headers))
 
     assert response.status_code == 202, response.get_json()
-    [event] = world.events()
+    [event] = source_world.events()
     assert event["email"] == "Jane.Doe@Example.com"
     assert event["decision"] == "withdrawn"
     assert event["consent_source"] == "salesforce_flow"
@@ -59,10 +59,10 @@ def test_query_token_records_the_canonical_decision(world: SourceWorld) -> None:
     assert event["delivery_id"] == "sha256:" + hashlib.sha256(BODY).hexdigest()
 
 
-def test_source_defaults_to_the_configured_label(world: SourceWorld) -> None:
+def test_source_defaults_to_the_configured_label(source_world: SourceWorld) -> None:
     body = json.dumps({"email": "a@example.com", "tracking_consent": "granted"}).encode()
-    assert world.send(body).status_code == 202
-    assert world.events()[0]["consent_source"] == "crm_flow"
+    assert source_world.send(body).status_code == 202
+    assert source_world.events()[0]["consent_source"] == "crm_flow"
 
 
 @pytest.mark.parametrize(
@@ -75,10 +75,10 @@ def test_source_defaults_to_the_configured_label(world: SourceWorld) -> None:
     ids=["header", "bearer", "rotated-secret"],
 )
 def test_token_in_each_accepted_place(
-    world: SourceWorld, url: str, headers: dict[str, str]
+    source_world: SourceWorld, url: str, headers: dict[str, str]
 ) -> None:
-    assert world.post(url, BODY, {**JSON, **headers}).status_code == 202
-    assert len(world.events()) == 1
+    assert source_world.post(url, BODY, {**JSON, **headers}).status_code == 202
+    assert len(source_world.events()) == 1
 
 
 @pytest.mark.parametrize(
@@ -94,23 +94,25 @@ def test_token_in_each_accepted_place(
     ids=["wrong-query", "wrong-bearer", "missing", "empty-bearer", "basic-without-username"],
 )
 def test_bad_or_missing_token_is_refused(
-    world: SourceWorld, url: str, headers: dict[str, str], detail: str
+    source_world: SourceWorld, url: str, headers: dict[str, str], detail: str
 ) -> None:
-    response = world.post(url, BODY, {**JSON, **headers})
+    response = source_world.post(url, BODY, {**JSON, **headers})
     assert response.status_code == 401
     assert detail in response.get_json()["detail"]
     assert "wrong-token" not in response.get_data(as_text=True)
-    assert world.events() == []
+    assert source_world.events() == []
 
 
 def test_basic_auth_when_a_username_is_configured(tmp_path: Path) -> None:
-    world = SourceWorld(tmp_path, BASIC_CONFIG)
-    signed = world.kind.sign(BODY, "application/json", world.url, 0.0)
-    assert signed.url == world.url  # the secret travels in the header, not the URL
+    source_world = SourceWorld(tmp_path, BASIC_CONFIG)
+    signed = source_world.kind.sign(BODY, "application/json", source_world.url, 0.0)
+    assert signed.url == source_world.url  # the secret travels in the header, not the URL
     assert signed.headers["Authorization"] == basic_auth(USERNAME, TOKEN)["Authorization"]
-    assert world.post(signed.url, BODY, dict(signed.headers)).status_code == 202
-    assert world.post("/webhooks/src", body_with(source_id="2"), basic_auth(USERNAME, OTHER_TOKEN))
-    assert len(world.events()) == 2
+    assert source_world.post(signed.url, BODY, dict(signed.headers)).status_code == 202
+    assert source_world.post(
+        "/webhooks/src", body_with(source_id="2"), basic_auth(USERNAME, OTHER_TOKEN)
+    )
+    assert len(source_world.events()) == 2
 
 
 @pytest.mark.parametrize(
@@ -129,60 +131,62 @@ def test_basic_auth_when_a_username_is_configured(tmp_path: Path) -> None:
 def test_bad_basic_credentials_are_refused(
     tmp_path: Path, headers: dict[str, str], detail: str
 ) -> None:
-    world = SourceWorld(tmp_path, BASIC_CONFIG)
-    response = world.post("/webhooks/src", BODY, headers)
+    source_world = SourceWorld(tmp_path, BASIC_CONFIG)
+    response = source_world.post("/webhooks/src", BODY, headers)
     assert response.status_code == 401
     assert response.get_json()["detail"] == detail
 
 
 def test_wrong_basic_is_refused_even_with_a_good_query_token(tmp_path: Path) -> None:
-    world = SourceWorld(tmp_path, BASIC_CONFIG)
+    source_world = SourceWorld(tmp_path, BASIC_CONFIG)
     url = f"/webhooks/src?token={TOKEN}"
-    assert world.post(url, BODY, basic_auth(USERNAME, "wrong-password")).status_code == 401
+    assert source_world.post(url, BODY, basic_auth(USERNAME, "wrong-password")).status_code == 401
 
 
-def test_idempotency_key_recognises_a_retry_with_another_body(world: SourceWorld) -> None:
+def test_idempotency_key_recognises_a_retry_with_another_body(source_world: SourceWorld) -> None:
     headers = {**JSON, "X-Consent-Relay-Token": TOKEN, "Idempotency-Key": "flow-run-42"}
-    assert world.post("/webhooks/src", BODY, headers).status_code == 202
-    again = world.post("/webhooks/src", body_with(occurred_at="2024-05-01T09:31:00Z"), headers)
+    assert source_world.post("/webhooks/src", BODY, headers).status_code == 202
+    again = source_world.post(
+        "/webhooks/src", body_with(occurred_at="2024-05-01T09:31:00Z"), headers
+    )
     assert again.status_code == 200
     assert again.get_json()["duplicate"] is True
-    [event] = world.events()
+    [event] = source_world.events()
     assert event["delivery_id"] == "flow-run-42"
 
 
-def test_same_body_under_two_idempotency_keys_is_two_events(world: SourceWorld) -> None:
+def test_same_body_under_two_idempotency_keys_is_two_events(source_world: SourceWorld) -> None:
     for key in ("run-1", "run-2"):
         headers = {**JSON, "X-Consent-Relay-Token": TOKEN, "Idempotency-Key": key}
-        assert world.post("/webhooks/src", BODY, headers).status_code == 202
-    assert [e["delivery_id"] for e in world.events()] == ["run-1", "run-2"]
+        assert source_world.post("/webhooks/src", BODY, headers).status_code == 202
+    assert [e["delivery_id"] for e in source_world.events()] == ["run-1", "run-2"]
 
 
-def test_identical_body_without_a_key_is_a_duplicate(world: SourceWorld) -> None:
-    assert world.send(BODY).status_code == 202
-    again = world.send(BODY)
+def test_identical_body_without_a_key_is_a_duplicate(source_world: SourceWorld) -> None:
+    assert source_world.send(BODY).status_code == 202
+    again = source_world.send(BODY)
     assert again.status_code == 200 and again.get_json()["duplicate"] is True
-    assert world.send(body_with(tracking_consent="granted")).status_code == 202
-    assert [e["decision"] for e in world.events()] == ["withdrawn", "granted"]
+    assert source_world.send(body_with(tracking_consent="granted")).status_code == 202
+    assert [e["decision"] for e in source_world.events()] == ["withdrawn", "granted"]
 
 
 @pytest.mark.parametrize("key", ["", "k" * 256, "bad\x01key"], ids=["empty", "too-long", "control"])
-def test_malformed_idempotency_key_is_a_400(world: SourceWorld, key: str) -> None:
+def test_malformed_idempotency_key_is_a_400(source_world: SourceWorld, key: str) -> None:
     headers = {**JSON, "X-Consent-Relay-Token": TOKEN, "Idempotency-Key": key}
-    response = world.post("/webhooks/src", BODY, headers)
+    response = source_world.post("/webhooks/src", BODY, headers)
     assert response.status_code == 400
     assert response.get_json()["detail"] == "Malformed Idempotency-Key header."
-    assert world.events() == []
+    assert source_world.events() == []
 
 
-def test_idempotency_key_at_the_length_limit_is_accepted(world: SourceWorld) -> None:
+def test_idempotency_key_at_the_length_limit_is_accepted(source_world: SourceWorld) -> None:
     headers = {**JSON, "X-Consent-Relay-Token": TOKEN, "Idempotency-Key": "k" * 255}
-    assert world.post("/webhooks/src", BODY, headers).status_code == 202
+    assert source_world.post("/webhooks/src", BODY, headers).status_code == 202
 
 
-def test_idempotency_key_is_not_read_before_the_token(world: SourceWorld) -> None:
+def test_idempotency_key_is_not_read_before_the_token(source_world: SourceWorld) -> None:
     headers = {**JSON, "Idempotency-Key": "k" * 256}
-    assert world.post("/webhooks/src", BODY, headers).status_code == 401
+    assert source_world.post("/webhooks/src", BODY, headers).status_code == 401
 
 
 @pytest.mark.parametrize(
@@ -201,19 +205,19 @@ def test_idempotency_key_is_not_read_before_the_token(world: SourceWorld) -> Non
     ids=["no-email", "bad-state", "unknown-field"],
 )
 def test_invalid_fields_answer_422_with_each_message(
-    world: SourceWorld, payload: dict[str, Any], errors: dict[str, Any]
+    source_world: SourceWorld, payload: dict[str, Any], errors: dict[str, Any]
 ) -> None:
-    response = world.send_json(payload)
+    response = source_world.send_json(payload)
     assert response.status_code == 422
     body = response.get_json()
     assert body["type"].endswith("validation-failed")
     assert body["errors"] == errors
-    assert world.events() == []
+    assert source_world.events() == []
 
 
-def test_future_decision_time_is_a_422(world: SourceWorld) -> None:
+def test_future_decision_time_is_a_422(source_world: SourceWorld) -> None:
     later = (dt.datetime.now(dt.UTC) + dt.timedelta(days=1)).isoformat()
-    response = world.send(body_with(occurred_at=later))
+    response = source_world.send(body_with(occurred_at=later))
     assert response.status_code == 422
     assert "occurred_at" in response.get_json()["errors"]
 
@@ -226,8 +230,10 @@ def test_future_decision_time_is_a_422(world: SourceWorld) -> None:
     ],
     ids=["malformed-json", "form-body"],
 )
-def test_unreadable_body(world: SourceWorld, body: bytes, content_type: str, status: int) -> None:
-    assert world.send(body, content_type).status_code == status
+def test_unreadable_body(
+    source_world: SourceWorld, body: bytes, content_type: str, status: int
+) -> None:
+    assert source_world.send(body, content_type).status_code == status
 
 
 @pytest.mark.parametrize(

@@ -30,7 +30,7 @@ VECTOR_SIGNATURE = "c70f2160cc153e77c7f7911465682e622ccfd81ae43c9e9b20b6a08b9f0c
 
 
 @pytest.fixture
-def world(tmp_path: Path) -> SourceWorld:
+def source_world(tmp_path: Path) -> SourceWorld:
     return SourceWorld(tmp_path, CONFIG)
 
 
@@ -60,25 +60,32 @@ def test_vector_verifies_at_its_own_time_with_any_active_secret() -> None:
 
 
 def test_vector_through_the_kind_uses_the_time_of_receipt(tmp_path: Path) -> None:
-    world = SourceWorld(tmp_path, CONFIG.replace(SECRET, "client-secret"))
+    source_world = SourceWorld(tmp_path, CONFIG.replace(SECRET, "client-secret"))
     headers = {"x-webflow-timestamp": str(VECTOR_MS), "x-webflow-signature": VECTOR_SIGNATURE}
     received_at = VECTOR_MS / 1000 + 2
     request = InboundRequest(
-        "POST", world.url, headers, {}, VECTOR_BODY, "application/json", {}, received_at
+        "POST", source_world.url, headers, {}, VECTOR_BODY, "application/json", {}, received_at
     )
-    assert world.kind.authenticate(request) == Authenticated(timestamp=1663849649)
+    assert source_world.kind.authenticate(request) == Authenticated(timestamp=1663849649)
     late = InboundRequest(
-        "POST", world.url, headers, {}, VECTOR_BODY, "application/json", {}, received_at + 300
+        "POST",
+        source_world.url,
+        headers,
+        {},
+        VECTOR_BODY,
+        "application/json",
+        {},
+        received_at + 300,
     )
     with pytest.raises(SignatureError, match="too old"):
-        world.kind.authenticate(late)
+        source_world.kind.authenticate(late)
 
 
-def test_documented_example_becomes_a_granted_decision(world: SourceWorld) -> None:
-    response = world.send_fixture("webflow", "form_submission")
+def test_documented_example_becomes_a_granted_decision(source_world: SourceWorld) -> None:
+    response = source_world.send_fixture("webflow", "form_submission")
 
     assert response.status_code == 202, response.get_json()
-    [event] = world.events()
+    [event] = source_world.events()
     assert event["email"] == "zaphod@heartofgold.ai"
     assert event["decision"] == "granted"
     assert event["consent_source"] == "webflow:Contact Us"
@@ -91,73 +98,73 @@ def test_documented_example_becomes_a_granted_decision(world: SourceWorld) -> No
     ("answer", "decision"),
     [(True, "granted"), (False, "denied"), ("on", "granted"), ("false", "denied")],
 )
-def test_checkbox_value_formats(world: SourceWorld, answer: object, decision: str) -> None:
+def test_checkbox_value_formats(source_world: SourceWorld, answer: object, decision: str) -> None:
     # The checkbox's value format is UNVERIFIED (B4.7): booleans, "true"/"false" and "on".
     payload = fixture_payload()
     payload["payload"]["data"]["Newsletter opt-in"] = answer
-    assert world.send_json(payload).status_code == 202
-    assert world.events()[0]["decision"] == decision
+    assert source_world.send_json(payload).status_code == 202
+    assert source_world.events()[0]["decision"] == decision
 
 
 def test_capitalised_email_field_and_site_id_template(tmp_path: Path) -> None:
     config = CONFIG.replace('source = "webflow:{form_name}"', 'source = "wf-{site_id}"')
-    world = SourceWorld(tmp_path, config)
+    source_world = SourceWorld(tmp_path, config)
     payload = fixture_payload()
     data = payload["payload"]["data"]
     data["Email"] = data.pop("email")
-    assert world.send_json(payload).status_code == 202
-    [event] = world.events()
+    assert source_world.send_json(payload).status_code == 202
+    [event] = source_world.events()
     assert event["email"] == "zaphod@heartofgold.ai"
     assert event["consent_source"] == "wf-65427cf400e02b306eaa049c"
 
 
 def test_mapped_email_field_replaces_the_default(tmp_path: Path) -> None:
-    world = SourceWorld(tmp_path, CONFIG + 'email = "Work e-mail"\n')
+    source_world = SourceWorld(tmp_path, CONFIG + 'email = "Work e-mail"\n')
     payload = fixture_payload()
     payload["payload"]["data"]["Work e-mail"] = "ford@heartofgold.ai"
-    assert world.send_json(payload).status_code == 202
-    assert world.events()[0]["email"] == "ford@heartofgold.ai"
+    assert source_world.send_json(payload).status_code == 202
+    assert source_world.events()[0]["email"] == "ford@heartofgold.ai"
 
 
 def test_form_id_template_without_form_id_is_ignored(tmp_path: Path) -> None:
     config = CONFIG.replace(
         "\n[sources.src.mapping]", 'source_id = "{form_id}"\n[sources.src.mapping]'
     )
-    world = SourceWorld(tmp_path, config)
-    response = world.send_fixture("webflow", "form_submission")
+    source_world = SourceWorld(tmp_path, config)
+    response = source_world.send_fixture("webflow", "form_submission")
     assert response.status_code == 200
     assert "needs form_id, absent here" in response.get_json()["reason"]
     payload = fixture_payload()
     payload["payload"]["formId"] = "6321ca84df3949bfc6752300"
     payload["payload"]["id"] = "6321ca84df3949bfc6752399"
-    assert world.send_json(payload).status_code == 202
-    assert world.events()[0]["consent_source_id"] == "6321ca84df3949bfc6752300"
+    assert source_world.send_json(payload).status_code == 202
+    assert source_world.events()[0]["consent_source_id"] == "6321ca84df3949bfc6752300"
 
 
-def test_redelivery_is_a_duplicate(world: SourceWorld) -> None:
-    assert world.send_fixture("webflow", "form_submission").status_code == 202
+def test_redelivery_is_a_duplicate(source_world: SourceWorld) -> None:
+    assert source_world.send_fixture("webflow", "form_submission").status_code == 202
     # A retry is signed again with a new timestamp; the submission id is the same.
-    again = world.send_fixture("webflow", "form_submission", now=time.time() + 1)
+    again = source_world.send_fixture("webflow", "form_submission", now=time.time() + 1)
     assert again.status_code == 200
     assert again.get_json()["duplicate"] is True
-    assert len(world.events()) == 1
+    assert len(source_world.events()) == 1
 
 
-def test_missing_consent_answer_is_ignored_with_its_reason(world: SourceWorld) -> None:
+def test_missing_consent_answer_is_ignored_with_its_reason(source_world: SourceWorld) -> None:
     payload = fixture_payload()
     del payload["payload"]["data"]["Newsletter opt-in"]
-    response = world.send_json(payload)
+    response = source_world.send_json(payload)
     assert response.status_code == 200
     assert response.get_json()["reason"] == "No consent answer in 'Newsletter opt-in'."
 
 
-def test_wrong_secret_is_refused(world: SourceWorld) -> None:
+def test_wrong_secret_is_refused(source_world: SourceWorld) -> None:
     body, _ = load_fixture("webflow", "form_submission")
     headers = signed_headers(body, int(time.time() * 1000), secret="not-the-secret")
-    response = world.post("/webhooks/src", body, headers)
+    response = source_world.post("/webhooks/src", body, headers)
     assert response.status_code == 401
     assert response.get_json()["detail"] == "No signature matches an active secret."
-    assert world.events() == []
+    assert source_world.events() == []
 
 
 @pytest.mark.parametrize(
@@ -167,11 +174,11 @@ def test_wrong_secret_is_refused(world: SourceWorld) -> None:
         ("x-webflow-timestamp", "Missing x-webflow-timestamp header"),
     ],
 )
-def test_missing_header_is_refused(world: SourceWorld, header: str, message: str) -> None:
+def test_missing_header_is_refused(source_world: SourceWorld, header: str, message: str) -> None:
     body, _ = load_fixture("webflow", "form_submission")
     headers = signed_headers(body, int(time.time() * 1000))
     del headers[header]
-    response = world.post("/webhooks/src", body, headers)
+    response = source_world.post("/webhooks/src", body, headers)
     assert response.status_code == 401
     assert message in response.get_json()["detail"]
 
@@ -182,18 +189,20 @@ def test_missing_header_is_refused(world: SourceWorld, header: str, message: str
     ids=["stale", "future"],
 )
 def test_timestamp_outside_tolerance_is_refused(
-    world: SourceWorld, offset_seconds: int, message: str
+    source_world: SourceWorld, offset_seconds: int, message: str
 ) -> None:
-    response = world.send_fixture("webflow", "form_submission", now=time.time() + offset_seconds)
+    response = source_world.send_fixture(
+        "webflow", "form_submission", now=time.time() + offset_seconds
+    )
     assert response.status_code == 401
     assert response.get_json()["detail"] == message
 
 
-def test_seconds_timestamp_is_refused_as_too_old(world: SourceWorld) -> None:
+def test_seconds_timestamp_is_refused_as_too_old(source_world: SourceWorld) -> None:
     # Webflow's timestamp is in milliseconds (B4.4); a seconds value reads as January 1970.
     body, _ = load_fixture("webflow", "form_submission")
     headers = signed_headers(body, int(time.time()))
-    assert world.post("/webhooks/src", body, headers).get_json()["detail"] == (
+    assert source_world.post("/webhooks/src", body, headers).get_json()["detail"] == (
         "Message timestamp too old."
     )
 
@@ -205,14 +214,16 @@ def test_malformed_timestamp_is_refused(value: str) -> None:
         verify(headers, VECTOR_BODY, ["client-secret"], 300, VECTOR_MS / 1000)
 
 
-def test_tampered_body_or_timestamp_is_refused(world: SourceWorld) -> None:
+def test_tampered_body_or_timestamp_is_refused(source_world: SourceWorld) -> None:
     body, _ = load_fixture("webflow", "form_submission")
     millis = int(time.time() * 1000)
     forged = body.replace(b"zaphod@heartofgold.ai", b"mallory@heartofgold.ai")
-    assert world.post("/webhooks/src", forged, signed_headers(body, millis)).status_code == 401
+    assert (
+        source_world.post("/webhooks/src", forged, signed_headers(body, millis)).status_code == 401
+    )
     moved = signed_headers(body, millis) | {"x-webflow-timestamp": str(millis + 1)}
-    assert world.post("/webhooks/src", body, moved).status_code == 401
-    assert world.events() == []
+    assert source_world.post("/webhooks/src", body, moved).status_code == 401
+    assert source_world.events() == []
 
 
 @pytest.mark.parametrize(
@@ -226,8 +237,8 @@ def test_tampered_body_or_timestamp_is_refused(world: SourceWorld) -> None:
     ],
     ids=["not-json", "not-an-object", "no-trigger", "payload-not-an-object", "no-id"],
 )
-def test_malformed_body_is_a_400(world: SourceWorld, body: bytes) -> None:
-    assert world.send(body).status_code == 400
+def test_malformed_body_is_a_400(source_world: SourceWorld, body: bytes) -> None:
+    assert source_world.send(body).status_code == 400
 
 
 @pytest.mark.parametrize(
@@ -252,23 +263,23 @@ def test_malformed_body_is_a_400(world: SourceWorld, body: bytes) -> None:
     ids=["site-publish", "collection-item", "unknown"],
 )
 def test_other_triggers_are_ignored(
-    world: SourceWorld, body: bytes, delivery_id: str | None, reason: str
+    source_world: SourceWorld, body: bytes, delivery_id: str | None, reason: str
 ) -> None:
-    response = world.send(body)
+    response = source_world.send(body)
     assert response.status_code == 200
     assert reason in response.get_json()["reason"]
-    [ignored] = world.ignored()
+    [ignored] = source_world.ignored()
     if delivery_id is None:  # no payload.id: the body's digest recognises a redelivery
         assert ignored["delivery_id"].startswith("sha256:")
     else:
         assert ignored["delivery_id"] == delivery_id
-    assert world.events() == []
+    assert source_world.events() == []
 
 
-def test_parse_offers_data_fields_and_variables(world: SourceWorld) -> None:
+def test_parse_offers_data_fields_and_variables(source_world: SourceWorld) -> None:
     body, content_type = load_fixture("webflow", "form_submission")
-    request = InboundRequest("POST", world.url, {}, {}, body, content_type)
-    [event] = world.kind.parse(request, Authenticated())
+    request = InboundRequest("POST", source_world.url, {}, {}, body, content_type)
+    [event] = source_world.kind.parse(request, Authenticated())
     assert event.answers["First Name"] == "Zaphod"
     assert event.answers["Phone Number"] == 15550000000
     assert event.email == "zaphod@heartofgold.ai"
