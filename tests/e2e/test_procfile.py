@@ -26,6 +26,7 @@ from tests.helpers.support import (
     decision,
     emulator_contact,
     free_port,
+    is_up,
     signed_headers,
     wait_for,
     write_config,
@@ -63,21 +64,14 @@ def _emulator(port: int, workdir: Path) -> Process:
         workdir,
         workdir / f"emulator-{uuid.uuid4().hex[:6]}.log",
     )
-    wait_for(lambda: _answers(f"http://127.0.0.1:{port}/_emulator/state"), what="emulator")
+    wait_for(lambda: is_up(f"http://127.0.0.1:{port}/_emulator/state"), what="emulator")
     return proc
-
-
-def _answers(url: str) -> bool:
-    try:
-        return requests.get(url, timeout=1).ok
-    except requests.RequestException:
-        return False
 
 
 def _start_relay(workdir: Path, env: dict[str, str], port: int) -> Process:
     argv = [str(BIN / "consent-relay"), "run", "--procfile", str(REPO / "Procfile")]
     relay = Process(argv, {**os.environ, **env, "PORT": str(port)}, workdir, workdir / "run.log")
-    wait_for(lambda: _answers(f"http://127.0.0.1:{port}/healthz"), 60, "web /healthz")
+    wait_for(lambda: is_up(f"http://127.0.0.1:{port}/healthz"), 60, "web /healthz")
     relay.wait_output("ready.", 60)  # the celery worker
     relay.wait_output("beat: Starting", 60)
     return relay
@@ -186,7 +180,7 @@ def test_engage_outage_then_recovery_loses_nothing(procfile_relay: ProcfileRelay
     subprocess.run(
         ["pkill", "-f", f"engage-emulator --port {procfile_relay.engage_port}"], check=False
     )
-    wait_for(lambda: not _answers(f"{procfile_relay.engage}/_emulator/state"), what="emulator down")
+    wait_for(lambda: not is_up(f"{procfile_relay.engage}/_emulator/state"), what="emulator down")
     email = _email()
     assert procfile_relay.post(decision(email, "withdrawn")).status_code == 202
     procfile_relay.process.wait_output('"outcome": "transient"', 30)

@@ -34,6 +34,14 @@ def require_service(name: str, host: str, port: int) -> None:
         pytest.skip(message)
 
 
+def is_up(url: str) -> bool:
+    """Whether a GET of url answers 2xx within a second (a process that is up and ready)."""
+    try:
+        return requests.get(url, timeout=1).ok
+    except requests.RequestException:
+        return False
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -28,6 +28,7 @@ from tests.helpers.support import (
     decision,
     emulator_contact,
     free_port,
+    is_up,
     signed_headers,
     wait_for,
     write_config,
@@ -84,13 +85,6 @@ def _env(config: Path, port: int) -> dict[str, str]:
     return {**env, "CONSENT_RELAY_CONFIG": str(config), "PORT": str(port), "WEB_CONCURRENCY": "2"}
 
 
-def _answers(url: str) -> bool:
-    try:
-        return requests.get(url, timeout=1).ok
-    except requests.RequestException:
-        return False
-
-
 @pytest.fixture(scope="module")
 def metrics_stack(tmp_path_factory: pytest.TempPathFactory, engage: str) -> Iterator[MetricsStack]:
     workdir = tmp_path_factory.mktemp("metrics")
@@ -106,7 +100,7 @@ def metrics_stack(tmp_path_factory: pytest.TempPathFactory, engage: str) -> Iter
         [*celery, "--without-gossip", "--without-mingle"], env, workdir, workdir / "worker.log"
     )
     try:
-        wait_for(lambda: _answers(f"http://127.0.0.1:{port}/healthz"), 60, "web /healthz")
+        wait_for(lambda: is_up(f"http://127.0.0.1:{port}/healthz"), 60, "web /healthz")
         wait_for(lambda: web.output().count("Booting worker") >= 2, 60, "2 web workers")
         worker.wait_output("ready.", 60)
         yield MetricsStack(f"http://127.0.0.1:{port}", engage, workdir, web, worker)
@@ -193,7 +187,7 @@ def test_a_killed_web_worker_keeps_its_counts(metrics_stack: MetricsStack) -> No
     wait_for(
         lambda: metrics_stack.web.output().count("Booting worker") >= 3, 30, "a new web worker"
     )
-    wait_for(lambda: _answers(f"{metrics_stack.url}/healthz"), 30, "web answers")
+    wait_for(lambda: is_up(f"{metrics_stack.url}/healthz"), 30, "web answers")
     assert total(metrics_stack.scrape(), "consent_relay_intake_total", outcome="accepted") == before
     assert metrics_stack.post(decision(f"after.{uuid.uuid4().hex[:8]}@example.org", "denied")).ok
     assert (

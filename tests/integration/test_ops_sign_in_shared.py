@@ -18,7 +18,7 @@ from service.config import load_settings
 from service.db import make_engine
 from service.migrate import upgrade
 from service.ops_throttle import CLIENT_LIMIT
-from tests.helpers.support import Process, free_port, wait_for, write_config
+from tests.helpers.support import Process, free_port, is_up, wait_for, write_config
 
 pytestmark = pytest.mark.integration
 PASSWORD = "integration-operator-password"
@@ -46,17 +46,10 @@ def shared_web(
     process = Process([*gunicorn, "service:create_app()"], env, workdir, workdir / "web.log")
     try:
         wait_for(lambda: process.output().count("Booting worker") >= 2, 60, "2 web workers")
-        wait_for(lambda: _answers(f"http://127.0.0.1:{port}/healthz"), 60, "web /healthz")
+        wait_for(lambda: is_up(f"http://127.0.0.1:{port}/healthz"), 60, "web /healthz")
         yield f"http://127.0.0.1:{port}", process
     finally:
         process.stop()
-
-
-def _answers(url: str) -> bool:
-    try:
-        return requests.get(url, timeout=1).ok
-    except requests.RequestException:
-        return False
 
 
 def sign_in(browser: requests.Session, url: str, password: str) -> requests.Response:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import logging
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -18,6 +17,7 @@ import pytest
 import requests
 
 from emulators.engage import EmulatorServer, EngageState, create_emulator_app
+from tests.helpers.support import free_port
 
 USERNAME = "api-user@example.com"
 PASSWORD = "engage-demo-password"
@@ -58,12 +58,6 @@ def state_of(server: EmulatorServer) -> dict[str, Any]:
 
 def basic(username: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_missing_authorization_header_gives_401(engage_server: EmulatorServer) -> None:

@@ -29,11 +29,6 @@ values = {{ "true" = "withdrawn", "false" = "granted" }}
 """
 
 
-@pytest.fixture
-def source_world(tmp_path: Path) -> SourceWorld:
-    return SourceWorld(tmp_path, CONFIG)
-
-
 def keyed(headers: dict[str, str] | None = None) -> dict[str, str]:
     return {"Content-Type": "application/json", **(headers or {})}
 

@@ -45,11 +45,6 @@ SDK_BODY = b"{'example_field':'example_value'}"
 SDK_URI = "https://www.example.com/webhook_uri"
 
 
-@pytest.fixture
-def source_world(tmp_path: Path) -> SourceWorld:
-    return SourceWorld(tmp_path, CONFIG)
-
-
 def workflow_contact() -> dict:
     return fixture_json("hubspot", "workflow_contact")
 

@@ -30,11 +30,6 @@ values = {{ "{CONSENT_LABEL}" = "granted", "No thanks" = "denied" }}
 SUBMISSION_ID = "6084250982513018472"
 
 
-@pytest.fixture
-def source_world(tmp_path: Path) -> SourceWorld:
-    return SourceWorld(tmp_path, CONFIG)
-
-
 def fixture_fields() -> dict[str, str]:
     fields: dict[str, str] = json.loads(fixture_path("jotform", "submission").read_text())
     return fields

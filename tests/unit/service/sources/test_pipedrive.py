@@ -34,11 +34,6 @@ MARKETING_CONFIG = MARKETING_CONFIG.replace(
 V1_EVENT_ID = "v1:4710828:updated.person:11:1739827618595189"
 
 
-@pytest.fixture
-def source_world(tmp_path: Path) -> SourceWorld:
-    return SourceWorld(tmp_path, CONFIG)
-
-
 def test_v2_create_person_becomes_a_granted_decision(source_world: SourceWorld) -> None:
     response = source_world.send_fixture("pipedrive", "create_person")
 

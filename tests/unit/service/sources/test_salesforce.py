@@ -41,11 +41,6 @@ xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><soapenv:Body>
 </Notification></notifications></soapenv:Body></soapenv:Envelope>"""
 
 
-@pytest.fixture
-def source_world(tmp_path: Path) -> SourceWorld:
-    return SourceWorld(tmp_path, CONFIG)
-
-
 def with_token(token: str = TOKEN) -> str:
     return f"{URL}?token={token}"
 

@@ -39,11 +39,6 @@ consent = "question_mRoq1A_5b6e2c1f-8d7a-4b0e-9f3c-2a1d4e6f7a8b"
 """
 
 
-@pytest.fixture
-def source_world(tmp_path: Path) -> SourceWorld:
-    return SourceWorld(tmp_path, CONFIG)
-
-
 def fixture_payload() -> dict[str, Any]:
     return fixture_json("tally", "form_response")
 

@@ -34,11 +34,6 @@ BODY = json.dumps(DECISION).encode()
 JSON = {"Content-Type": "application/json"}
 
 
-@pytest.fixture
-def source_world(tmp_path: Path) -> SourceWorld:
-    return SourceWorld(tmp_path, CONFIG)
-
-
 def body_with(**changes: Any) -> bytes:
     return json.dumps({**DECISION, **changes}).encode()
 

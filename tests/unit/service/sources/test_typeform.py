@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 
 import pytest
 
@@ -21,11 +20,6 @@ source = "typeform:{{form_id}}"
 email = "readable_ref_email"
 consent = "readable_ref_legal"
 """
-
-
-@pytest.fixture
-def source_world(tmp_path: Path) -> SourceWorld:
-    return SourceWorld(tmp_path, CONFIG)
 
 
 def test_self_computed_vector() -> None:

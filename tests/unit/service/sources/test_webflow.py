@@ -29,11 +29,6 @@ VECTOR_MS = 1663849649733
 VECTOR_SIGNATURE = "c70f2160cc153e77c7f7911465682e622ccfd81ae43c9e9b20b6a08b9f0c262a"
 
 
-@pytest.fixture
-def source_world(tmp_path: Path) -> SourceWorld:
-    return SourceWorld(tmp_path, CONFIG)
-
-
 def fixture_payload() -> dict[str, Any]:
     return fixture_json("webflow", "form_submission")
 
