@@ -48,7 +48,7 @@ def _request(host: str, port: int, path: str, headers: dict[str, str], body: byt
 
 @dataclass(frozen=True)
 class Webhooks:
-    """Signed like tests/support.py signed_headers: a unique webhook-id, a fresh timestamp."""
+    """Signed like tests.helpers.support.signed_headers: a unique webhook-id, a fresh timestamp."""
 
     host: str
     port: int

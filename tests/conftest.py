@@ -1,7 +1,7 @@
 """Fixtures for the real-parts tests: the Engage emulator over HTTP, and real services.
 
 PostgreSQL, Redis and RabbitMQ: skipped with the reason locally when unreachable, a failure
-when CI=true (see support.require_service).
+when CI=true (see tests.helpers.support.require_service).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, settings
 from sqlalchemy import create_engine, text
 
 from emulators.engage import EmulatorServer, create_emulator_app
-from support import require_service
+from tests.helpers.support import require_service
 
 # Generated-input tests (hypothesis) stay bounded on a 2-core CI machine: few examples each,
 # no per-example deadline (a first request may compile templates or open the database).

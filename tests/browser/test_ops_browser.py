@@ -25,14 +25,21 @@ import pytest
 import requests
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
-from unit.ledger_rows import dead_letter
 
 from emulators.engage import EmulatorServer, create_emulator_app
 from service.config import load_settings
 from service.db import make_engine, make_session_factory
 from service.migrate import upgrade
 from service.models import Contact, DeadLetter, Outbox, utcnow
-from support import Process, decision, free_port, signed_headers, wait_for, write_config
+from tests.helpers.ledger_rows import dead_letter
+from tests.helpers.support import (
+    Process,
+    decision,
+    free_port,
+    signed_headers,
+    wait_for,
+    write_config,
+)
 from workers.delivery import DeliveryContext, deliver_contact
 from workers.engage import EngageClient
 
@@ -70,7 +77,7 @@ def require_browser() -> str:
 
 
 @dataclass
-class Server:
+class RelayWeb:
     url: str
     sessions: sessionmaker[Session]
     process: Process
@@ -90,7 +97,7 @@ def engage(node: str) -> Iterator[str]:
 
 
 @pytest.fixture
-def server(tmp_path: Path, engage: str) -> Iterator[Server]:
+def relay_web(tmp_path: Path, engage: str) -> Iterator[RelayWeb]:
     config = write_config(
         tmp_path / "consent-relay.toml", data_dir=tmp_path / "data", engage_url=engage
     )
@@ -106,7 +113,7 @@ def server(tmp_path: Path, engage: str) -> Iterator[Server]:
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: _healthy(url, process), 30, "gunicorn to answer /healthz")
-        yield Server(url, make_session_factory(engine), process, config)
+        yield RelayWeb(url, make_session_factory(engine), process, config)
     finally:
         process.stop()
         engine.dispose()
@@ -121,46 +128,50 @@ def _healthy(url: str, process: Process) -> bool:
         return False
 
 
-def send(server: Server, email: str, consent: str, occurred_at: dt.datetime, **extra: str) -> None:
+def send(
+    relay_web: RelayWeb, email: str, consent: str, occurred_at: dt.datetime, **extra: str
+) -> None:
     body = decision(email, consent, occurred_at, **extra)
     headers = signed_headers(body, msg_id=f"msg_{uuid.uuid4().hex}")
     response = requests.post(
-        f"{server.url}/webhooks/signup", data=body, headers=headers, timeout=10
+        f"{relay_web.url}/webhooks/signup", data=body, headers=headers, timeout=10
     )
     assert response.status_code == 202, response.text
 
 
-def contact_id(server: Server, key: str) -> int:
-    with server.sessions() as session:
+def contact_id(relay_web: RelayWeb, key: str) -> int:
+    with relay_web.sessions() as session:
         return session.scalars(select(Contact.id).where(Contact.email_key == key)).one()
 
 
-def prepare(server: Server) -> tuple[int, int]:
+def prepare(relay_web: RelayWeb) -> tuple[int, int]:
     """Jane granted, then withdrew (refused three times by engage: a dead letter); John denied
     (delivered to the emulator); Ann granted (pending: no worker runs). Returns (jane's contact
     id, the dead letter's id)."""
-    send(server, "Jane.Doe@Example.com", "granted", T0, source_id="form-1")
-    send(server, "jane.doe@example.com", "withdrawn", T0 + dt.timedelta(hours=1), source_id="pc-7")
-    send(server, "john@example.com", "denied", T0 + dt.timedelta(hours=2))
-    send(server, "ann@example.com", "granted", T0 + dt.timedelta(hours=3))
-    settings = load_settings(server.config, environ={})
+    send(relay_web, "Jane.Doe@Example.com", "granted", T0, source_id="form-1")
+    send(
+        relay_web, "jane.doe@example.com", "withdrawn", T0 + dt.timedelta(hours=1), source_id="pc-7"
+    )
+    send(relay_web, "john@example.com", "denied", T0 + dt.timedelta(hours=2))
+    send(relay_web, "ann@example.com", "granted", T0 + dt.timedelta(hours=3))
+    settings = load_settings(relay_web.config, environ={})
     writers = {"engage": EngageClient(settings.destinations["engage"])}
-    ctx = DeliveryContext(server.sessions, writers, settings.delivery)
-    john = contact_id(server, "john@example.com")
+    ctx = DeliveryContext(relay_web.sessions, writers, settings.delivery)
+    john = contact_id(relay_web, "john@example.com")
     assert deliver_contact(ctx, "engage", john, "test-worker") == "delivered"
-    jane = contact_id(server, "jane.doe@example.com")
+    jane = contact_id(relay_web, "jane.doe@example.com")
     body = '{"errorCode": "INVALID_PARAMETER", "message": "attribute value too long"}'
-    with server.sessions() as session:
+    with relay_web.sessions() as session:
         created = utcnow() - dt.timedelta(minutes=5)
         return jane, dead_letter(session, "engage", jane, created, body=body)
 
 
-def test_the_operator_page_in_chromium(node: str, server: Server, tmp_path: Path) -> None:
-    jane, dead_id = prepare(server)
+def test_the_operator_page_in_chromium(node: str, relay_web: RelayWeb, tmp_path: Path) -> None:
+    jane, dead_id = prepare(relay_web)
     started = time.time()
     env = {
         **os.environ,
-        "OPS_URL": server.url,
+        "OPS_URL": relay_web.url,
         "OPS_USERNAME": USERNAME,
         "OPS_PASSWORD": PASSWORD,
         "OPS_EMAIL": "JANE.DOE@example.com",  # found case-insensitively
@@ -174,20 +185,20 @@ def test_the_operator_page_in_chromium(node: str, server: Server, tmp_path: Path
         [node, str(SCRIPT)], env=env, cwd=ROOT, capture_output=True, text=True, timeout=180
     )
     assert run.returncode == 0, (
-        f"{run.stdout}\n{run.stderr}\n--- web log:\n{server.process.output()[-3000:]}"
+        f"{run.stdout}\n{run.stderr}\n--- web log:\n{relay_web.process.output()[-3000:]}"
     )
     for name in SCREENSHOTS:
         shot = ROOT / "docs" / name
         assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
         assert shot.stat().st_mtime >= started, f"{name} was not written by this run"
-    with server.sessions() as session:
+    with relay_web.sessions() as session:
         row = session.get(DeadLetter, dead_id)
         assert row is not None and row.status == "replayed" and row.replay_count == 1
         statuses = session.scalars(
             select(Outbox.status).filter_by(destination="engage", contact_id=jane)
         ).all()
         assert sorted(statuses) == ["pending", "superseded"]
-    log = server.process.output().lower()
+    log = relay_web.process.output().lower()
     assert "ops: replay dead_letter=" in log
     for address in ("jane.doe@example.com", "john@example.com", "ann@example.com"):
         assert address not in log  # not in the access log, not in the app's lines

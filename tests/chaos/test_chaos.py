@@ -7,58 +7,35 @@ nothing is left pending, and the emulator saw no request over its rate limit.
 
 from __future__ import annotations
 
-import datetime as dt
-import random
 import shutil
 import subprocess
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import (
-    T0,
+from sqlalchemy import select
+
+from service.models import DeadLetter, DeliveryState
+from tests.helpers.chaos_harness import (
     Run,
     any_urls,
     kill_hard,
     pause,
+    person,
+    send_wave,
     start_run,
+    urls,
     wait_for_requests,
     worker_children,
 )
-from sqlalchemy import select
-
-from service.models import DeadLetter, DeliveryState
-from support import Process, free_port, require_service, wait_for
+from tests.helpers.support import Process, free_port, require_service, wait_for
 
 pytestmark = pytest.mark.chaos
-STATES = ("granted", "denied", "withdrawn", "unknown")
-
-
-def person(index: int) -> str:
-    return f"Chaos.Person{index}.{uuid.uuid4().hex[:6]}@Example.com"
-
-
-def send_wave(run: Run, emails: list[str], count: int, seed: int, start: int = 0) -> None:
-    """`count` decisions spread over `emails`, in shuffled order of their occurred_at."""
-    rng = random.Random(seed)
-    events = [
-        (emails[i % len(emails)], rng.choice(STATES), T0 + dt.timedelta(seconds=start + i))
-        for i in range(count)
-    ]
-    rng.shuffle(events)
-    for email, consent, occurred_at in events:
-        assert run.send(email, consent, occurred_at) == 202
 
 
 @pytest.fixture
 def run_dir(tmp_path: Path) -> Path:
     return tmp_path
-
-
-def urls(request: pytest.FixtureRequest, broker: str) -> tuple[str, str]:
-    database = request.getfixturevalue("own_postgres_url")
-    return database, request.getfixturevalue("redis_url" if broker == "redis" else "rabbit_url")
 
 
 @pytest.mark.parametrize("broker", ["embedded", "redis", "rabbitmq"])

@@ -12,18 +12,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from harness import (
+
+from emulators import acoustic
+from tests.helpers.chaos_harness import (
     CHAOS_HEADROOM,
     assert_within_limit,
     kill_hard,
+    person,
+    send_wave,
     start_run,
+    urls,
     wait_for_requests,
     worker_children,
 )
-from peer_support import PeerProcess, state
-from test_chaos import person, send_wave, urls
-
-from emulators import acoustic
+from tests.helpers.peer_support import PeerProcess, state
 
 pytestmark = pytest.mark.chaos
 ACOUSTIC_LIMIT = 5  # requests/second: the relay's default for Acoustic (no published figure)

@@ -12,11 +12,11 @@ import datetime as dt
 import time
 
 import pytest
-from harness import Run, any_urls, kill_hard, start_run, worker_children
 from sqlalchemy import select
 
 from service.models import DeliveryState
-from support import wait_for
+from tests.helpers.chaos_harness import Run, any_urls, kill_hard, start_run, worker_children
+from tests.helpers.support import wait_for
 
 pytestmark = pytest.mark.chaos
 STATES = ("granted", "denied", "withdrawn", "unknown")

@@ -23,10 +23,11 @@ from sqlalchemy import create_engine, func, select
 
 from service.config import normalise_database_url
 from service.models import DeadLetter, Event, Outbox
-from support import (
+from tests.helpers.support import (
     Process,
     decision,
     free_port,
+    is_up,
     signed_headers,
     wait_for,
     write_config,
@@ -48,13 +49,6 @@ DELIVERY = {
     "rate_limited_retry_seconds": 1,
 }
 DESTINATION = {"connect_timeout_seconds": 1, "read_timeout_seconds": 2}
-
-
-def _answers(url: str) -> bool:
-    try:
-        return requests.get(url, timeout=1).ok
-    except requests.RequestException:
-        return False
 
 
 def _pool_children() -> list[int]:
@@ -92,7 +86,7 @@ def test_drill_rate_limited_faulty_engage_and_a_killed_worker(
         tmp_path,
         tmp_path / "emulator.log",
     )
-    wait_for(lambda: _answers(f"{engage}/_emulator/faults"), what="emulator")
+    wait_for(lambda: is_up(f"{engage}/_emulator/faults"), what="emulator")
     config = write_config(
         tmp_path / "relay.toml",
         data_dir=tmp_path / "var",
@@ -107,7 +101,7 @@ def test_drill_rate_limited_faulty_engage_and_a_killed_worker(
     argv = [str(BIN / "consent-relay"), "run", "--procfile", str(REPO / "Procfile")]
     relay = Process(argv, {**os.environ, **env}, tmp_path, tmp_path / "run.log")
     try:
-        wait_for(lambda: _answers(f"http://127.0.0.1:{port}/healthz"), 60, "web /healthz")
+        wait_for(lambda: is_up(f"http://127.0.0.1:{port}/healthz"), 60, "web /healthz")
         relay.wait_output("ready.", 60)
         latest = _send(f"http://127.0.0.1:{port}", 300, 60)
         wait_for(lambda: _requests_total(engage) >= 30, 60, "writes under way")

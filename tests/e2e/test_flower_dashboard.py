@@ -15,7 +15,14 @@ from typing import Any
 import pytest
 import requests
 
-from support import Process, decision, free_port, signed_headers, wait_for, write_config
+from tests.helpers.support import (
+    Process,
+    decision,
+    free_port,
+    signed_headers,
+    wait_for,
+    write_config,
+)
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]

@@ -20,12 +20,13 @@ from typing import Any
 import pytest
 import requests
 
-from support import (
+from tests.helpers.support import (
     OTHER_SECRET,
     Process,
     decision,
     emulator_contact,
     free_port,
+    is_up,
     signed_headers,
     wait_for,
     write_config,
@@ -44,7 +45,7 @@ FAST = {
 
 
 @dataclass
-class Relay:
+class ProcfileRelay:
     url: str
     engage: str
     engage_port: int
@@ -63,28 +64,21 @@ def _emulator(port: int, workdir: Path) -> Process:
         workdir,
         workdir / f"emulator-{uuid.uuid4().hex[:6]}.log",
     )
-    wait_for(lambda: _answers(f"http://127.0.0.1:{port}/_emulator/state"), what="emulator")
+    wait_for(lambda: is_up(f"http://127.0.0.1:{port}/_emulator/state"), what="emulator")
     return proc
-
-
-def _answers(url: str) -> bool:
-    try:
-        return requests.get(url, timeout=1).ok
-    except requests.RequestException:
-        return False
 
 
 def _start_relay(workdir: Path, env: dict[str, str], port: int) -> Process:
     argv = [str(BIN / "consent-relay"), "run", "--procfile", str(REPO / "Procfile")]
     relay = Process(argv, {**os.environ, **env, "PORT": str(port)}, workdir, workdir / "run.log")
-    wait_for(lambda: _answers(f"http://127.0.0.1:{port}/healthz"), 60, "web /healthz")
+    wait_for(lambda: is_up(f"http://127.0.0.1:{port}/healthz"), 60, "web /healthz")
     relay.wait_output("ready.", 60)  # the celery worker
     relay.wait_output("beat: Starting", 60)
     return relay
 
 
 @pytest.fixture(scope="module")
-def relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Relay]:
+def procfile_relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProcfileRelay]:
     workdir = tmp_path_factory.mktemp("e2e")
     engage_port, port = free_port(), free_port()
     emulator = _emulator(engage_port, workdir)
@@ -93,7 +87,7 @@ def relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Relay]:
         workdir / "relay.toml", data_dir=workdir / "var", engage_url=engage, delivery=FAST
     )
     process = _start_relay(workdir, {"CONSENT_RELAY_CONFIG": str(config)}, port)
-    yield Relay(f"http://127.0.0.1:{port}", engage, engage_port, workdir, process)
+    yield ProcfileRelay(f"http://127.0.0.1:{port}", engage, engage_port, workdir, process)
     process.stop(signal.SIGTERM)
     emulator.stop()
 
@@ -102,88 +96,98 @@ def _email() -> str:
     return f"E2E.{uuid.uuid4().hex[:8]}@Example.org"
 
 
-def _consent(relay: Relay, email: str) -> str | None:
-    contact = emulator_contact(relay.engage, email)
+def _consent(procfile_relay: ProcfileRelay, email: str) -> str | None:
+    contact = emulator_contact(procfile_relay.engage, email)
     return contact["attributes"]["tracking_consent"] if contact else None
 
 
-def test_new_contact_reaches_engage(relay: Relay) -> None:
+def test_new_contact_reaches_engage(procfile_relay: ProcfileRelay) -> None:
     email = _email()
-    response = relay.post(decision(email, "granted", source="newsletter_form", source_id="v3"))
+    response = procfile_relay.post(
+        decision(email, "granted", source="newsletter_form", source_id="v3")
+    )
     assert response.status_code == 202
     assert set(response.json()) == {"status", "event_id", "events"}
     assert response.json()["status"] == "accepted"
-    wait_for(lambda: _consent(relay, email) == "granted", what="delivery")
-    attributes = emulator_contact(relay.engage, email)["attributes"]
+    wait_for(lambda: _consent(procfile_relay, email) == "granted", what="delivery")
+    attributes = emulator_contact(procfile_relay.engage, email)["attributes"]
     assert attributes["tracking_consent_source"] == "newsletter_form"
     assert attributes["tracking_consent_source_id"] == "v3"
 
 
-def test_duplicate_delivery_is_written_once(relay: Relay) -> None:
+def test_duplicate_delivery_is_written_once(procfile_relay: ProcfileRelay) -> None:
     email, msg_id = _email(), f"msg_{uuid.uuid4().hex}"
     body = decision(email, "denied", occurred_at=T0)
-    assert relay.post(body, msg_id).status_code == 202
-    wait_for(lambda: _consent(relay, email) == "denied", what="delivery")
+    assert procfile_relay.post(body, msg_id).status_code == 202
+    wait_for(lambda: _consent(procfile_relay, email) == "denied", what="delivery")
     # The sender retries later with a fresh timestamp and a rotated secret: still a duplicate.
     later = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=60)
-    again = relay.post(body, msg_id, secret=OTHER_SECRET, when=later)
+    again = procfile_relay.post(body, msg_id, secret=OTHER_SECRET, when=later)
     assert again.status_code == 200 and again.json()["duplicate"] is True
-    assert len(emulator_contact(relay.engage, email)["history"]) == 1
+    assert len(emulator_contact(procfile_relay.engage, email)["history"]) == 1
 
 
-def test_older_decision_after_newer_does_not_win(relay: Relay) -> None:
+def test_older_decision_after_newer_does_not_win(procfile_relay: ProcfileRelay) -> None:
     email = _email()
-    assert relay.post(decision(email, "withdrawn", occurred_at=T0)).status_code == 202
-    wait_for(lambda: _consent(relay, email) == "withdrawn", what="newer delivered")
+    assert procfile_relay.post(decision(email, "withdrawn", occurred_at=T0)).status_code == 202
+    wait_for(lambda: _consent(procfile_relay, email) == "withdrawn", what="newer delivered")
     old = decision(email, "granted", occurred_at=T0 - dt.timedelta(days=1))
-    assert relay.post(old).status_code == 202
+    assert procfile_relay.post(old).status_code == 202
     newest = decision(email, "denied", occurred_at=T0 + dt.timedelta(minutes=1))
-    assert relay.post(newest).status_code == 202  # a later decision still flows afterwards
-    wait_for(lambda: _consent(relay, email) == "denied", what="newest delivered")
+    assert procfile_relay.post(newest).status_code == 202  # a later decision still flows afterwards
+    wait_for(lambda: _consent(procfile_relay, email) == "denied", what="newest delivered")
     values = [
         h["attributes"]["tracking_consent"]
-        for h in emulator_contact(relay.engage, email)["history"]
+        for h in emulator_contact(procfile_relay.engage, email)["history"]
     ]
     assert "granted" not in values and values[-1] == "denied"
 
 
-def test_forged_signature_writes_nothing(relay: Relay) -> None:
+def test_forged_signature_writes_nothing(procfile_relay: ProcfileRelay) -> None:
     email = _email()
     body = decision(email, "granted")
     headers = signed_headers(
         body, msg_id="msg_forged", secret="whsec_Zm9yZ2VkLXNlY3JldC1ub3QtY29uZmlndXJlZA=="
     )
-    response = requests.post(f"{relay.url}/webhooks/signup", data=body, headers=headers, timeout=10)
+    response = requests.post(
+        f"{procfile_relay.url}/webhooks/signup", data=body, headers=headers, timeout=10
+    )
     assert response.status_code == 401
     assert response.headers["content-type"].startswith("application/problem+json")
-    tampered = relay.post(body)  # valid headers for `body`, then the body is changed in flight
+    tampered = procfile_relay.post(
+        body
+    )  # valid headers for `body`, then the body is changed in flight
     assert tampered.status_code == 202
     sig_ok = signed_headers(body, msg_id="msg_tamper")
     bad = requests.post(
-        f"{relay.url}/webhooks/signup",
+        f"{procfile_relay.url}/webhooks/signup",
         data=body.replace(b"granted", b"denied"),
         headers=sig_ok,
         timeout=10,
     )
     assert bad.status_code == 401
-    wait_for(lambda: _consent(relay, email) == "granted", what="the genuine event only")
-    history = emulator_contact(relay.engage, email)["history"]
+    wait_for(lambda: _consent(procfile_relay, email) == "granted", what="the genuine event only")
+    history = emulator_contact(procfile_relay.engage, email)["history"]
     assert [h["attributes"]["tracking_consent"] for h in history] == ["granted"]
 
 
-def test_engage_outage_then_recovery_loses_nothing(relay: Relay) -> None:
+def test_engage_outage_then_recovery_loses_nothing(procfile_relay: ProcfileRelay) -> None:
     """Engage is down when the event arrives; it is retried from the ledger once Engage is back."""
-    requests.post(f"{relay.engage}/_emulator/reset", timeout=5)
-    outage_dir = relay.workdir / "outage"
+    requests.post(f"{procfile_relay.engage}/_emulator/reset", timeout=5)
+    outage_dir = procfile_relay.workdir / "outage"
     outage_dir.mkdir()
     # Stop the emulator that the relay points at, then accept an event while it is down.
-    subprocess.run(["pkill", "-f", f"engage-emulator --port {relay.engage_port}"], check=False)
-    wait_for(lambda: not _answers(f"{relay.engage}/_emulator/state"), what="emulator down")
+    subprocess.run(
+        ["pkill", "-f", f"engage-emulator --port {procfile_relay.engage_port}"], check=False
+    )
+    wait_for(lambda: not is_up(f"{procfile_relay.engage}/_emulator/state"), what="emulator down")
     email = _email()
-    assert relay.post(decision(email, "withdrawn")).status_code == 202
-    relay.process.wait_output('"outcome": "transient"', 30)
-    _emulator(relay.engage_port, outage_dir)  # back, with empty state
-    wait_for(lambda: _consent(relay, email) == "withdrawn", 30, what="delivery after recovery")
+    assert procfile_relay.post(decision(email, "withdrawn")).status_code == 202
+    procfile_relay.process.wait_output('"outcome": "transient"', 30)
+    _emulator(procfile_relay.engage_port, outage_dir)  # back, with empty state
+    wait_for(
+        lambda: _consent(procfile_relay, email) == "withdrawn", 30, what="delivery after recovery"
+    )
 
 
 def test_demo_mode_prints_a_ready_command_that_works(tmp_path: Path) -> None:

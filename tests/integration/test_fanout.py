@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from peer_support import Peers, contact, peer_emulators, peer_tables, state
 from sqlalchemy import select
 
 from service import create_app
@@ -22,7 +21,8 @@ from service.db import make_engine
 from service.ledger import Decision, record_decision
 from service.migrate import upgrade
 from service.models import DeliveryAttempt, DeliveryState, Event, Outbox
-from support import (
+from tests.helpers.peer_support import Peers, contact, peer_emulators, peer_tables, state
+from tests.helpers.support import (
     FAST_DELIVERY,
     celery_beat,
     celery_worker,

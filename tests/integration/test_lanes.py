@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from peer_support import PeerProcess, state
 from sqlalchemy import func, select
 
 from emulators import dotdigital
@@ -28,7 +27,8 @@ from service.config import load_settings
 from service.db import make_engine
 from service.migrate import upgrade
 from service.models import DeliveryState, Outbox
-from support import (
+from tests.helpers.peer_support import PeerProcess, state
+from tests.helpers.support import (
     FAST_DELIVERY,
     Emulator,
     celery_beat,

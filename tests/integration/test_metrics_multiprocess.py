@@ -23,11 +23,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from service.config import load_settings
 from service.db import make_engine
 from service.migrate import upgrade
-from support import (
+from tests.helpers.support import (
     Process,
     decision,
     emulator_contact,
     free_port,
+    is_up,
     signed_headers,
     wait_for,
     write_config,
@@ -39,7 +40,7 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @dataclass
-class Stack:
+class MetricsStack:
     url: str
     engage: str
     workdir: Path
@@ -84,15 +85,8 @@ def _env(config: Path, port: int) -> dict[str, str]:
     return {**env, "CONSENT_RELAY_CONFIG": str(config), "PORT": str(port), "WEB_CONCURRENCY": "2"}
 
 
-def _answers(url: str) -> bool:
-    try:
-        return requests.get(url, timeout=1).ok
-    except requests.RequestException:
-        return False
-
-
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, engage: str) -> Iterator[Stack]:
+def metrics_stack(tmp_path_factory: pytest.TempPathFactory, engage: str) -> Iterator[MetricsStack]:
     workdir = tmp_path_factory.mktemp("metrics")
     config = write_config(workdir / "relay.toml", data_dir=workdir / "var", engage_url=engage)
     config.write_text(config.read_text() + f'\n[metrics]\ntoken = "{TOKEN}"\n')
@@ -106,50 +100,54 @@ def stack(tmp_path_factory: pytest.TempPathFactory, engage: str) -> Iterator[Sta
         [*celery, "--without-gossip", "--without-mingle"], env, workdir, workdir / "worker.log"
     )
     try:
-        wait_for(lambda: _answers(f"http://127.0.0.1:{port}/healthz"), 60, "web /healthz")
+        wait_for(lambda: is_up(f"http://127.0.0.1:{port}/healthz"), 60, "web /healthz")
         wait_for(lambda: web.output().count("Booting worker") >= 2, 60, "2 web workers")
         worker.wait_output("ready.", 60)
-        yield Stack(f"http://127.0.0.1:{port}", engage, workdir, web, worker)
+        yield MetricsStack(f"http://127.0.0.1:{port}", engage, workdir, web, worker)
     finally:
         web.stop()
         worker.stop()
 
 
-def _send_until_both_web_workers_answered(stack: Stack) -> list[str]:
+def _send_until_both_web_workers_answered(metrics_stack: MetricsStack) -> list[str]:
     """New contacts, 4 at a time, until both web workers have handled some (each connection
     is new, so gunicorn's workers take turns accepting them)."""
     emails: list[str] = []
     with ThreadPoolExecutor(4) as pool:
-        while len(stack.web_pids()) < 2 or len(emails) < 8:
+        while len(metrics_stack.web_pids()) < 2 or len(emails) < 8:
             assert len(emails) < 80, "one web worker answered every request"
             batch = [f"metrics.{uuid.uuid4().hex[:10]}@example.org" for _ in range(4)]
-            answers = list(pool.map(lambda e: stack.post(decision(e, "granted")), batch))
+            answers = list(pool.map(lambda e: metrics_stack.post(decision(e, "granted")), batch))
             assert [a.status_code for a in answers] == [202] * 4
             emails += batch
     return emails
 
 
-def test_counters_are_merged_across_web_workers_and_celery_children(stack: Stack) -> None:
-    emails = _send_until_both_web_workers_answered(stack)
+def test_counters_are_merged_across_web_workers_and_celery_children(
+    metrics_stack: MetricsStack,
+) -> None:
+    emails = _send_until_both_web_workers_answered(metrics_stack)
     duplicate_body = decision(emails[0], "granted")
     headers = signed_headers(duplicate_body, msg_id="msg_dup_metrics")
     for _ in range(2):
         requests.post(
-            f"{stack.url}/webhooks/signup", data=duplicate_body, headers=headers, timeout=10
+            f"{metrics_stack.url}/webhooks/signup", data=duplicate_body, headers=headers, timeout=10
         )
     forged = {**headers, "webhook-signature": "v1,Zm9yZ2VkIHNpZ25hdHVyZSBmb3IgdGhlIHRlc3Q="}
     assert (
         requests.post(
-            f"{stack.url}/webhooks/signup", data=duplicate_body, headers=forged, timeout=10
+            f"{metrics_stack.url}/webhooks/signup", data=duplicate_body, headers=forged, timeout=10
         ).status_code
         == 401
     )
     for email in emails:
-        wait_for(lambda e=email: emulator_contact(stack.engage, e), 60, f"delivery of {email}")
+        wait_for(
+            lambda e=email: emulator_contact(metrics_stack.engage, e), 60, f"delivery of {email}"
+        )
     accepted = len(emails) + 1  # the duplicate's first post was a new decision
 
     def settled() -> dict[Any, float] | None:
-        samples = stack.scrape()
+        samples = metrics_stack.scrape()
         pending = total(samples, "consent_relay_pending_decisions", destination="engage")
         written = total(samples, "consent_relay_deliveries_total", outcome="delivered")
         observed = total(samples, "consent_relay_delivery_latency_seconds_count")
@@ -162,7 +160,7 @@ def test_counters_are_merged_across_web_workers_and_celery_children(stack: Stack
     assert delivered in (len(emails), len(emails) + 1)
     # Every scrape (whichever web worker answers it) shows the same merged totals.
     for _ in range(6):
-        again = stack.scrape()
+        again = metrics_stack.scrape()
         for name, labels in [
             ("consent_relay_intake_total", {"outcome": "accepted"}),
             ("consent_relay_intake_total", {"outcome": "duplicate"}),
@@ -178,29 +176,34 @@ def test_counters_are_merged_across_web_workers_and_celery_children(stack: Stack
     assert total(samples, "consent_relay_pending_decisions", destination="engage") == 0
     assert total(samples, "consent_relay_destination_paused", destination="engage") == 0
     assert total(samples, "consent_relay_ledger_up") == 1
-    files = {p.name for p in (stack.workdir / "var" / "metrics").iterdir()}
+    files = {p.name for p in (metrics_stack.workdir / "var" / "metrics").iterdir()}
     assert len({name.rsplit("_", 1)[1] for name in files}) >= 3  # 2 web workers + a child
 
 
-def test_a_killed_web_worker_keeps_its_counts(stack: Stack) -> None:
-    before = total(stack.scrape(), "consent_relay_intake_total", outcome="accepted")
-    victim = sorted(stack.web_pids())[0]
+def test_a_killed_web_worker_keeps_its_counts(metrics_stack: MetricsStack) -> None:
+    before = total(metrics_stack.scrape(), "consent_relay_intake_total", outcome="accepted")
+    victim = sorted(metrics_stack.web_pids())[0]
     os.kill(victim, signal.SIGKILL)
-    wait_for(lambda: stack.web.output().count("Booting worker") >= 3, 30, "a new web worker")
-    wait_for(lambda: _answers(f"{stack.url}/healthz"), 30, "web answers")
-    assert total(stack.scrape(), "consent_relay_intake_total", outcome="accepted") == before
-    assert stack.post(decision(f"after.{uuid.uuid4().hex[:8]}@example.org", "denied")).ok
-    assert total(stack.scrape(), "consent_relay_intake_total", outcome="accepted") == before + 1
+    wait_for(
+        lambda: metrics_stack.web.output().count("Booting worker") >= 3, 30, "a new web worker"
+    )
+    wait_for(lambda: is_up(f"{metrics_stack.url}/healthz"), 30, "web answers")
+    assert total(metrics_stack.scrape(), "consent_relay_intake_total", outcome="accepted") == before
+    assert metrics_stack.post(decision(f"after.{uuid.uuid4().hex[:8]}@example.org", "denied")).ok
+    assert (
+        total(metrics_stack.scrape(), "consent_relay_intake_total", outcome="accepted")
+        == before + 1
+    )
 
 
-def test_one_request_can_be_followed_from_intake_to_engage(stack: Stack) -> None:
+def test_one_request_can_be_followed_from_intake_to_engage(metrics_stack: MetricsStack) -> None:
     email = f"follow.{uuid.uuid4().hex[:8]}@example.org"
-    answer = stack.post(decision(email, "withdrawn"), **{"X-Request-ID": "it-follow-1"})
+    answer = metrics_stack.post(decision(email, "withdrawn"), **{"X-Request-ID": "it-follow-1"})
     assert answer.status_code == 202 and answer.headers["X-Request-ID"] == "it-follow-1"
     event_id = answer.json()["event_id"]
 
     def delivered_line() -> dict[str, Any] | None:
-        for line in json_lines(stack.worker.output()):
+        for line in json_lines(metrics_stack.worker.output()):
             if line.get("event") == "delivered" and line.get("event_id") == event_id:
                 return line
         return None
@@ -208,8 +211,10 @@ def test_one_request_can_be_followed_from_intake_to_engage(stack: Stack) -> None
     line = wait_for(delivered_line, 30, "the worker's delivered line")
     assert line["request_id"] == "it-follow-1" and line["task_id"]
     assert line["destination"] == "engage"
-    web = [x for x in json_lines(stack.web.output()) if x.get("request_id") == "it-follow-1"]
+    web = [
+        x for x in json_lines(metrics_stack.web.output()) if x.get("request_id") == "it-follow-1"
+    ]
     assert {x["event"] for x in web} >= {"accepted", "request"}
     assert all(x.get("event_id") == event_id for x in web if x["event"] == "accepted")
-    for output in (stack.web.output(), stack.worker.output()):
+    for output in (metrics_stack.web.output(), metrics_stack.worker.output()):
         assert email not in output.lower()

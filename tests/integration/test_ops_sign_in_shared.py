@@ -18,7 +18,7 @@ from service.config import load_settings
 from service.db import make_engine
 from service.migrate import upgrade
 from service.ops_throttle import CLIENT_LIMIT
-from support import Process, free_port, wait_for, write_config
+from tests.helpers.support import Process, free_port, is_up, wait_for, write_config
 
 pytestmark = pytest.mark.integration
 PASSWORD = "integration-operator-password"
@@ -27,7 +27,7 @@ TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
 @pytest.fixture(scope="module")
-def web(
+def shared_web(
     tmp_path_factory: pytest.TempPathFactory, postgres_url: str
 ) -> Iterator[tuple[str, Process]]:
     workdir = tmp_path_factory.mktemp("ops-shared")
@@ -46,17 +46,10 @@ def web(
     process = Process([*gunicorn, "service:create_app()"], env, workdir, workdir / "web.log")
     try:
         wait_for(lambda: process.output().count("Booting worker") >= 2, 60, "2 web workers")
-        wait_for(lambda: _answers(f"http://127.0.0.1:{port}/healthz"), 60, "web /healthz")
+        wait_for(lambda: is_up(f"http://127.0.0.1:{port}/healthz"), 60, "web /healthz")
         yield f"http://127.0.0.1:{port}", process
     finally:
         process.stop()
-
-
-def _answers(url: str) -> bool:
-    try:
-        return requests.get(url, timeout=1).ok
-    except requests.RequestException:
-        return False
 
 
 def sign_in(browser: requests.Session, url: str, password: str) -> requests.Response:
@@ -79,9 +72,9 @@ def answered_by(process: Process, method: str, path: str, status: int) -> set[in
 
 
 def test_both_workers_throttle_a_client_and_end_a_signed_out_session(
-    web: tuple[str, Process],
+    shared_web: tuple[str, Process],
 ) -> None:
-    url, process = web
+    url, process = shared_web
     operator = requests.Session()
     assert sign_in(operator, url, PASSWORD).status_code == 303
     thief = requests.Session()

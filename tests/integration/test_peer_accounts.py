@@ -20,7 +20,6 @@ from typing import Any
 
 import pytest
 import requests
-from peer_support import contact, state
 from sqlalchemy import select
 
 from emulators import acoustic, dotdigital, moengage
@@ -30,7 +29,8 @@ from service.config import load_settings
 from service.db import make_engine
 from service.migrate import upgrade
 from service.models import DeadLetter, DeliveryAttempt, Event, Outbox, RateLimitSlot
-from support import (
+from tests.helpers.peer_support import contact, state
+from tests.helpers.support import (
     FAST_DELIVERY,
     celery_beat,
     celery_worker,
@@ -51,7 +51,7 @@ DOTDIGITAL_NAMES = ("dotdigital_news", "dotdigital_shop")
 
 
 @dataclass
-class World:
+class AccountsWorld:
     app: Any
     client: Any
     urls: dict[str, str]
@@ -113,7 +113,9 @@ def _tables(urls: dict[str, str]) -> str:
 
 
 @pytest.fixture(scope="module")
-def world(engage: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+def accounts_world(
+    engage: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[AccountsWorld]:
     workdir = tmp_path_factory.mktemp("peer-accounts")
     with ExitStack() as stack:
         apps = {
@@ -140,7 +142,7 @@ def world(engage: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Wor
         app = create_app({"SETTINGS": settings, "TESTING": True})
         stack.enter_context(_stopping(celery_worker(config, workdir)))
         stack.enter_context(_stopping(celery_beat(config, workdir)))  # throttled writes
-        yield World(app, app.test_client(), urls)
+        yield AccountsWorld(app, app.test_client(), urls)
 
 
 class _stopping:
@@ -158,39 +160,56 @@ def _email() -> str:
     return f"Acct.{uuid.uuid4().hex[:8]}@Example.com"
 
 
-def test_two_entries_on_one_dotdigital_account_share_its_limit(world: World) -> None:
+def test_two_entries_on_one_dotdigital_account_share_its_limit(
+    accounts_world: AccountsWorld,
+) -> None:
     emails = [_email() for _ in range(8)]
     for email in emails:
-        world.send(decision(email, "denied", source_id="s"))
-    wait_for(lambda: all(world.settled(e, *DOTDIGITAL_NAMES) for e in emails), 120, "both entries")
-    assert all(world.outbox(e)[n] == "delivered" for e in emails for n in DOTDIGITAL_NAMES)
-    faults = state(world.urls["dotdigital"])["faults"]["counters"]
+        accounts_world.send(decision(email, "denied", source_id="s"))
+    wait_for(
+        lambda: all(accounts_world.settled(e, *DOTDIGITAL_NAMES) for e in emails),
+        120,
+        "both entries",
+    )
+    assert all(accounts_world.outbox(e)[n] == "delivered" for e in emails for n in DOTDIGITAL_NAMES)
+    faults = state(accounts_world.urls["dotdigital"])["faults"]["counters"]
     # 8 contacts x 2 entries x 2 calls (look up, PATCH), never over the account's 5/s.
     assert faults["api_requests"] >= 32
     assert faults["rate_limit_violations"] == 0
     # What makes it so whatever the timing: both entries reserve slots from one pace state.
-    settings = world.app.extensions["consent_relay"].settings
+    settings = accounts_world.app.extensions["consent_relay"].settings
     keys = limiter_keys(settings.destinations)
     assert keys["dotdigital_news"] == keys["dotdigital_shop"]
-    with world.sessions() as session:
+    with accounts_world.sessions() as session:
         stored = set(session.scalars(select(RateLimitSlot.destination)))
     assert keys["dotdigital_news"] in stored  # one pace state for the account...
     assert not stored & set(DOTDIGITAL_NAMES)  # ...none per entry
     assert all("secret" not in key and dotdigital.PASSWORD not in key for key in stored)
 
 
-def test_track_user_is_recorded_as_accepted_unverified(world: World) -> None:
+def test_track_user_is_recorded_as_accepted_unverified(accounts_world: AccountsWorld) -> None:
     known, unknown = _email(), _email()
-    requests.post(f"{world.urls['moengage']}/_emulator/contacts", json={"email": known}, timeout=5)
+    requests.post(
+        f"{accounts_world.urls['moengage']}/_emulator/contacts", json={"email": known}, timeout=5
+    )
     for email in (known, unknown):
-        world.send(decision(email, "withdrawn", source_id="s"))
-    wait_for(lambda: all(world.settled(e, "moengage_attrs") for e in (known, unknown)), 60, "MoE")
+        accounts_world.send(decision(email, "withdrawn", source_id="s"))
+    wait_for(
+        lambda: all(accounts_world.settled(e, "moengage_attrs") for e in (known, unknown)),
+        60,
+        "MoE",
+    )
     # MoEngage applied one and dropped the other, answering 200 to both: neither is delivered.
-    assert contact(world.urls["moengage"], known)["fields"]["tracking_consent"] == "withdrawn"
-    assert contact(world.urls["moengage"], unknown) is None
-    assert world.outbox(known)["moengage_attrs"] == world.outbox(unknown)["moengage_attrs"]
-    assert world.outbox(unknown)["moengage_attrs"] == "unverified"
-    with world.sessions() as session:
+    assert (
+        contact(accounts_world.urls["moengage"], known)["fields"]["tracking_consent"] == "withdrawn"
+    )
+    assert contact(accounts_world.urls["moengage"], unknown) is None
+    assert (
+        accounts_world.outbox(known)["moengage_attrs"]
+        == accounts_world.outbox(unknown)["moengage_attrs"]
+    )
+    assert accounts_world.outbox(unknown)["moengage_attrs"] == "unverified"
+    with accounts_world.sessions() as session:
         outcomes = session.scalars(
             select(DeliveryAttempt.outcome)
             .join(Event, Event.id == DeliveryAttempt.event_id)
@@ -199,19 +218,23 @@ def test_track_user_is_recorded_as_accepted_unverified(world: World) -> None:
     assert outcomes == ["unverified"]
 
 
-def test_opt_in_sends_the_configured_customer_id(world: World) -> None:
+def test_opt_in_sends_the_configured_customer_id(accounts_world: AccountsWorld) -> None:
     email, user = _email(), f"crm-{uuid.uuid4().hex[:6]}"
     seeded = {"email": email, "customer_id": user}
-    requests.post(f"{world.urls['moengage_tokenized']}/_emulator/contacts", json=seeded, timeout=5)
-    world.send(decision(email, "granted", source_id=user))
-    wait_for(lambda: world.settled(email, "moengage_optin", "moengage_email"), 60, "MoEngage")
-    assert world.outbox(email)["moengage_optin"] == "delivered"
-    found = contact(world.urls["moengage_tokenized"], email)
+    requests.post(
+        f"{accounts_world.urls['moengage_tokenized']}/_emulator/contacts", json=seeded, timeout=5
+    )
+    accounts_world.send(decision(email, "granted", source_id=user))
+    wait_for(
+        lambda: accounts_world.settled(email, "moengage_optin", "moengage_email"), 60, "MoEngage"
+    )
+    assert accounts_world.outbox(email)["moengage_optin"] == "delivered"
+    found = contact(accounts_world.urls["moengage_tokenized"], email)
     assert found["channel"] == "DOUBLE_OPTED_IN"
     assert [entry["customer_id"] for entry in found["history"]] == [user]
     # The entry without customer_id: the workspace refuses email_id; no retry can help.
-    assert world.outbox(email)["moengage_email"] == "dead_lettered"
-    with world.sessions() as session:
+    assert accounts_world.outbox(email)["moengage_email"] == "dead_lettered"
+    with accounts_world.sessions() as session:
         dead = session.scalars(
             select(DeadLetter)
             .join(Event, Event.id == DeadLetter.event_id)
@@ -221,14 +244,14 @@ def test_opt_in_sends_the_configured_customer_id(world: World) -> None:
     assert "customer_id is mandatory" in (dead.last_body or "")
 
 
-def test_a_dotdigital_grant_carries_a_consent_record(world: World) -> None:
+def test_a_dotdigital_grant_carries_a_consent_record(accounts_world: AccountsWorld) -> None:
     email = _email()
-    world.send(decision(email, "granted", DECIDED, source_id="s"))
-    wait_for(lambda: world.settled(email, *DOTDIGITAL_NAMES), 60, "Dotdigital")
-    news = contact(world.urls["dotdigital"], email)
+    accounts_world.send(decision(email, "granted", DECIDED, source_id="s"))
+    wait_for(lambda: accounts_world.settled(email, *DOTDIGITAL_NAMES), 60, "Dotdigital")
+    news = contact(accounts_world.urls["dotdigital"], email)
     record = {"text": CONSENT_TEXT, "dateTimeConsented": "2026-06-01T12:00:07Z", "url": CONSENT_URL}
     assert news["consent_records"] == [record]  # from dotdigital_news only
-    with world.sessions() as session:
+    with accounts_world.sessions() as session:
         details = session.scalars(
             select(DeliveryAttempt.detail)
             .join(Event, Event.id == DeliveryAttempt.event_id)
@@ -237,10 +260,12 @@ def test_a_dotdigital_grant_carries_a_consent_record(world: World) -> None:
     assert details == ["consent record written (no IP address or user agent: not captured)"]
 
 
-def test_acoustic_is_written_without_a_data_set_id_unless_configured(world: World) -> None:
+def test_acoustic_is_written_without_a_data_set_id_unless_configured(
+    accounts_world: AccountsWorld,
+) -> None:
     email = _email()
-    world.send(decision(email, "denied", source_id="s"))
-    wait_for(lambda: world.settled(email, "acoustic"), 60, "Acoustic")
-    assert world.outbox(email)["acoustic"] == "delivered"
-    [entry] = contact(world.urls["acoustic"], email)["history"]
+    accounts_world.send(decision(email, "denied", source_id="s"))
+    wait_for(lambda: accounts_world.settled(email, "acoustic"), 60, "Acoustic")
+    assert accounts_world.outbox(email)["acoustic"] == "delivered"
+    [entry] = contact(accounts_world.urls["acoustic"], email)["history"]
     assert entry["data_set_id"] is None and entry["fields"]["tracking_consent"] == "denied"

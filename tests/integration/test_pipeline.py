@@ -24,7 +24,7 @@ from service.ledger import Decision, record_decision
 from service.migrate import upgrade
 from service.models import Event, Outbox
 from service.publisher import Queued
-from support import (
+from tests.helpers.support import (
     FAST_DELIVERY,
     Process,
     celery_beat,

@@ -24,7 +24,7 @@ from service.migrate import upgrade
 from service.models import Event
 from service.sources import KINDS
 from service.sources.fixtures import load_fixture
-from support import celery_worker, emulator_contact, wait_for, write_config
+from tests.helpers.support import celery_worker, emulator_contact, wait_for, write_config
 
 pytestmark = pytest.mark.integration
 README = Path(__file__).parents[2] / "README.md"
@@ -60,16 +60,16 @@ def secrets_for(text: str) -> dict[str, str]:
 
 
 @dataclass
-class Relay:
+class KindsRelay:
     client: Any
     app: Any
     engage: str
 
 
 @pytest.fixture(scope="module")
-def relay(
+def kinds_relay(
     request: pytest.FixtureRequest, engage: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Relay]:
+) -> Iterator[KindsRelay]:
     workdir = tmp_path_factory.mktemp("kinds")
     config = write_config(
         workdir / "consent-relay.toml",
@@ -88,7 +88,7 @@ def relay(
     app = create_app({"SETTINGS": settings, "TESTING": True})
     worker = celery_worker(config, workdir, extra_env=environ)
     try:
-        yield Relay(app.test_client(), app, engage)
+        yield KindsRelay(app.test_client(), app, engage)
     finally:
         worker.stop()
 
@@ -99,15 +99,17 @@ def test_every_kind_has_a_readme_example() -> None:
 
 
 @pytest.mark.parametrize("kind_name", sorted(FIXTURES))
-def test_fixture_reaches_engage_with_the_configured_labels(relay: Relay, kind_name: str) -> None:
-    runtime = relay.app.extensions["consent_relay"]
+def test_fixture_reaches_engage_with_the_configured_labels(
+    kinds_relay: KindsRelay, kind_name: str
+) -> None:
+    runtime = kinds_relay.app.extensions["consent_relay"]
     [name] = [n for n, s in runtime.settings.sources.items() if s.kind == kind_name]
     body, content_type = load_fixture(kind_name, FIXTURES[kind_name])
     signed = runtime.kinds[name].sign(
         body, content_type, f"{BASE_URL}/webhooks/{name}", time.time()
     )
     path = signed.url.removeprefix(BASE_URL)
-    response = relay.client.post(
+    response = kinds_relay.client.post(
         path, data=signed.body, headers=dict(signed.headers), base_url=BASE_URL
     )
     # Salesforce gets its SOAP acknowledgement (200); everyone else 202 for a new decision.
@@ -130,11 +132,11 @@ def test_fixture_reaches_engage_with_the_configured_labels(relay: Relay, kind_na
             "tracking_consent_source_id": event.consent_source_id or "",
         }
         wait_for(
-            lambda email=event.email, want=expected: _attributes(relay, email) == want,
+            lambda email=event.email, want=expected: _attributes(kinds_relay, email) == want,
             what=f"{kind_name} decision for {event.email} at Engage",
         )
 
 
-def _attributes(relay: Relay, email: str) -> dict[str, Any] | None:
-    contact = emulator_contact(relay.engage, email)
+def _attributes(kinds_relay: KindsRelay, email: str) -> dict[str, Any] | None:
+    contact = emulator_contact(kinds_relay.engage, email)
     return contact["attributes"] if contact else None

@@ -22,7 +22,14 @@ from service.config import load_settings
 from service.db import make_engine
 from service.migrate import upgrade
 from service.web import BODY_TIMEOUT_SECONDS
-from support import Process, decision, free_port, signed_headers, wait_for, write_config
+from tests.helpers.support import (
+    Process,
+    decision,
+    free_port,
+    signed_headers,
+    wait_for,
+    write_config,
+)
 
 pytestmark = pytest.mark.integration
 MAX_BODY = 200_000

@@ -6,20 +6,17 @@ Only fixtures live here (tests never import this module); constants are repeated
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
-from delivery_world import State, World
-from sqlalchemy import Engine
-from sqlalchemy.orm import Session, sessionmaker
 
 from emulators.engage import EmulatorServer, create_emulator_app
 from service.config import DestinationSettings
 from service.db import make_engine, make_session_factory
 from service.migrate import upgrade
+from tests.helpers.delivery_world import DeliveryWorld, Ledger, State
 
 EMULATOR_USERNAME = "api-user@example.com"
 EMULATOR_PASSWORD = "engage-demo-password"
@@ -76,13 +73,6 @@ def engage_settings(emulator: EmulatorServer) -> Callable[..., DestinationSettin
     return build
 
 
-@dataclass
-class Ledger:
-    url: str
-    engine: Engine
-    sessions: sessionmaker[Session]
-
-
 @pytest.fixture
 def ledger(tmp_path: Path) -> Iterator[Ledger]:
     """A SQLite ledger in tmp_path, migrated to head with the project's own migrations."""
@@ -96,13 +86,13 @@ def ledger(tmp_path: Path) -> Iterator[Ledger]:
 
 
 @pytest.fixture
-def world(
+def delivery_world(
     ledger: Ledger,
     emulator: EmulatorServer,
     emulator_state: State,
     engage_settings: Callable[..., DestinationSettings],
-) -> Iterator[World]:
-    built = World(ledger, emulator, emulator_state, engage_settings)
+) -> Iterator[DeliveryWorld]:
+    built = DeliveryWorld(ledger, emulator, emulator_state, engage_settings)
     try:
         yield built
     finally:
