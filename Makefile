@@ -5,13 +5,14 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.stamp-install
 BENCH_STAMP := $(VENV)/.stamp-bench
+DOCS_STAMP  := $(VENV)/.stamp-docs
 
-.PHONY: run test unit chaos drill browser bench lint install clean
+.PHONY: run test unit chaos drill browser bench lint docs docs-serve screenshots install clean
 
 run: $(STAMP)
 	$(BIN)/consent-relay run
 
-test: $(STAMP) lint
+test: $(STAMP) lint docs
 	$(BIN)/python -m pytest
 
 unit: $(STAMP)
@@ -31,13 +32,32 @@ browser: $(STAMP)
 	$(BIN)/python -m pytest tests/browser
 
 # Intake and delivery measured against baselines (needs PostgreSQL and Redis); a few minutes.
-# FULL=1: 10,000 decisions and longer runs. Results in bench/results/ (see README, Benchmark).
+# FULL=1: 10,000 decisions and longer runs. Results in bench/results/ (docs/benchmark.md).
 bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench $(if $(FULL),--full,)
 
 $(BENCH_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	touch $(BENCH_STAMP)
+
+# The documentation site (mkdocs.yml, docs/): built strictly, so a broken link or anchor, or a
+# page left out of the navigation, fails `make test`. Output in site/ (git-ignored). Not --quiet:
+# with it mkdocs 1.6 no longer counts the warnings that --strict turns into a failure.
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+docs-serve: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve
+
+# Refresh docs/ops-*.png, the operator-page images of the docs, on purpose: the browser test
+# with its screenshots written to docs/ instead of a temporary directory.
+screenshots: $(STAMP)
+	bash .ci/install-browser
+	CONSENT_RELAY_SCREENSHOTS=$(CURDIR)/docs $(BIN)/python -m pytest tests/browser
+
+$(DOCS_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,docs]'
+	touch $(DOCS_STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -54,4 +74,4 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 clean:
-	rm -rf $(VENV) var node_modules .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) var node_modules site .pytest_cache .mypy_cache .ruff_cache

@@ -5,7 +5,8 @@
 //                                              first, comma-separated (e.g. "withdrawn,granted")
 //   OPS_DEAD_LETTER_ID                         an open dead letter to replay
 //   OPS_ACCEPTED                               the number of accepted events on the status page
-//   OPS_SCREENSHOTS (default docs)             where ops-login.png ... ops-dead-letter.png go
+//   OPS_SCREENSHOTS (default a temp dir)       where ops-login.png ... ops-dead-letter.png go
+//                                              (`make screenshots` points it at docs/)
 //   OPS_ARTIFACTS (default the temp dir)       a screenshot of the page when a step fails
 //   CHROMIUM (default /usr/bin/chromium)
 // Exits 0 when every step passed.
@@ -43,7 +44,7 @@ const email = setting('OPS_EMAIL');
 const decisions = setting('OPS_DECISIONS').split(',');
 const deadLetterId = setting('OPS_DEAD_LETTER_ID');
 const accepted = setting('OPS_ACCEPTED');
-const shots = setting('OPS_SCREENSHOTS', 'docs');
+const shots = setting('OPS_SCREENSHOTS', join(tmpdir(), 'ops-screenshots'));
 const artifacts = setting('OPS_ARTIFACTS', tmpdir());
 mkdirSync(shots, { recursive: true });
 

@@ -2,7 +2,9 @@
 session cookie must verify in both), decisions sent as signed webhooks, one delivered by the
 worker's code to the Engage emulator, a dead letter written by the worker's own code; then
 `ops.spec.mjs` (plain Node + playwright-core) signs in, looks a contact up, replays the dead
-letter and saves the screenshots in docs/.
+letter and takes its screenshots: into a temporary directory, so that a test run leaves the
+work tree clean, or into $CONSENT_RELAY_SCREENSHOTS when set (`make screenshots` sets it to
+docs/ to refresh the operator-page images of the documentation on purpose).
 
 Needs /usr/bin/chromium, node and node_modules (`.ci/install-browser` installs them): skipped
 with the reason locally, a failure when CI=true.
@@ -166,8 +168,17 @@ def prepare(relay_web: RelayWeb) -> tuple[int, int]:
         return jane, dead_letter(session, "engage", jane, created, body=body)
 
 
+def screenshot_dir(tmp_path: Path) -> Path:
+    """docs/ only when asked for (`make screenshots`); a test run never rewrites tracked files."""
+    chosen = os.environ.get("CONSENT_RELAY_SCREENSHOTS")
+    shots = Path(chosen).resolve() if chosen else tmp_path / "screenshots"
+    shots.mkdir(parents=True, exist_ok=True)
+    return shots
+
+
 def test_the_operator_page_in_chromium(node: str, relay_web: RelayWeb, tmp_path: Path) -> None:
     jane, dead_id = prepare(relay_web)
+    shots = screenshot_dir(tmp_path)
     started = time.time()
     env = {
         **os.environ,
@@ -178,7 +189,7 @@ def test_the_operator_page_in_chromium(node: str, relay_web: RelayWeb, tmp_path:
         "OPS_DECISIONS": "withdrawn,granted",
         "OPS_DEAD_LETTER_ID": str(dead_id),
         "OPS_ACCEPTED": "4",
-        "OPS_SCREENSHOTS": str(ROOT / "docs"),
+        "OPS_SCREENSHOTS": str(shots),
         "OPS_ARTIFACTS": str(tmp_path),
     }
     run = subprocess.run(
@@ -188,7 +199,7 @@ def test_the_operator_page_in_chromium(node: str, relay_web: RelayWeb, tmp_path:
         f"{run.stdout}\n{run.stderr}\n--- web log:\n{relay_web.process.output()[-3000:]}"
     )
     for name in SCREENSHOTS:
-        shot = ROOT / "docs" / name
+        shot = shots / name
         assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
         assert shot.stat().st_mtime >= started, f"{name} was not written by this run"
     with relay_web.sessions() as session:

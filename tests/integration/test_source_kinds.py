@@ -1,7 +1,7 @@
-"""Every source kind, configured exactly as its README example says, end to end: the kind's
+"""Every source kind, configured exactly as its docs example says, end to end: the kind's
 golden fixture signed as the sender would -> the real app -> ledger -> a real Celery worker
 -> the Engage emulator, which must hold the decision with the configured source and
-source_id. The README examples are the test's config, so they cannot drift from the code.
+source_id. The examples of docs/sources/ are the test's config, so they cannot drift from the code.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from service.sources.fixtures import load_fixture
 from tests.helpers.support import celery_worker, emulator_contact, wait_for, write_config
 
 pytestmark = pytest.mark.integration
-README = Path(__file__).parents[2] / "README.md"
-# The fixture each kind's README example is written for (its first decision-carrying event).
+SOURCE_DOCS = Path(__file__).parents[2] / "docs" / "sources"
+# The fixture each kind's docs example is written for (its first decision-carrying event).
 FIXTURES = {
     "typeform": "form_response",
     "tally": "form_response",
@@ -44,9 +44,10 @@ FAST = {"sweep_interval_seconds": 0.5, "redispatch_after_seconds": 2}
 
 
 def readme_examples() -> dict[str, str]:
-    """kind -> the README's complete TOML example for it (the first one per kind)."""
+    """kind -> the complete TOML example of its page in docs/sources/ (the first one per kind)."""
     examples: dict[str, str] = {}
-    for block in re.findall(r"```toml\n(.*?)```", README.read_text(), re.S):
+    text = "".join(page.read_text() for page in sorted(SOURCE_DOCS.glob("*.md")))
+    for block in re.findall(r"```toml\n(.*?)```", text, re.S):
         found = re.search(r'^kind = "([a-z-]+)"', block, re.M)
         if found and found.group(1) in FIXTURES and "[sources." in block:
             examples.setdefault(found.group(1), block)
