@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from bench import chart, delivery, intake, lanes, recovery
+from bench import chart, delivery, intake, lanes, memory, recovery
 from bench.env import EMBEDDED, PG_REDIS, REPO
 from bench.report import Meta, Results, markdown
 from bench.sizes import FULL, QUICK, Sizes
@@ -45,7 +45,10 @@ def measure(workdir: Path, sizes: Sizes, meta: Meta) -> Results:
     ]
     isolation = lanes.isolation(workdir / "isolation", sizes)
     withdrawals = lanes.withdrawals(workdir / "withdrawals", sizes)
-    return Results(meta, intake_rows, delivered, capacity, recovered, isolation, withdrawals)
+    workers = memory.run(workdir / "memory")
+    return Results(
+        meta, intake_rows, delivered, capacity, recovered, isolation, withdrawals, workers
+    )
 
 
 def profile(workdir: Path, sizes: Sizes) -> None:

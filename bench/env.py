@@ -191,11 +191,18 @@ def _all_workers_booted(proc: Proc) -> bool:
     return proc.output().count("Booting worker") >= web_concurrency()
 
 
-def celery(stack: contextlib.ExitStack, config: Relay, role: str, concurrency: int = 2) -> Proc:
-    """`celery -A workers.main worker|beat`, as in the Procfile."""
+def celery(
+    stack: contextlib.ExitStack,
+    config: Relay,
+    role: str,
+    concurrency: int = 2,
+    extra: tuple[str, ...] = (),
+) -> Proc:
+    """`celery -A workers.main worker|beat`, as in the Procfile (`extra`: more options)."""
     argv = [str(BIN / "python"), "-m", "celery", "-A", "workers.main", role, "--loglevel=INFO"]
     if role == "worker":
         argv += [f"--concurrency={concurrency}", "--without-gossip", "--without-mingle"]
+    argv += list(extra)
     proc = stack.enter_context(_stopping(Proc(role, argv, _env(config), REPO, config.workdir)))
     proc.wait_output("ready." if role == "worker" else "beat: Starting", 60)
     return proc

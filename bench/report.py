@@ -14,6 +14,7 @@ from bench.delivery import ENGAGE_LIMIT, Capacity, Delivered
 from bench.env import REPO, web_concurrency
 from bench.intake import IntakeRow
 from bench.lanes import ISOLATION_TARGET, WITHDRAWAL_TARGET_SECONDS, Isolation, Withdrawals
+from bench.memory import WorkerMemory, reduction
 from bench.recovery import RECOVERY_TARGET_SECONDS, Recovery
 from bench.sizes import CONNECTIONS, OPEN_LOOP_RATE
 
@@ -48,6 +49,7 @@ class Results:
     recovery: list[Recovery] = field(default_factory=list)
     isolation: Isolation | None = None
     withdrawals: Withdrawals | None = None
+    worker_memory: list[WorkerMemory] = field(default_factory=list)
     minutes: float = 0.0
     load_end: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
@@ -178,6 +180,8 @@ def _memory_table(results: Results) -> list[str]:
         lines.append(_rss_row(label, d.worker_rss_kib))
     if results.delivered:
         lines.append(_rss_row("beat (celery beat)", results.delivered[0].beat_rss_kib))
+    for row in results.worker_memory:  # bench/memory.py: idle, embedded defaults
+        lines.append(_rss_row(f"{row.label}, idle (celery main + 2 pool)", row.rss_kib))
     return lines
 
 
@@ -257,6 +261,10 @@ def targets(results: Results) -> list[tuple[str, str, bool]]:
         target = f"{label}, at most {RECOVERY_TARGET_SECONDS:.0f} s"
         found.append((target, f"{r.worst:.1f} s", r.worst <= RECOVERY_TARGET_SECONDS))
     found += _lane_targets(results)
+    share = reduction(results.worker_memory)
+    if share is not None:
+        label = "worker's peak memory below a worker that imports the web app (idle, total)"
+        found.append((label, f"{share:.0%} of it", share < 1.0))
     wrong = sum(d.wrong_contacts for d in results.delivered)
     found.append(("every contact at its latest decision", f"{wrong} wrong", wrong == 0))
     return found
