@@ -2,6 +2,7 @@ FROM python:3.11-slim
 WORKDIR /app
 ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
 COPY pyproject.toml README.md ./
+COPY relay ./relay
 COPY service ./service
 COPY workers ./workers
 COPY schemas ./schemas

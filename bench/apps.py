@@ -18,12 +18,12 @@ import uuid
 
 from flask import Flask, Response, jsonify, request
 
-from service.config import load_settings
-from service.db import make_engine
-from service.ledger import Decision
-from service.ledger_pg import record_new_decisions
+from relay.config.settings import load_settings
+from relay.domain import ConsentWrite, Decision
+from relay.ledger.db import make_engine
+from relay.ledger.record_pg import record_new_decisions
 from service.sources import VERIFIERS, SignatureError
-from workers.engage import ConsentWrite, EngageClient
+from workers.engage import EngageClient
 from workers.errors import DeliveryError
 
 

@@ -18,9 +18,9 @@ import redis
 from sqlalchemy import create_engine, text
 
 from bench.procs import Proc, answers, free_port, wait_for, wait_http
-from service.config import web_concurrency as config_web_concurrency
-from service.db import make_engine
-from service.migrate import upgrade
+from relay.config.settings import web_concurrency as config_web_concurrency
+from relay.ledger.db import make_engine
+from relay.ledger.migrate import upgrade
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -20,8 +20,8 @@ from pyinstrument.frame import Frame
 
 from bench import env
 from bench.sizes import intake_bodies
+from relay.config.settings import load_settings
 from service import create_app
-from service.config import load_settings
 
 WARMUP_REQUESTS = 50
 TREE_LINES = 70

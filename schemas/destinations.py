@@ -84,7 +84,7 @@ class _DestinationSchema(_Strict):
     rate_limit_headroom = fields.Float(load_default=0.05, validate=validate.Range(min=0.0, max=0.5))
     # Vendors count their limits per account (destinations.md §1.4, §3.4, §4.4): destinations
     # with the same key share one pace. None: derived from the base URL and the credentials
-    # (workers/ratelimit_keys.py), so entries on one account share it without saying so.
+    # (workers/ratelimit/keys.py), so entries on one account share it without saying so.
     rate_limit_key = fields.String(
         load_default=None,
         allow_none=True,

@@ -26,6 +26,45 @@ MIN_SHARED_SECRET_CHARS = 6
 MIN_PASSWORD_CHARS = 16
 KIND_OPTIONS = ("username", "url", "signature_versions", "organization_ids")
 HUBSPOT_VERSIONS = ("v1", "v2", "v3")
+# The names each kind offers to the `source`/`source_id` templates (README, "Sources"); the
+# canonical kinds take their labels from the payload and offer none. The config loader checks
+# templates against this table, and each kind (service/sources/) publishes it as VARIABLES.
+KIND_VARIABLES: dict[str, frozenset[str]] = {
+    "standard-webhooks": frozenset(),
+    "token": frozenset(),
+    "dynamics": frozenset(
+        {
+            "entity",
+            "record_id",
+            "organization_id",
+            "organization_name",
+            "operation_id",
+            "correlation_id",
+            "message",
+        }
+    ),
+    "hubspot": frozenset(
+        {
+            "object_id",
+            "portal_id",
+            "form_id",
+            "conversion_id",
+            "subscription_type",
+            "event_id",
+            "change_id",
+        }
+    ),
+    "jotform": frozenset({"form_id", "form_title", "submission_id"}),
+    "pipedrive": frozenset({"person_id", "company_id", "webhook_id", "event_id", "action"}),
+    "salesforce": frozenset(
+        {"organization_id", "action_id", "object_type", "record_id", "notification_id"}
+    ),
+    "tally": frozenset(
+        {"form_id", "form_name", "response_id", "submission_id", "respondent_id", "event_id"}
+    ),
+    "typeform": frozenset({"form_id", "form_title", "response_id", "event_id"}),
+    "webflow": frozenset({"form_name", "site_id", "submission_id", "form_id"}),
+}
 
 
 @dataclass(frozen=True)

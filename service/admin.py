@@ -15,12 +15,13 @@ from marshmallow import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from relay.ledger import dead_letters
+from relay.ledger import pauses as destinations
+from relay.ledger.db import refused_values
+from relay.ledger.dead_letters import DeadLetterFilters, ReplayRefused, ReplayResult
+from relay.ledger.models import utcnow
 from schemas.admin import DeadLetterQuerySchema, PauseBodySchema, ReplayBodySchema
-from service import dead_letters, destinations
 from service.bearer import BearerGate
-from service.db import refused_values
-from service.dead_letters import DeadLetterFilters, ReplayRefused, ReplayResult
-from service.models import utcnow
 from service.problems import problem
 from service.runtime import Runtime
 
@@ -79,7 +80,7 @@ def _replay_refused(exc: ReplayRefused) -> Response:
 def _ledger_unavailable(exc: SQLAlchemyError) -> Response:
     # The engine hides statement parameters, so the traceback carries no e-mail address.
     if refused_values(exc):
-        # A value got past schemas/admin.py: a bug there, but never "retry later" (service.db).
+        # A value got past schemas/admin.py: a bug there, but never "retry later" (relay.ledger.db).
         log.exception("admin: the ledger refused a value that passed validation")
         return _validation_problem({"_schema": ["A value of the request cannot be stored."]})
     log.exception("admin: ledger unavailable")

@@ -16,8 +16,8 @@ from pathlib import Path
 import requests
 import standardwebhooks
 
-from service import cli_admin, cli_sources
-from service.config import (
+from relay.config import flower
+from relay.config.settings import (
     DEMO_ADMIN_PASSWORD,
     DEMO_ENGAGE_PORT,
     DEMO_METRICS_TOKEN,
@@ -26,10 +26,10 @@ from service.config import (
     Settings,
     load_settings,
 )
-from service.db import make_engine
-from service.migrate import upgrade
+from relay.ledger.db import make_engine
+from relay.ledger.migrate import upgrade
+from service import cli_admin, cli_sources
 from service.procfile import FLOWER, process_names, procfile_for_run
-from workers import flower
 
 DEMO_EMAIL = "jane.doe@example.com"
 
@@ -116,7 +116,13 @@ def _run(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def _flower(settings: Settings, _args: argparse.Namespace) -> None:
-    flower.run(settings)
+    """Replace this process with the launcher in workers/flower.py, by command line: the CLI
+    imports no worker code. It reads the same config file (--config) from the environment."""
+    if settings.config_path is not None:
+        os.environ["CONSENT_RELAY_CONFIG"] = str(settings.config_path.resolve())
+    sys.stdout.flush()
+    argv = [sys.executable, "-m", "workers.flower"]
+    os.execv(argv[0], argv)  # noqa: S606 - no shell involved
 
 
 def _print_banner(settings: Settings, flower_line: str) -> None:

@@ -19,15 +19,16 @@ from marshmallow import Schema, ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from relay.config.settings import Settings
+from relay.ledger import dead_letters
+from relay.ledger import pauses as destinations
+from relay.ledger.db import make_engine, make_session_factory
+from relay.ledger.dead_letters import DeadLetterFilters, DeadLetterView, Pair
+from relay.ledger.models import utcnow
+from relay.messaging.client import create_celery_client as create_celery_app
+from relay.messaging.names import DELIVER_TASK
 from schemas.admin import STATUS_FILTERS, ContactLookupSchema, PauseBodySchema
 from schemas.text import printable
-from service import dead_letters, destinations
-from service.config import Settings
-from service.db import make_engine, make_session_factory
-from service.dead_letters import DeadLetterFilters, DeadLetterView, Pair
-from service.models import utcnow
-from workers.celery_app import create_celery_app
-from workers.names import DELIVER_TASK
 
 Handler = Callable[[Settings, argparse.Namespace], int]
 LIST_HEADERS = (

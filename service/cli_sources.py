@@ -20,9 +20,9 @@ from urllib.parse import urlsplit, urlunsplit
 import requests
 from sqlalchemy import select
 
-from service.config import Settings
-from service.db import make_engine, make_session_factory
-from service.models import IgnoredEvent
+from relay.config.settings import Settings
+from relay.ledger.db import make_engine, make_session_factory
+from relay.ledger.models import IgnoredEvent
 from service.sources import build_kind
 from service.sources.fixtures import fixture_names, load_fixture
 

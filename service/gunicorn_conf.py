@@ -15,9 +15,9 @@ from typing import Any
 
 from gunicorn.glogging import Logger
 
-from service import metrics
-from service.config import load_settings, web_concurrency
-from service.logs import REQUEST_ID_HEADER, configure_logging, get_logger, json_formatter
+from relay.config.settings import load_settings, web_concurrency
+from relay.telemetry import metrics
+from relay.telemetry.logs import REQUEST_ID_HEADER, configure_logging, get_logger, json_formatter
 
 _settings = load_settings()
 configure_logging(_settings.log_level)

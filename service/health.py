@@ -12,8 +12,8 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify
 from sqlalchemy.exc import SQLAlchemyError
 
-from service import destinations
-from service.migrate import is_current
+from relay.ledger import pauses as destinations
+from relay.ledger.migrate import is_current
 from service.runtime import Runtime
 
 bp = Blueprint("health", __name__)

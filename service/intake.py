@@ -22,12 +22,13 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from structlog.contextvars import bind_contextvars, bound_contextvars
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from relay.ledger.db import refused_values
+from relay.ledger.record import Incoming, Outcome, record_events, record_new_at_once
+from relay.messaging.lanes import is_urgent
+from relay.telemetry import metrics
+from relay.telemetry.logs import get_logger, mask_email
 from schemas.consent import MAX_IGNORED_REASON_LENGTH
 from schemas.text import storable
-from service import metrics
-from service.db import refused_values
-from service.ledger import Incoming, Outcome, record_events, record_new_at_once
-from service.logs import get_logger, mask_email
 from service.problems import problem
 from service.runtime import Runtime
 from service.sources import (
@@ -46,7 +47,6 @@ from service.sources.base import (
 )
 from service.sources.mapping import resolve
 from service.sources.raw_url import received_url
-from workers.routing import is_urgent
 
 log = get_logger(__name__)
 bp = Blueprint("intake", __name__)
@@ -186,13 +186,13 @@ def _record(
 
 
 def _record_in_session(runtime: Runtime, arguments: dict[str, Any]) -> list[Outcome]:
-    """Duplicates, ignored events, SQLite: the general path (service/ledger.py)."""
+    """Duplicates, ignored events, SQLite: the general path (relay/ledger/record.py)."""
     with runtime.sessions() as session:
         return record_events(session, **arguments, at_once=False)
 
 
 def _ledger_error(exc: SQLAlchemyError) -> _Refused:
-    """503 only when the ledger is unreachable; a value it refused is a 422 (service.db)."""
+    """503 only when the ledger is unreachable; a value it refused is a 422 (relay.ledger.db)."""
     if refused_values(exc):
         # Validation at the boundary (schemas/) should have refused it: logged as the bug it is.
         log.exception("ledger refused a value that passed validation")

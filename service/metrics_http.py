@@ -18,10 +18,11 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from service import destinations, metrics
+from relay.ledger import pauses as destinations
+from relay.ledger.models import DeadLetter, Outbox, utcnow
+from relay.telemetry import metrics
+from relay.telemetry.logs import get_logger
 from service.bearer import BearerGate
-from service.logs import get_logger
-from service.models import DeadLetter, Outbox, utcnow
 from service.runtime import Runtime
 
 if TYPE_CHECKING:

@@ -1,8 +1,8 @@
 """`/ops`: the operator page. Server-rendered HTML behind the admin sign-in (see ops_auth).
 
 Status, one contact's consent history, dead letters with replay, pause and resume. Writes go
-through the functions the admin API and the CLI use (`service.dead_letters`,
-`service.destinations`). Log lines carry ids, destination names and counts, never an e-mail
+through the functions the admin API and the CLI use (`relay.ledger.dead_letters`,
+`relay.ledger.pauses`). Log lines carry ids, destination names and counts, never an e-mail
 address; the address is never put in a URL (access logs), the lookup form is a POST.
 """
 
@@ -29,11 +29,13 @@ from sqlalchemy.orm import Session
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
+from relay.ledger import dead_letters
+from relay.ledger import pauses as destinations
+from relay.ledger.db import refused_values
+from relay.ledger.dead_letters import DeadLetterFilters
+from relay.ledger.models import utcnow
 from schemas.admin import STATUS_FILTERS, ContactLookupSchema, PauseBodySchema
-from service import dead_letters, destinations, metrics_http, ops_auth, ops_queries
-from service.db import refused_values
-from service.dead_letters import DeadLetterFilters
-from service.models import utcnow
+from service import metrics_http, ops_auth, ops_queries
 from service.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -105,7 +107,9 @@ def _http_error(exc: HTTPException) -> ResponseReturnValue:
 
 @bp.errorhandler(SQLAlchemyError)
 def _ledger_unavailable(exc: SQLAlchemyError) -> ResponseReturnValue:
-    if refused_values(exc):  # a value got past validation: a bug, never "try again" (service.db)
+    if refused_values(
+        exc
+    ):  # a value got past validation: a bug, never "try again" (relay.ledger.db)
         log.exception("ops: the ledger refused a value that passed validation")
         text = "A value of the request cannot be stored; nothing was changed."
         return render_template("ops/message.html", status=400, title="Bad request", text=text), 400

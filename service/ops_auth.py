@@ -42,8 +42,9 @@ from flask import (
 from flask.sessions import SecureCookieSessionInterface
 from werkzeug.wrappers import Response
 
-from service import metrics, ops_throttle
-from service.config import OpsSettings
+from relay.config.settings import OpsSettings
+from relay.telemetry import metrics
+from service import ops_throttle
 
 SESSION_MAX_AGE_SECONDS = 12 * 3600
 KDF_LABEL = b"consent-relay /ops session key v1"

@@ -1,8 +1,8 @@
 """Read-only ledger queries behind the operator page (`/ops`): a handful per page, each on an
 index (or bounded by a LIMIT), so the page stays fast on a large ledger.
 
-Nothing here writes: replay and pause go through `service.dead_letters` and
-`service.destinations`, shared with the admin API and the CLI.
+Nothing here writes: replay and pause go through `relay.ledger.dead_letters` and
+`relay.ledger.pauses`, shared with the admin API and the CLI.
 """
 
 from __future__ import annotations
@@ -15,15 +15,8 @@ from dataclasses import dataclass, field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from relay.ledger.models import Contact, DeadLetter, DeliveryAttempt, DeliveryState, Event, Outbox
 from schemas.consent import contact_key
-from service.models import (
-    Contact,
-    DeadLetter,
-    DeliveryAttempt,
-    DeliveryState,
-    Event,
-    Outbox,
-)
 
 # `unverified`: accepted by a destination whose answer cannot show the write was applied
 # (workers/outcomes.py); settled, but an operator should check it there.

@@ -18,7 +18,7 @@ from sqlalchemy import case, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from service.models import OpsSessionEpoch, SignInFailures
+from relay.ledger.models import OpsSessionEpoch, SignInFailures
 
 WINDOW_SECONDS = 15 * 60
 # OWASP's Authentication Cheat Sheet asks for a throttle, not a lockout that anybody can

@@ -7,7 +7,7 @@ from typing import Any
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
-PROBLEM_TYPE_PREFIX = "urn:consent-relay:problem:"
+from schemas.responses import PROBLEM_TYPE_PREFIX
 
 
 def problem(

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from service.config import DEMO_ENGAGE_PORT, DEMO_PEER_PORTS, Settings
+from relay.config.settings import DEMO_ENGAGE_PORT, DEMO_PEER_PORTS, Settings
 
 FLOWER = "flower"
 EMULATOR = "engage-emulator"

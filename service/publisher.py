@@ -21,9 +21,9 @@ from typing import Any
 from celery import Celery
 from structlog.contextvars import bound_contextvars
 
-from service.logs import current_request_id, get_logger
-from workers.dispatch import Message, delivery_message
-from workers.names import DISPATCH_TASK
+from relay.messaging.messages import Message, delivery_message
+from relay.messaging.names import DISPATCH_TASK
+from relay.telemetry.logs import current_request_id, get_logger
 
 log = get_logger(__name__)
 DEFAULT_PAUSE_SECONDS = 15.0

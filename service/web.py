@@ -21,7 +21,7 @@ from typing import Any
 from a2wsgi import WSGIMiddleware
 from uvicorn_worker import UvicornWorker
 
-from service.logs import REQUEST_ID_HEADER
+from relay.telemetry.logs import REQUEST_ID_HEADER
 
 BODY_TIMEOUT_SECONDS = 10.0
 THREADS_PER_WORKER = 4

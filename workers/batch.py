@@ -18,9 +18,10 @@ from typing import Any, Protocol
 
 from sqlalchemy.orm import Session
 
-from service import destinations
-from service.logs import get_logger
-from service.models import DeliveryState, Event
+from relay.domain import ConsentWrite
+from relay.ledger import pauses as destinations
+from relay.ledger.models import DeliveryState, Event
+from relay.telemetry.logs import get_logger
 from workers.delivery import (
     DeliveryContext,
     Job,
@@ -34,9 +35,8 @@ from workers.delivery import (
     release_lease,
 )
 from workers.destinations import Written
-from workers.engage import ConsentWrite
 from workers.errors import DeliveryError
-from workers.ratelimit import ThrottledError, one_write
+from workers.ratelimit.pace import ThrottledError, one_write
 
 log = get_logger(__name__)
 

@@ -8,10 +8,10 @@ import os
 
 from celery import Celery
 
-from service.config import Settings
-from service.runtime import Runtime
+from relay.config.settings import Settings
+from relay.ledger.runtime import LedgerRuntime
 from workers.delivery import DeliveryContext
-from workers.ratelimit import build_rate_limiter
+from workers.ratelimit.backends import build_rate_limiter
 from workers.writers import build_writer
 
 _contexts: dict[tuple[int, int], DeliveryContext] = {}
@@ -32,7 +32,7 @@ def delivery_context(app: Celery) -> DeliveryContext:
     key = (os.getpid(), id(app))
     if key not in _contexts:
         settings: Settings = app.conf.consent_relay_settings
-        runtime = Runtime.build(settings)
+        runtime = LedgerRuntime.build(settings)
         limiter = build_rate_limiter(settings, runtime.engine)
         writers = {
             name: build_writer(dest, limiter.for_destination(name))

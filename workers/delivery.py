@@ -19,16 +19,17 @@ from sqlalchemy import ColumnElement, CursorResult, and_, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 from structlog.contextvars import bound_contextvars
 
-from service import destinations, metrics
-from service.config import DeliverySettings
-from service.db import insert_ignoring_conflicts
-from service.logs import get_logger
-from service.models import DeliveryState, Event, Outbox, utcnow
+from relay.config.settings import DeliverySettings
+from relay.domain import ConsentWrite
+from relay.ledger import pauses as destinations
+from relay.ledger.db import insert_ignoring_conflicts
+from relay.ledger.models import DeliveryState, Event, Outbox, utcnow
+from relay.telemetry import metrics
+from relay.telemetry.logs import get_logger
 from workers import outcomes, policy
 from workers.destinations import Written
-from workers.engage import ConsentWrite
 from workers.errors import DeliveryError
-from workers.ratelimit import ThrottledError, one_write
+from workers.ratelimit.pace import ThrottledError, one_write
 
 log = get_logger(__name__)
 MAX_ROUNDS = 5  # newer decisions that arrive while we write are picked up in the same lease

@@ -15,9 +15,10 @@ from typing import Any
 
 import requests
 
+from relay.config.settings import DestinationSettings
+from relay.domain import ConsentWrite
 from schemas.destinations import ACOUSTIC, DOTDIGITAL, MOENGAGE
-from service.config import DestinationSettings
-from workers.engage import ConsentWrite, NoThrottle, Throttle
+from workers.engage import NoThrottle, Throttle
 from workers.errors import (
     AuthError,
     DeliveryError,

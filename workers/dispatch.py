@@ -11,25 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from service.logs import get_logger
-from workers.names import DELIVER_TASK, REQUEST_ID_TASK_HEADER
-from workers.routing import delivery_queue
+from relay.telemetry.logs import get_logger
 
 log = get_logger(__name__)
 PublishDelivery = Callable[[str, int, str | None], None]
-# task name, args, headers, queue (None: the base queue)
-Message = tuple[str, list[Any], dict[str, str] | None, str | None]
-
-
-def delivery_message(
-    base: str, destination: str, contact_id: int, request_id: str | None, urgent: bool = False
-) -> Message:
-    """The delivery task for one contact, in its destination's lane (workers/routing.py):
-    ids only as arguments; the intake request's id, when there is one, as a message header
-    for the worker's log lines."""
-    headers = {REQUEST_ID_TASK_HEADER: request_id} if request_id else None
-    queue = delivery_queue(base, destination, urgent)
-    return DELIVER_TASK, [destination, contact_id], headers, queue
 
 
 def fan_out(deliveries: Any, publish: PublishDelivery) -> int:

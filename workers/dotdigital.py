@@ -33,8 +33,9 @@ from urllib.parse import quote
 
 import requests
 
+from relay.config.settings import DestinationSettings
+from relay.domain import ConsentWrite
 from schemas.destinations import DOTDIGITAL
-from service.config import DestinationSettings
 from workers.destinations import (
     CHANNEL_CONSENT,
     FieldNames,
@@ -45,7 +46,7 @@ from workers.destinations import (
     plan_channel,
     probe_ok,
 )
-from workers.engage import ConsentWrite, Throttle
+from workers.engage import Throttle
 
 VENDOR = "Dotdigital"
 # A reserved address (RFC 2606 .invalid): the probe looks it up and expects 404 or 200.

@@ -9,15 +9,14 @@ already exists" when another writer won the race; any 2xx is success; rate limit
 
 from __future__ import annotations
 
-import datetime as dt
 import enum
 import json
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import requests
 
-from service.config import DestinationSettings
+from relay.config.settings import DestinationSettings
+from relay.domain import ConsentWrite
 from workers.errors import (
     AuthError,
     DeliveryError,
@@ -42,15 +41,6 @@ class NoThrottle:
 
     def slow_down(self) -> None:
         pass
-
-
-@dataclass(frozen=True)
-class ConsentWrite:
-    email: str  # as sent by the source; Engage receives the address unchanged
-    tracking_consent: str
-    source: str
-    source_id: str | None
-    occurred_at: dt.datetime | None = None  # when the person decided (evidence for peers)
 
 
 class Verdict(enum.Enum):

@@ -24,11 +24,11 @@ from celery.worker.request import Request
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from service import metrics
-from service.logs import get_logger
-from service.models import DeliveryState
+from relay.ledger.models import DeliveryState
+from relay.messaging.lanes import delivery_queue
+from relay.telemetry import metrics
+from relay.telemetry.logs import get_logger
 from workers.context import delivery_context
-from workers.routing import delivery_queue
 
 log = get_logger(__name__)
 

@@ -34,8 +34,9 @@ from typing import Any
 
 import requests
 
+from relay.config.settings import DestinationSettings
+from relay.domain import ConsentWrite
 from schemas.destinations import MOENGAGE
-from service.config import DestinationSettings
 from workers.destinations import (
     CHANNEL_CONSENT,
     FieldNames,
@@ -47,7 +48,7 @@ from workers.destinations import (
     plan_channel,
     probe_ok,
 )
-from workers.engage import ConsentWrite, Throttle
+from workers.engage import Throttle
 from workers.errors import MisconfiguredError
 from workers.outcomes import UNVERIFIED
 

@@ -10,8 +10,9 @@ from typing import Any
 from sqlalchemy import ColumnElement, CursorResult, and_, case, or_, select, update
 from sqlalchemy.orm import Session
 
-from service import destinations, metrics
-from service.models import DeadLetter, DeliveryAttempt, DeliveryState, Event, Outbox
+from relay.ledger import pauses as destinations
+from relay.ledger.models import DeadLetter, DeliveryAttempt, DeliveryState, Event, Outbox
+from relay.telemetry import metrics
 from workers import policy
 from workers.errors import DeliveryError, RejectedError
 

@@ -29,7 +29,7 @@ import datetime as dt
 import random
 from dataclasses import dataclass
 
-from service.config import DeliverySettings
+from relay.config.settings import DeliverySettings
 from workers.errors import (
     AuthError,
     DeliveryError,

@@ -5,7 +5,7 @@ can lose one on a crash and kombu's SQL transport can drop a publish (webhook-ga
 §5.3). So the ledger is the source of truth and this re-enqueues every contact with pending
 outbox rows whose retry is due, whose lease is free, and that was not dispatched recently.
 
-Withdrawals and denials go first, into their destination's urgent lane (workers/routing.py).
+Withdrawals and denials go first, into their destination's urgent lane (relay/messaging/lanes.py).
 A rate-limited destination gets at most its sweep budget of contacts per sweep (about what its
 pace delivers until the next sweep): a backlog far beyond its pace would only be refused
 again by the rate limiter, each refusal costing a worker process a task run.
@@ -20,13 +20,13 @@ from collections.abc import Callable
 from sqlalchemy import and_, case, func, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
-from service import destinations
-from service.db import insert_ignoring_conflicts
-from service.logs import get_logger
-from service.models import DeliveryState, Event, Outbox
+from relay.ledger import pauses as destinations
+from relay.ledger.db import insert_ignoring_conflicts
+from relay.ledger.models import DeliveryState, Event, Outbox
+from relay.messaging.lanes import URGENT_STATES
+from relay.telemetry.logs import get_logger
 from workers.batch import batch_size
 from workers.delivery import DeliveryContext
-from workers.routing import URGENT_STATES
 
 log = get_logger(__name__)
 # Leave the intake's own enqueue a moment before the sweeper sends a second message.

@@ -11,13 +11,9 @@ from typing import Any
 
 from celery import shared_task
 
-from service.logs import get_logger, task_context
-from workers.batch import deliver_batch
-from workers.context import delivery_context
-from workers.delivery import deliver_contact
-from workers.dispatch import delivery_message, fan_out
-from workers.lost import LeaseFreeingRequest, lease_owner
-from workers.names import (
+from relay.messaging.lanes import delivery_queue
+from relay.messaging.messages import delivery_message
+from relay.messaging.names import (
     DELIVER_BATCH_TASK,
     DELIVER_TASK,
     DISPATCH_TASK,
@@ -25,7 +21,12 @@ from workers.names import (
     REQUEST_ID_TASK_HEADER,
     SWEEP_TASK,
 )
-from workers.routing import delivery_queue
+from relay.telemetry.logs import get_logger, task_context
+from workers.batch import deliver_batch
+from workers.context import delivery_context
+from workers.delivery import deliver_contact
+from workers.dispatch import fan_out
+from workers.lost import LeaseFreeingRequest, lease_owner
 from workers.sweeper import probe_destination, schedule_probes, sweep
 
 log = get_logger(__name__)

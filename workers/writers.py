@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from relay.config.settings import DestinationSettings
 from schemas.destinations import ACOUSTIC, DOTDIGITAL, ENGAGE, MOENGAGE
-from service.config import DestinationSettings
 from workers.acoustic import AcousticClient
 from workers.delivery import ConsentWriter
 from workers.dotdigital import DotdigitalClient

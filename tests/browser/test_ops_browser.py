@@ -28,10 +28,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from unit.ledger_rows import dead_letter
 
 from emulators.engage import EmulatorServer, create_emulator_app
-from service.config import load_settings
-from service.db import make_engine, make_session_factory
-from service.migrate import upgrade
-from service.models import Contact, DeadLetter, Outbox, utcnow
+from relay.config.settings import load_settings
+from relay.ledger.db import make_engine, make_session_factory
+from relay.ledger.migrate import upgrade
+from relay.ledger.models import Contact, DeadLetter, Outbox, utcnow
 from support import Process, decision, free_port, signed_headers, wait_for, write_config
 from workers.delivery import DeliveryContext, deliver_contact
 from workers.engage import EngageClient

@@ -21,11 +21,11 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from relay.config.settings import Settings, load_settings
+from relay.ledger.db import make_engine
+from relay.ledger.migrate import upgrade
+from relay.ledger.models import DeadLetter, Event, Outbox
 from service import create_app
-from service.config import Settings, load_settings
-from service.db import make_engine
-from service.migrate import upgrade
-from service.models import DeadLetter, Event, Outbox
 from support import (
     Emulator,
     Process,

@@ -28,7 +28,7 @@ from harness import (
 )
 from sqlalchemy import select
 
-from service.models import DeadLetter, DeliveryState
+from relay.ledger.models import DeadLetter, DeliveryState
 from support import Process, free_port, require_service, wait_for
 
 pytestmark = pytest.mark.chaos

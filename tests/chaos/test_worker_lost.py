@@ -15,7 +15,7 @@ import pytest
 from harness import Run, any_urls, kill_hard, start_run, worker_children
 from sqlalchemy import select
 
-from service.models import DeliveryState
+from relay.ledger.models import DeliveryState
 from support import wait_for
 
 pytestmark = pytest.mark.chaos

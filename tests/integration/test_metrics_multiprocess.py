@@ -20,9 +20,9 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.config import load_settings
-from service.db import make_engine
-from service.migrate import upgrade
+from relay.config.settings import load_settings
+from relay.ledger.db import make_engine
+from relay.ledger.migrate import upgrade
 from support import (
     Process,
     decision,

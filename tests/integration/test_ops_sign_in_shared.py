@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 import requests
 
-from service.config import load_settings
-from service.db import make_engine
-from service.migrate import upgrade
+from relay.config.settings import load_settings
+from relay.ledger.db import make_engine
+from relay.ledger.migrate import upgrade
 from service.ops_throttle import CLIENT_LIMIT
 from support import Process, free_port, wait_for, write_config
 

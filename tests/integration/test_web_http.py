@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from service.config import load_settings
-from service.db import make_engine
-from service.migrate import upgrade
+from relay.config.settings import load_settings
+from relay.ledger.db import make_engine
+from relay.ledger.migrate import upgrade
 from service.web import BODY_TIMEOUT_SECONDS
 from support import Process, decision, free_port, signed_headers, wait_for, write_config
 

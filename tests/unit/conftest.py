@@ -17,9 +17,9 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from emulators.engage import EmulatorServer, create_emulator_app
-from service.config import DestinationSettings
-from service.db import make_engine, make_session_factory
-from service.migrate import upgrade
+from relay.config.settings import DestinationSettings
+from relay.ledger.db import make_engine, make_session_factory
+from relay.ledger.migrate import upgrade
 
 EMULATOR_USERNAME = "api-user@example.com"
 EMULATOR_PASSWORD = "engage-demo-password"

@@ -1,4 +1,4 @@
-"""Ledger rows for the dead-letter tests (service.dead_letters, the admin API and the CLI):
+"""Ledger rows for the dead-letter tests (relay.ledger.dead_letters, the admin API and the CLI):
 decisions recorded as the intake records them, dead letters written by the delivery worker's
 own code (workers.outcomes.record_dead_letter) under a lease, as the worker holds one."""
 
@@ -10,9 +10,10 @@ import uuid
 from sqlalchemy import and_, func, select, update
 from sqlalchemy.orm import Session
 
-from service.db import insert_ignoring_conflicts
-from service.ledger import Decision, record_decision
-from service.models import DeadLetter, DeliveryState
+from relay.domain import Decision
+from relay.ledger.db import insert_ignoring_conflicts
+from relay.ledger.models import DeadLetter, DeliveryState
+from relay.ledger.record import record_decision
 from workers.delivery import latest_event
 from workers.errors import DeliveryError, RejectedError, TransientError
 from workers.outcomes import log_attempt, record_dead_letter

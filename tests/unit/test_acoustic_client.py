@@ -12,10 +12,10 @@ import requests
 
 from emulators import acoustic
 from emulators.server import EmulatorServer
-from service.config import DestinationSettings
+from relay.config.settings import DestinationSettings
+from relay.domain import ConsentWrite
 from workers.acoustic import AcousticClient, Enum, classify, literal
 from workers.destinations import Verdict, Written
-from workers.engage import ConsentWrite
 from workers.errors import AuthError, BatchPartialError, MisconfiguredError, NotFoundError
 
 EMAIL = "Jane.Doe+tag@Example.com"

@@ -20,11 +20,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.test import TestResponse
 
+from relay.config.settings import Settings, load_settings
+from relay.ledger.db import make_engine, make_session_factory
+from relay.ledger.migrate import upgrade
+from relay.ledger.models import DeadLetter, Outbox
 from service import create_app
-from service.config import Settings, load_settings
-from service.db import make_engine, make_session_factory
-from service.migrate import upgrade
-from service.models import DeadLetter, Outbox
 from service.publisher import Publisher
 
 TOKEN = "adm-" + "a1b2c3d4" * 5

@@ -15,13 +15,9 @@ from ledger_rows import T0, dead_letter, record
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from relay.ledger.db import make_engine, make_session_factory
+from relay.ledger.models import DeadLetter, DestinationStatus, Outbox
 from service.cli import main
-from service.db import make_engine, make_session_factory
-from service.models import (
-    DeadLetter,
-    DestinationStatus,
-    Outbox,
-)
 
 JANE = "Jane.Doe@Example.com"
 

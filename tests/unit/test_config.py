@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from service.config import (
+from relay.config.settings import (
     DEMO_SOURCE_SECRET,
     ConfigError,
     Settings,

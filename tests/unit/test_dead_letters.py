@@ -1,4 +1,4 @@
-"""service.dead_letters on a migrated SQLite ledger: listing, filters, detail and replay.
+"""relay.ledger.dead_letters on a migrated SQLite ledger: listing, filters, detail and replay.
 
 Dead letters are written by the delivery worker's own code (ledger_rows.dead_letter): the
 contact's latest decision, the pair's pending outbox rows turned `dead_lettered`, the retry state
@@ -19,16 +19,9 @@ from ledger_rows import T0
 from sqlalchemy import Engine, event, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from service import dead_letters
-from service.dead_letters import DeadLetterFilters, ReplayRefused
-from service.models import (
-    Contact,
-    DeadLetter,
-    DeliveryAttempt,
-    DeliveryState,
-    Event,
-    Outbox,
-)
+from relay.ledger import dead_letters
+from relay.ledger.dead_letters import DeadLetterFilters, ReplayRefused
+from relay.ledger.models import Contact, DeadLetter, DeliveryAttempt, DeliveryState, Event, Outbox
 
 NOW = dt.datetime(2026, 7, 5, 12, 0, tzinfo=dt.UTC)
 ALL = DeadLetterFilters(status="all", limit=None)

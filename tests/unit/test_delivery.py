@@ -9,10 +9,11 @@ import sqlite3
 from delivery_world import DESTINATION, EMAIL, KEY, SETTINGS, Clock, World, hours_ago
 from sqlalchemy import update
 
-from service.ledger import Decision, Recorded, record_decision
-from service.models import DeliveryState, utcnow
+from relay.domain import ConsentWrite, Decision
+from relay.ledger.models import DeliveryState, utcnow
+from relay.ledger.record import Recorded, record_decision
 from workers.delivery import deliver_contact
-from workers.engage import ConsentWrite, EngageClient
+from workers.engage import EngageClient
 
 # --- delivering -------------------------------------------------------------------------------
 

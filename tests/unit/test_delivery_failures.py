@@ -13,12 +13,14 @@ from typing import Any
 
 from delivery_world import DESTINATION, KEY, SETTINGS, Clock, Published, World, hours_ago
 
-from service import dead_letters, destinations
-from service.config import DeliverySettings
+from relay.config.settings import DeliverySettings
+from relay.domain import ConsentWrite
+from relay.ledger import dead_letters
+from relay.ledger import pauses as destinations
 from workers.delivery import DeliveryContext, deliver_contact
-from workers.engage import ConsentWrite, EngageClient
+from workers.engage import EngageClient
 from workers.errors import DeliveryError, RejectedError
-from workers.ratelimit import ThrottledError
+from workers.ratelimit.pace import ThrottledError
 from workers.sweeper import probe_destination, schedule_probes, sweep
 
 REJECTED_BODY = '{"errorActor":"CLIENT","errorCode":"INVALID_PARAMETER","message":"bad value"}'

@@ -11,10 +11,10 @@ import requests
 
 from emulators import dotdigital
 from emulators.server import EmulatorServer
-from service.config import DestinationSettings
+from relay.config.settings import DestinationSettings
+from relay.domain import ConsentWrite
 from workers.destinations import Verdict, Written
 from workers.dotdigital import DotdigitalClient, classify
-from workers.engage import ConsentWrite
 from workers.errors import (
     AuthError,
     MisconfiguredError,

@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 from source_world import SourceWorld
 from sqlalchemy import func, select
 
+from relay.ledger.models import Contact
+from relay.telemetry.logs import json_formatter, mask_email, scrub
 from schemas.consent import contact_key
-from service.logs import json_formatter, mask_email, scrub
-from service.models import Contact
 
 # Bounded for a 2-core CI machine: a few seconds per test in all.
 BOUNDED = settings(

@@ -13,8 +13,9 @@ from flask import Flask, request
 
 from emulators.engage import EmulatorServer, create_emulator_app
 from emulators.engage_state import ApiError, EngageState
-from service.config import DestinationSettings
-from workers.engage import ConsentWrite, EngageClient, Verdict, classify
+from relay.config.settings import DestinationSettings
+from relay.domain import ConsentWrite
+from workers.engage import EngageClient, Verdict, classify
 from workers.errors import (
     AuthError,
     DeliveryError,

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
+from relay.config.settings import ConfigError, Settings, load_settings
 from service import cli
-from service.config import ConfigError, Settings, load_settings
 from service.procfile import derive, process_names, procfile_for_run
 from workers import flower
 

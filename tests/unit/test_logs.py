@@ -24,9 +24,9 @@ from observability_world import (
 )
 
 from emulators.engage import EmulatorServer
-from service.logs import get_logger, mask_email, request_id_from, scrub, task_context
+from relay.messaging.names import DELIVER_TASK, REQUEST_ID_TASK_HEADER
+from relay.telemetry.logs import get_logger, mask_email, request_id_from, scrub, task_context
 from workers.celery_app import create_celery_app
-from workers.names import DELIVER_TASK, REQUEST_ID_TASK_HEADER
 
 SECRETS = (SECRET, METRICS_TOKEN, ENGAGE_PASSWORD)
 
@@ -171,7 +171,7 @@ def test_stderr_gets_one_json_object_per_line_from_every_logger() -> None:
     script = textwrap.dedent(
         f"""
         import logging
-        from service.logs import configure_logging, get_logger
+        from relay.telemetry.logs import configure_logging, get_logger
         configure_logging("INFO")
         get_logger("service.intake").info("accepted", event_id="e-1")
         logging.getLogger("celery.worker").info("Task %s received", "consent_relay.x")

@@ -8,7 +8,7 @@ from billiard.einfo import ExceptionWithTraceback
 from billiard.exceptions import TimeLimitExceeded, WorkerLostError
 from delivery_world import DESTINATION, World
 
-from service.models import utcnow
+from relay.ledger.models import utcnow
 from workers.delivery import deliver_contact
 from workers.lost import free_leases_of, is_worker_lost, lease_owner
 

@@ -10,9 +10,9 @@ import requests
 
 from emulators import moengage
 from emulators.server import EmulatorServer
-from service.config import DestinationSettings
+from relay.config.settings import DestinationSettings
+from relay.domain import ConsentWrite
 from workers.destinations import Verdict, Written
-from workers.engage import ConsentWrite
 from workers.errors import (
     AuthError,
     MisconfiguredError,

@@ -23,11 +23,11 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.test import TestResponse
 
+from relay.config.settings import DeliverySettings, DestinationSettings, Settings, load_settings
+from relay.ledger.db import make_engine, make_session_factory
+from relay.ledger.migrate import upgrade
+from relay.ledger.models import DeadLetter, DestinationStatus, Outbox, utcnow
 from service import create_app, ops_queries
-from service.config import DeliverySettings, DestinationSettings, Settings, load_settings
-from service.db import make_engine, make_session_factory
-from service.migrate import upgrade
-from service.models import DeadLetter, DestinationStatus, Outbox, utcnow
 from service.ops_auth import derive_session_key
 from workers.delivery import DeliveryContext, deliver_contact, latest_event
 from workers.engage import EngageClient

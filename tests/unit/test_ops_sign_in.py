@@ -14,7 +14,8 @@ from flask.testing import FlaskClient
 from test_ops import PASSWORD, Ops, build_ops
 from werkzeug.test import TestResponse
 
-from service import create_app, metrics
+from relay.telemetry import metrics
+from service import create_app
 from service.ops_throttle import ACCOUNT_LIMIT, CLIENT_LIMIT, WINDOW_SECONDS
 
 COOKIE = "consent_relay_ops"

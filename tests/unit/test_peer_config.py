@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from service.config import DEMO_CONFIG, ConfigError, Settings, load_settings
+from relay.config.settings import DEMO_CONFIG, ConfigError, Settings, load_settings
 
 SOURCE = """
 [sources.signup]

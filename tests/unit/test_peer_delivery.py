@@ -18,9 +18,10 @@ from sqlalchemy import select
 
 from emulators import acoustic, dotdigital, moengage
 from emulators.server import EmulatorServer
-from service.config import DeliverySettings, DestinationSettings
-from service.ledger import Decision, Recorded, record_decision
-from service.models import DeadLetter, DeliveryAttempt, DeliveryState, Outbox, utcnow
+from relay.config.settings import DeliverySettings, DestinationSettings
+from relay.domain import Decision
+from relay.ledger.models import DeadLetter, DeliveryAttempt, DeliveryState, Outbox, utcnow
+from relay.ledger.record import Recorded, record_decision
 from workers.batch import deliver_batch
 from workers.delivery import DeliveryContext, deliver_contact
 from workers.sweeper import sweep

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from structlog.contextvars import bound_contextvars
 
+from relay.messaging.names import DELIVER_TASK, DISPATCH_TASK, REQUEST_ID_TASK_HEADER
 from service.publisher import BackgroundPublisher, Publisher, Queued
 from support import minimal_celery
 from workers.dispatch import fan_out
-from workers.names import DELIVER_TASK, DISPATCH_TASK, REQUEST_ID_TASK_HEADER
 
 
 def _celery(tmp_path: Path, broker_url: str | None):

@@ -7,7 +7,7 @@ import statistics
 
 import pytest
 
-from service.config import DeliverySettings
+from relay.config.settings import DeliverySettings
 from workers.errors import (
     AuthError,
     DeliveryError,

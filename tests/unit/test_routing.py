@@ -1,4 +1,4 @@
-"""Delivery lanes (workers/routing.py), the sweeper's order and budgets, and the publisher's
+"""Delivery lanes (relay/messaging/lanes.py), the sweeper's order and budgets, and the publisher's
 urgent messages."""
 
 from __future__ import annotations
@@ -13,12 +13,13 @@ from pathlib import Path
 
 from delivery_world import DESTINATION, Published, World
 
-from service.ledger import Decision, record_decision
-from service.models import utcnow
+from relay.domain import Decision
+from relay.ledger.models import utcnow
+from relay.ledger.record import record_decision
+from relay.messaging.lanes import delivery_lanes, delivery_queue, is_urgent
 from service.publisher import Publisher, Queued
 from support import minimal_celery
 from workers.delivery import DeliveryContext
-from workers.routing import delivery_lanes, delivery_queue, is_urgent
 from workers.sweeper import sweep
 
 

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 from source_world import config_error
 
-from service.ledger import Decision
+from relay.config.mapping import DEFAULT_VALUES, MappingSettings
+from relay.domain import Decision
 from service.sources.base import SourceEvent
-from service.sources.mapping import DEFAULT_VALUES, MappingSettings, render, resolve
+from service.sources.mapping import render, resolve
 
 SKEW = dt.timedelta(minutes=5)
 WHEN = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)

@@ -7,8 +7,8 @@ import datetime as dt
 
 from delivery_world import DESTINATION, SETTINGS, Clock, Published, World, hours_ago
 
-from service.config import DeliverySettings
-from service.models import utcnow
+from relay.config.settings import DeliverySettings
+from relay.ledger.models import utcnow
 from workers.delivery import deliver_contact
 from workers.sweeper import FRESH_GRACE, sweep
 

@@ -17,9 +17,9 @@ from typing import Any, TypeVar
 from sqlalchemy import Select, select, tuple_, update
 from sqlalchemy.orm import Session
 
+from relay.ledger.models import Contact, DeadLetter, DeliveryAttempt, DeliveryState, Event, Outbox
 from schemas.admin import STATUS_FILTERS
 from schemas.consent import contact_key
-from service.models import Contact, DeadLetter, DeliveryAttempt, DeliveryState, Event, Outbox
 
 SKIP_REASONS = {
     "replayed": "already replayed",

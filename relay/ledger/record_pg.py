@@ -1,6 +1,6 @@
 """The intake's hot path on PostgreSQL: one decision recorded in one statement.
 
-The general path (service/ledger.py) takes five ORM statements per decision: look for the
+The general path (relay/ledger/record.py) takes five ORM statements per decision: look for the
 duplicate, look the contact up, insert it when new, read its id, insert the event and flush
 the outbox rows. Profiled under load that was most of a webhook's cost
 (bench/results/intake-profile.txt). Here data-modifying CTEs do all of it in one round trip,
@@ -18,16 +18,14 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, StatementError
 
+from relay.domain import Decision
+from relay.ledger.models import utcnow
 from schemas.consent import contact_key
-from service.models import utcnow
-
-if TYPE_CHECKING:
-    from service.ledger import Decision
 
 RECORD_DECISION = """
 WITH found AS (

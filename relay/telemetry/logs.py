@@ -22,12 +22,11 @@ from typing import Any
 from urllib.parse import unquote
 
 import structlog
-from flask import Flask, Response, request
 from structlog.contextvars import bind_contextvars, clear_contextvars, get_contextvars
 from structlog.typing import EventDict, Processor, WrappedLogger
 
+from relay.config.settings import Settings
 from schemas.consent import contact_key
-from service.config import Settings
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
@@ -218,26 +217,6 @@ def request_id_from(value: str | None) -> str:
 def current_request_id() -> str | None:
     value = get_contextvars().get("request_id")
     return value if isinstance(value, str) else None
-
-
-def init_app(app: Flask) -> None:
-    """Bind a request id to every request's log lines and echo it in the response."""
-
-    @app.before_request
-    def _bind_request_id() -> None:
-        clear_contextvars()
-        bind_contextvars(request_id=request_id_from(request.headers.get(REQUEST_ID_HEADER)))
-
-    @app.after_request
-    def _echo_request_id(response: Response) -> Response:
-        request_id = current_request_id()
-        if request_id:
-            response.headers[REQUEST_ID_HEADER] = request_id
-        return response
-
-    @app.teardown_request
-    def _unbind(_exc: BaseException | None) -> None:
-        clear_contextvars()
 
 
 @contextmanager

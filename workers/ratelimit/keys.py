@@ -17,8 +17,8 @@ import json
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
-from service.config import DestinationSettings
-from workers.ratelimit import Pace
+from relay.config.settings import DestinationSettings
+from workers.ratelimit.pace import Pace
 
 # Part of every derived key: a config change that alters nothing here keeps the pace state.
 _SALT = b"consent-relay/rate-limit-key/v1"

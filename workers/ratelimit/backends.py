@@ -16,9 +16,20 @@ import redis
 from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session
 
-from service.db import insert_ignoring_conflicts, make_session_factory
-from service.models import RateLimitSlot
-from workers.ratelimit import Pace, Reservation, ThrottledError, plan_slot, refusal
+from relay.config.settings import Settings
+from relay.ledger.db import insert_ignoring_conflicts, make_session_factory
+from relay.ledger.models import RateLimitSlot
+from relay.messaging.client import broker_kind
+from workers.ratelimit.keys import limiter_keys, shared_paces
+from workers.ratelimit.pace import (
+    Backend,
+    Pace,
+    RateLimiter,
+    Reservation,
+    ThrottledError,
+    plan_slot,
+    refusal,
+)
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +164,7 @@ class DatabaseBackend:
         """The row, locked for this transaction, and the clock read after taking the lock
         (read before, a waiter would reserve a slot in the past and send early)."""
         # On SQLite the first statement's BEGIN IMMEDIATE already serialises writers
-        # (service/db.py); on PostgreSQL, FOR UPDATE queues the others on this row.
+        # (relay/ledger/db.py); on PostgreSQL, FOR UPDATE queues the others on this row.
         row = {"destination": destination, "next_slot": 0.0, "penalty_until": 0.0}
         insert_ignoring_conflicts(session, RateLimitSlot, [row])
         query = select(RateLimitSlot).where(RateLimitSlot.destination == destination)
@@ -168,3 +179,17 @@ class DatabaseBackend:
             now = session.scalar(text("SELECT EXTRACT(EPOCH FROM clock_timestamp())::float8"))
             return float(now)
         return time.time()
+
+
+def build_rate_limiter(
+    settings: Settings, engine: Engine, *, sleep: Callable[[float], None] = time.sleep
+) -> RateLimiter:
+    """Redis (the broker itself) when the broker is Redis, else the ledger database."""
+    backend: Backend
+    if broker_kind(settings.broker_url) == "redis":
+        backend = RedisBackend(redis_client(settings.broker_url), namespace=settings.queue)
+    else:
+        backend = DatabaseBackend(engine)
+    keys = limiter_keys(settings.destinations)
+    paces = {name: Pace.from_settings(dest) for name, dest in settings.destinations.items()}
+    return RateLimiter(backend, shared_paces(paces, keys), sleep, keys)

@@ -1,10 +1,10 @@
-"""Alembic environment: runs on the connection handed over by `service.migrate`."""
+"""Alembic environment: runs on the connection handed over by `relay.ledger.migrate`."""
 
 from __future__ import annotations
 
 from alembic import context
 
-from service.models import Base
+from relay.ledger.models import Base
 
 connection = context.config.attributes["connection"]
 context.configure(

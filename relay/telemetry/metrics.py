@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from service.logs import get_logger
+from relay.telemetry.logs import get_logger
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry, Counter, Histogram

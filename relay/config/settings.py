@@ -16,10 +16,10 @@ from typing import Any
 
 from marshmallow import ValidationError
 
+from relay.config.mapping import DEFAULT_VALUES, MappingSettings, template_problems
 from schemas.config import ConfigFileSchema
 from schemas.destinations import COMMON_KEYS
 from schemas.sources import KIND_OPTIONS
-from service.sources.mapping import DEFAULT_VALUES, MappingSettings
 
 DEFAULT_CONFIG_PATH = "consent-relay.toml"
 VAR_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -116,7 +116,7 @@ class DestinationSettings:
     read_timeout_seconds: float = 40.0
     rate_limit_per_second: float = 10.0
     rate_limit_headroom: float = 0.05
-    rate_limit_key: str | None = None  # None: derived (workers/ratelimit_keys.py)
+    rate_limit_key: str | None = None  # None: derived (workers/ratelimit/keys.py)
     # Kind-specific keys (schemas/destinations.py): mode, field names, api_key, batch_size...
     options: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
@@ -300,9 +300,7 @@ def _source(
         ),
         options={key: src[key] for key in KIND_OPTIONS if key in src},
     )
-    from service.sources import template_problems  # the kinds import the ledger: not at import
-
-    problems = template_problems(settings)
+    problems = template_problems(settings.kind, settings.effective_mapping)
     if problems:
         raise ConfigError(_describe({"sources": {name: problems}}, config_path))
     return settings

@@ -4,7 +4,7 @@ Engage allows about 10 transactions per second per account; going over answers H
 "Database Access Limit Exceeded" with no Retry-After (destinations.md §1.4). The limit is
 per account, so all Celery worker processes on all machines must share one pace: the state
 lives in Redis when the broker is Redis, else in the ledger's `rate_limits` table
-(workers/ratelimit_backends.py).
+(workers/ratelimit/backends.py).
 
 The algorithm is GCRA ("theoretical arrival time") without a burst allowance: each request
 reserves the next free slot, and slots are one interval apart, so any one-second window holds
@@ -22,11 +22,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from sqlalchemy import Engine
-
+from relay.config.settings import DestinationSettings
 from schemas.config import MAX_RATE_LIMIT_WAIT_SECONDS
-from service.config import DestinationSettings, Settings
-from workers.celery_app import broker_kind
 
 # Engage's guide: retry a 5xx after at least 30 s (destinations.md §1.4). For that long after
 # a "Database Access Limit Exceeded" the pace is halved: something else may share the account.
@@ -203,7 +200,7 @@ class NoLimit:
 
 class RateLimiter:
     """The paces of all configured destinations over one shared backend. `keys` maps a
-    destination to the key of its shared pace state (workers/ratelimit_keys.py); without
+    destination to the key of its shared pace state (workers/ratelimit/keys.py); without
     one, the destination's name is its key."""
 
     def __init__(
@@ -223,21 +220,3 @@ class RateLimiter:
             raise KeyError(f"no rate limit configured for destination {name!r}")
         key = self.keys.get(name, name)
         return DestinationThrottle(self.backend, key, self.paces[name], self._sleep)
-
-
-def build_rate_limiter(
-    settings: Settings, engine: Engine, *, sleep: Callable[[float], None] = time.sleep
-) -> RateLimiter:
-    """Redis (the broker itself) when the broker is Redis, else the ledger database."""
-    # Imported here: the backends import Pace, Reservation and plan_slot from this module.
-    from workers.ratelimit_backends import DatabaseBackend, RedisBackend, redis_client
-    from workers.ratelimit_keys import limiter_keys, shared_paces
-
-    backend: Backend
-    if broker_kind(settings.broker_url) == "redis":
-        backend = RedisBackend(redis_client(settings.broker_url), namespace=settings.queue)
-    else:
-        backend = DatabaseBackend(engine)
-    keys = limiter_keys(settings.destinations)
-    paces = {name: Pace.from_settings(dest) for name, dest in settings.destinations.items()}
-    return RateLimiter(backend, shared_paces(paces, keys), sleep, keys)

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from service.db import insert_ignoring_conflicts
-from service.models import DeliveryState, DestinationStatus
+from relay.ledger.db import insert_ignoring_conflicts
+from relay.ledger.models import DeliveryState, DestinationStatus
 
 
 @dataclass(frozen=True)

@@ -11,21 +11,11 @@ from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from relay.domain import Decision
+from relay.ledger.db import insert_ignoring_conflicts
+from relay.ledger.models import Contact, Event, IgnoredEvent, Outbox, utcnow
+from relay.ledger.record_pg import record_new_decisions
 from schemas.consent import contact_key
-from service.db import insert_ignoring_conflicts
-from service.ledger_pg import record_new_decisions
-from service.models import Contact, Event, IgnoredEvent, Outbox, utcnow
-
-
-@dataclass(frozen=True)
-class Decision:
-    """A validated canonical decision, ready for the ledger."""
-
-    email: str
-    tracking_consent: str
-    source: str
-    source_id: str | None
-    occurred_at: dt.datetime | None
 
 
 @dataclass(frozen=True)
@@ -148,7 +138,7 @@ def record_new_at_once(
     incoming: Sequence[Incoming],
     destinations: tuple[str, ...],
 ) -> list[Outcome] | None:
-    """PostgreSQL, and only new decisions: one statement each (service/ledger_pg.py). None,
+    """PostgreSQL, and only new decisions: one statement each (relay/ledger/record_pg.py). None,
     and nothing written, for anything else: then `record_events` tells what it is."""
     decisions = [(item.delivery_id, item.decision) for item in incoming if item.decision]
     if engine.dialect.name != "postgresql" or len(decisions) != len(incoming):
