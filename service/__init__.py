@@ -9,11 +9,11 @@ from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from relay.config.settings import Settings, load_settings
-from relay.ledger.db import LedgerIdConverter
 from relay.messaging.client import create_celery_client
 from relay.telemetry.logs import configure_logging, demo_banner
 from service import admin, health, intake, metrics_http, openapi, ops
 from service.http import request_ids
+from service.http.converters import LedgerIdConverter
 from service.problems import register_error_handlers
 from service.publisher import BackgroundPublisher, Publisher
 from service.runtime import Runtime

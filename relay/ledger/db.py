@@ -10,9 +10,6 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DataError, DBAPIError, SQLAlchemyError, StatementError
 from sqlalchemy.orm import Session, sessionmaker
-from werkzeug.routing import IntegerConverter
-
-from schemas.text import MAX_BIGINT
 
 SQLITE_BUSY_TIMEOUT_MS = 15000
 
@@ -76,11 +73,3 @@ def refused_values(exc: SQLAlchemyError) -> bool:
     if isinstance(exc, DataError):
         return True
     return isinstance(exc, StatementError) and not isinstance(exc, DBAPIError)
-
-
-class LedgerIdConverter(IntegerConverter):
-    """`<ledger_id:...>` in a route: a row id from 1 to the largest BIGINT. Anything else is
-    no such row (404) instead of a query the database refuses."""
-
-    def __init__(self, url_map: Any) -> None:
-        super().__init__(url_map, min=1, max=MAX_BIGINT)
