@@ -11,4 +11,4 @@ RUN pip install . && useradd --create-home relay
 COPY Procfile consent-relay.compose.toml ./
 USER relay
 EXPOSE 8000
-CMD ["gunicorn", "--config", "python:service.gunicorn_conf", "service:create_app()"]
+CMD ["gunicorn", "--config", "python:service.http.gunicorn_conf", "service:create_app()"]

@@ -23,8 +23,8 @@ from relay.domain import ConsentWrite, Decision
 from relay.ledger.db import make_engine
 from relay.ledger.record_pg import record_new_decisions
 from service.sources import VERIFIERS, SignatureError
-from workers.engage import EngageClient
-from workers.errors import DeliveryError
+from workers.destinations.engage import EngageClient
+from workers.destinations.errors import DeliveryError
 
 
 def _with_health(app: Flask) -> Flask:

@@ -143,8 +143,8 @@ def main() -> None:
         "",
         "The real app in process: Flask test client, signed requests, no gunicorn and no",
         "network. This is the request's own thread: the enqueue runs in the background",
-        "publisher's thread (service/publisher.py) and is not in it; `latest.md`'s CPU table",
-        "counts every thread. `make bench` writes this file.",
+        "publisher's thread (service/intake/publisher.py) and is not in it; `latest.md`'s CPU",
+        "table counts every thread. `make bench` writes this file.",
         "",
     ]
     sections = [

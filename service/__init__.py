@@ -11,11 +11,15 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from relay.config.settings import Settings, load_settings
 from relay.messaging.client import create_celery_client
 from relay.telemetry.logs import configure_logging, demo_banner
-from service import admin, health, intake, metrics_http, openapi, ops
-from service.http import request_ids
+from service.admin import api as admin
+from service.health import metrics_http
+from service.health import probes as health
+from service.http import openapi, request_ids
 from service.http.converters import LedgerIdConverter
-from service.problems import register_error_handlers
-from service.publisher import BackgroundPublisher, Publisher
+from service.http.problems import register_error_handlers
+from service.intake import routes as intake
+from service.intake.publisher import BackgroundPublisher, Publisher
+from service.ops import page as ops
 from service.runtime import Runtime
 
 

@@ -28,7 +28,7 @@ from relay.ledger.models import DeliveryState
 from relay.messaging.lanes import delivery_queue
 from relay.telemetry import metrics
 from relay.telemetry.logs import get_logger
-from workers.context import delivery_context
+from workers.delivery.context import delivery_context
 
 log = get_logger(__name__)
 

@@ -342,7 +342,7 @@ def _port(env_value: str | None, file_value: int) -> int:
 
 
 def web_concurrency(environ: Mapping[str, str]) -> int:
-    """gunicorn's worker processes (service/web.py): WEB_CONCURRENCY, else two per core. Each
+    """gunicorn's worker processes (service/http/web.py): WEB_CONCURRENCY, else two per core. Each
     webhook waits on its ledger commit; with one sync worker per core the cores idled meanwhile
     (bench: +15% requests/s with 4 workers on 2 cores, and no change for a bare endpoint)."""
     value = environ.get("WEB_CONCURRENCY", "")

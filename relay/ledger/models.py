@@ -120,7 +120,7 @@ class Outbox(Base):
     event_id: Mapped[int] = mapped_column(ForeignKey("events.id"))
     destination: Mapped[str] = mapped_column(String(64))
     contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id"))
-    # pending | delivered | unverified | superseded | dead_lettered (workers/outcomes.py)
+    # pending | delivered | unverified | superseded | dead_lettered (workers/delivery/outcomes.py)
     status: Mapped[str] = mapped_column(String(16), default="pending")
     settled_by_event_id: Mapped[int | None] = mapped_column(ForeignKey("events.id"))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -220,7 +220,7 @@ class RateLimitSlot(Base):
 
 class SignInFailures(Base):
     """Failed /ops sign-ins in the current window of one client address or one account
-    (service/ops_throttle.py): shared by every web process through the ledger."""
+    (service/ops/throttle.py): shared by every web process through the ledger."""
 
     __tablename__ = "ops_sign_in_failures"
     key: Mapped[str] = mapped_column(String(128), primary_key=True)  # client:<ip> | account:<n>

@@ -3,13 +3,13 @@
 prometheus_client chooses its storage when it is first imported: with `PROMETHEUS_MULTIPROC_DIR`
 set, every process writes its samples to its own files in that directory and the web process
 merges them at scrape time. So nothing here imports prometheus_client at module level: the
-entry points (`service.gunicorn_conf`, `create_app`, the Celery `worker_init` signal) call
+entry points (`service.http.gunicorn_conf`, `create_app`, the Celery `worker_init` signal) call
 `prepare_multiprocess_dir` first, and the metrics are built on first use (if something else
 loaded prometheus_client before, its value class is switched to the multiprocess one).
 
 The counters are recorded where things happen (intake, delivery); the gauges that describe the
 ledger (pending work, dead letters, pauses) are computed at scrape time, in
-`service.metrics_http`, from the ledger itself.
+`service.health.metrics_http`, from the ledger itself.
 """
 
 from __future__ import annotations

@@ -33,8 +33,8 @@ from relay.ledger.db import make_engine, make_session_factory
 from relay.ledger.migrate import upgrade
 from relay.ledger.models import Contact, DeadLetter, Outbox, utcnow
 from support import Process, decision, free_port, signed_headers, wait_for, write_config
-from workers.delivery import DeliveryContext, deliver_contact
-from workers.engage import EngageClient
+from workers.delivery.contact import DeliveryContext, deliver_contact
+from workers.destinations.engage import EngageClient
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "tests" / "browser" / "ops.spec.mjs"
@@ -101,7 +101,7 @@ def server(tmp_path: Path, engage: str) -> Iterator[Server]:
     port = free_port()
     env = {**os.environ, "CONSENT_RELAY_CONFIG": str(config), "PORT": str(port)}
     env["WEB_CONCURRENCY"] = "2"
-    argv = [sys.executable, "-m", "gunicorn", "--config", "python:service.gunicorn_conf"]
+    argv = [sys.executable, "-m", "gunicorn", "--config", "python:service.http.gunicorn_conf"]
     process = Process([*argv, "service:create_app()"], env, tmp_path, tmp_path / "web.log")
     url = f"http://127.0.0.1:{port}"
     try:

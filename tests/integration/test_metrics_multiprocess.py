@@ -99,7 +99,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, engage: str) -> Iterator[Sta
     upgrade(make_engine(load_settings(config, environ={}).database_url))
     port = free_port()
     env = _env(config, port)
-    gunicorn = [sys.executable, "-m", "gunicorn", "--config", "python:service.gunicorn_conf"]
+    gunicorn = [sys.executable, "-m", "gunicorn", "--config", "python:service.http.gunicorn_conf"]
     web = Process([*gunicorn, "service:create_app()"], env, workdir, workdir / "web.log")
     celery = [sys.executable, "-m", "celery", "-A", "workers.main", "worker", "--concurrency=2"]
     worker = Process(

@@ -24,7 +24,7 @@ from relay.ledger.migrate import upgrade
 from relay.ledger.models import Event, Outbox
 from relay.ledger.record import record_decision
 from service import create_app
-from service.publisher import Queued
+from service.intake.publisher import Queued
 from support import (
     FAST_DELIVERY,
     Process,

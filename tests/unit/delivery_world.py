@@ -20,8 +20,8 @@ from relay.config.settings import DeliverySettings, DestinationSettings
 from relay.domain import Decision
 from relay.ledger.models import DeadLetter, DeliveryAttempt, DeliveryState, Event, Outbox, utcnow
 from relay.ledger.record import Recorded, record_decision
-from workers.delivery import DeliveryContext
-from workers.engage import EngageClient
+from workers.delivery.contact import DeliveryContext
+from workers.destinations.engage import EngageClient
 
 EMAIL = "Jane.Doe+tag@Example.com"
 KEY = "jane.doe+tag@example.com"

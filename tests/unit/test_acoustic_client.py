@@ -14,9 +14,14 @@ from emulators import acoustic
 from emulators.server import EmulatorServer
 from relay.config.settings import DestinationSettings
 from relay.domain import ConsentWrite
-from workers.acoustic import AcousticClient, Enum, classify, literal
-from workers.destinations import Verdict, Written
-from workers.errors import AuthError, BatchPartialError, MisconfiguredError, NotFoundError
+from workers.destinations.acoustic import AcousticClient, Enum, classify, literal
+from workers.destinations.errors import (
+    AuthError,
+    BatchPartialError,
+    MisconfiguredError,
+    NotFoundError,
+)
+from workers.destinations.toolkit import Verdict, Written
 
 EMAIL = "Jane.Doe+tag@Example.com"
 FIELDS = {

@@ -25,7 +25,7 @@ from relay.ledger.db import make_engine, make_session_factory
 from relay.ledger.migrate import upgrade
 from relay.ledger.models import DeadLetter, Outbox
 from service import create_app
-from service.publisher import Publisher
+from service.intake.publisher import Publisher
 
 TOKEN = "adm-" + "a1b2c3d4" * 5
 ROTATED_TOKEN = "adm-" + "z9y8x7w6" * 5
@@ -69,7 +69,8 @@ source = "crm_import"
 
 @dataclass
 class RecordingPublisher:
-    """Stands in for service.publisher.Publisher; remembers what the outbox held at publish."""
+    """Stands in for service.intake.publisher.Publisher; remembers what the outbox held at
+    publish."""
 
     sessions: sessionmaker[Session]
     published: list[tuple[str, int]] = field(default_factory=list)

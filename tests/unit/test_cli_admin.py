@@ -1,5 +1,6 @@
-"""`consent-relay dead-letters ...` and `consent-relay destinations ...` through service.cli.main,
-with a config file in tmp_path (SQLite ledger, embedded filesystem broker)."""
+"""`consent-relay dead-letters ...` and `consent-relay destinations ...` through
+service.cli.commands.main, with a config file in tmp_path (SQLite ledger, embedded filesystem
+broker)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from relay.ledger.db import make_engine, make_session_factory
 from relay.ledger.models import DeadLetter, DestinationStatus, Outbox
-from service.cli import main
+from service.cli.commands import main
 
 JANE = "Jane.Doe@Example.com"
 
@@ -317,7 +318,7 @@ def test_a_broker_failure_is_only_a_note(
         def send_task(self, *_: Any, **__: Any) -> None:
             raise ConnectionRefusedError("broker down")
 
-    monkeypatch.setattr("service.cli_admin.create_celery_app", lambda _settings: DownBroker())
+    monkeypatch.setattr("service.cli.admin.create_celery_app", lambda _settings: DownBroker())
 
     code, out, _ = cli.run("dead-letters", "replay", str(ids["john"]))
 

@@ -9,7 +9,7 @@ import pytest
 from source_world import SourceWorld
 
 from emulators.server import EmulatorServer
-from service.cli import main
+from service.cli.commands import main
 
 SECRET = "typeform-webhook-secret"
 CONFIG = f"""

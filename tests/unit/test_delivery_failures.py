@@ -17,11 +17,11 @@ from relay.config.settings import DeliverySettings
 from relay.domain import ConsentWrite
 from relay.ledger import dead_letters
 from relay.ledger import pauses as destinations
-from workers.delivery import DeliveryContext, deliver_contact
-from workers.engage import EngageClient
-from workers.errors import DeliveryError, RejectedError
+from workers.delivery.contact import DeliveryContext, deliver_contact
+from workers.delivery.sweeper import probe_destination, schedule_probes, sweep
+from workers.destinations.engage import EngageClient
+from workers.destinations.errors import DeliveryError, RejectedError
 from workers.ratelimit.pace import ThrottledError
-from workers.sweeper import probe_destination, schedule_probes, sweep
 
 REJECTED_BODY = '{"errorActor":"CLIENT","errorCode":"INVALID_PARAMETER","message":"bad value"}'
 

@@ -13,15 +13,15 @@ from emulators import dotdigital
 from emulators.server import EmulatorServer
 from relay.config.settings import DestinationSettings
 from relay.domain import ConsentWrite
-from workers.destinations import Verdict, Written
-from workers.dotdigital import DotdigitalClient, classify
-from workers.errors import (
+from workers.destinations.dotdigital import DotdigitalClient, classify
+from workers.destinations.errors import (
     AuthError,
     MisconfiguredError,
     NotFoundError,
     RateLimitedError,
     RejectedError,
 )
+from workers.destinations.toolkit import Verdict, Written
 
 EMAIL = "Jane.Doe+tag@Example.com"
 FIELDS = {

@@ -15,8 +15,8 @@ from emulators.engage import EmulatorServer, create_emulator_app
 from emulators.engage_state import ApiError, EngageState
 from relay.config.settings import DestinationSettings
 from relay.domain import ConsentWrite
-from workers.engage import EngageClient, Verdict, classify
-from workers.errors import (
+from workers.destinations.engage import EngageClient, Verdict, classify
+from workers.destinations.errors import (
     AuthError,
     DeliveryError,
     RateLimitedError,

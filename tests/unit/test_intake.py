@@ -97,7 +97,7 @@ class Intake:
             return list(session.scalars(select(model)))
 
     def broker_messages(self) -> list[Path]:
-        # The intake publishes from a background thread (service/publisher.py).
+        # The intake publishes from a background thread (service/intake/publisher.py).
         assert self.app.extensions["background_publisher"].flush()
         return sorted((self.settings.data_dir / "broker").glob("*.msg"))
 

@@ -173,7 +173,7 @@ def test_stderr_gets_one_json_object_per_line_from_every_logger() -> None:
         import logging
         from relay.telemetry.logs import configure_logging, get_logger
         configure_logging("INFO")
-        get_logger("service.intake").info("accepted", event_id="e-1")
+        get_logger("service.intake.routes").info("accepted", event_id="e-1")
         logging.getLogger("celery.worker").info("Task %s received", "consent_relay.x")
         logging.getLogger("gunicorn.error").warning("multi\\nline message")
         try:
@@ -189,7 +189,7 @@ def test_stderr_gets_one_json_object_per_line_from_every_logger() -> None:
     assert done.stdout == ""
     lines = [json.loads(line) for line in done.stderr.splitlines()]
     assert [line["logger"] for line in lines] == [
-        "service.intake",
+        "service.intake.routes",
         "celery.worker",
         "gunicorn.error",
         "alembic",

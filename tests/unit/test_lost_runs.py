@@ -9,7 +9,7 @@ from billiard.exceptions import TimeLimitExceeded, WorkerLostError
 from delivery_world import DESTINATION, World
 
 from relay.ledger.models import utcnow
-from workers.delivery import deliver_contact
+from workers.delivery.contact import deliver_contact
 from workers.lost import free_leases_of, is_worker_lost, lease_owner
 
 

@@ -26,9 +26,9 @@ from relay.domain import ConsentWrite
 from relay.ledger import pauses as destinations
 from relay.ledger.models import Outbox
 from relay.telemetry import metrics
-from service.metrics_http import LedgerCollector
-from workers.delivery import deliver_contact
-from workers.errors import RejectedError
+from service.health.metrics_http import LedgerCollector
+from workers.delivery.contact import deliver_contact
+from workers.destinations.errors import RejectedError
 
 T0 = dt.datetime(2026, 7, 1, 9, 0, tzinfo=dt.UTC)
 

@@ -12,15 +12,15 @@ from emulators import moengage
 from emulators.server import EmulatorServer
 from relay.config.settings import DestinationSettings
 from relay.domain import ConsentWrite
-from workers.destinations import Verdict, Written
-from workers.errors import (
+from workers.destinations.errors import (
     AuthError,
     MisconfiguredError,
     NotFoundError,
     RateLimitedError,
     RejectedError,
 )
-from workers.moengage import UNVERIFIED_NOTE, MoEngageClient, classify
+from workers.destinations.moengage import UNVERIFIED_NOTE, MoEngageClient, classify
+from workers.destinations.toolkit import Verdict, Written
 
 EMAIL = "Jane.Doe+tag@Example.com"
 FIELDS = {

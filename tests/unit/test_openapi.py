@@ -28,7 +28,7 @@ from relay.ledger.migrate import upgrade
 from relay.ledger.models import utcnow
 from schemas.config import decode_whsec
 from service import create_app
-from service.openapi import openapi_document
+from service.http.openapi import openapi_document
 from service.sources.standard_webhooks import sign
 
 SPEC = openapi_document()

@@ -13,7 +13,7 @@ from hypothesis import settings
 from input_world import ADMIN_TOKEN, KindsWorld
 from schemathesis import checks
 
-from service.openapi import openapi_document
+from service.http.openapi import openapi_document
 
 CHECKS = [
     checks.not_a_server_error,
@@ -24,7 +24,7 @@ CHECKS = [
 ]
 
 
-# The document does not depend on the config (service/openapi.py), so it is loaded here;
+# The document does not depend on the config (service/http/openapi.py), so it is loaded here;
 # the app is passed per call (schemathesis' from_fixture does not work on pytest 9).
 schema = schemathesis.openapi.from_dict(openapi_document())
 

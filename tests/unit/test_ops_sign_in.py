@@ -16,7 +16,7 @@ from werkzeug.test import TestResponse
 
 from relay.telemetry import metrics
 from service import create_app
-from service.ops_throttle import ACCOUNT_LIMIT, CLIENT_LIMIT, WINDOW_SECONDS
+from service.ops.throttle import ACCOUNT_LIMIT, CLIENT_LIMIT, WINDOW_SECONDS
 
 COOKIE = "consent_relay_ops"
 

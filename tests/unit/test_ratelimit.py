@@ -24,7 +24,7 @@ from relay.ledger.db import make_engine, make_session_factory
 from relay.ledger.migrate import upgrade
 from relay.ledger.models import RateLimitSlot
 from support import free_port, write_config
-from workers.errors import DeliveryError
+from workers.destinations.errors import DeliveryError
 from workers.ratelimit.backends import (
     IDLE_TTL_SECONDS,
     REDIS_DOWN_RETRY_SECONDS,

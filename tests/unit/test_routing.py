@@ -17,10 +17,10 @@ from relay.domain import Decision
 from relay.ledger.models import utcnow
 from relay.ledger.record import record_decision
 from relay.messaging.lanes import delivery_lanes, delivery_queue, is_urgent
-from service.publisher import Publisher, Queued
+from service.intake.publisher import Publisher, Queued
 from support import minimal_celery
-from workers.delivery import DeliveryContext
-from workers.sweeper import sweep
+from workers.delivery.contact import DeliveryContext
+from workers.delivery.sweeper import sweep
 
 
 def test_withdrawals_and_denials_are_urgent_grants_are_not() -> None:

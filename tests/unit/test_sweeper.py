@@ -1,4 +1,4 @@
-"""The outbox sweeper (`workers.sweeper`): which contacts it enqueues and when, over a
+"""The outbox sweeper (`workers.delivery.sweeper`): which contacts it enqueues and when, over a
 migrated SQLite ledger."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from delivery_world import DESTINATION, SETTINGS, Clock, Published, World, hours
 
 from relay.config.settings import DeliverySettings
 from relay.ledger.models import utcnow
-from workers.delivery import deliver_contact
-from workers.sweeper import FRESH_GRACE, sweep
+from workers.delivery.contact import deliver_contact
+from workers.delivery.sweeper import FRESH_GRACE, sweep
 
 
 def test_sweeper_publishes_pending_rows_after_the_grace_period(world: World) -> None:

@@ -139,7 +139,10 @@ class Backend(Protocol):
 
 
 class Throttle(Protocol):
-    def acquire(self) -> Reservation: ...
+    """The shared rate limit of one destination, as a destination client holds it: the one
+    protocol (DestinationThrottle, or NoLimit where there is no limit)."""
+
+    def acquire(self) -> object: ...
 
     def slow_down(self) -> None: ...
 

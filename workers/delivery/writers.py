@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from relay.config.settings import DestinationSettings
 from schemas.destinations import ACOUSTIC, DOTDIGITAL, ENGAGE, MOENGAGE
-from workers.acoustic import AcousticClient
-from workers.delivery import ConsentWriter
-from workers.dotdigital import DotdigitalClient
-from workers.engage import EngageClient, Throttle
-from workers.moengage import MoEngageClient
+from workers.delivery.contact import ConsentWriter
+from workers.destinations.acoustic import AcousticClient
+from workers.destinations.dotdigital import DotdigitalClient
+from workers.destinations.engage import EngageClient
+from workers.destinations.moengage import MoEngageClient
+from workers.ratelimit.pace import Throttle
 
 CLIENTS: dict[str, type[EngageClient | AcousticClient | DotdigitalClient | MoEngageClient]] = {
     ENGAGE: EngageClient,

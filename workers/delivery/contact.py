@@ -4,8 +4,8 @@ The task carries only (destination, contact id). It takes the contact's lease ro
 latest decision (greatest occurred_at, ties by arrival), and writes it unless it is already
 what the destination holds. A retry of an old event therefore re-sends the newest state and
 can never regress it (webhook-gateways.md §8.6), and a backlog of decisions for one contact
-costs one write. What happens after a failure is decided in workers/policy.py and recorded
-by workers/outcomes.py; long waits live in `next_attempt_at`, never in the broker (§5.1).
+costs one write. What happens after a failure is decided in workers/delivery/policy.py and recorded
+by workers/delivery/outcomes.py; long waits live in `next_attempt_at`, never in the broker (§5.1).
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ from relay.ledger.db import insert_ignoring_conflicts
 from relay.ledger.models import DeliveryState, Event, Outbox, utcnow
 from relay.telemetry import metrics
 from relay.telemetry.logs import get_logger
-from workers import outcomes, policy
-from workers.destinations import Written
-from workers.errors import DeliveryError
+from workers.delivery import outcomes, policy
+from workers.destinations.errors import DeliveryError
+from workers.destinations.toolkit import Written
 from workers.ratelimit.pace import ThrottledError, one_write
 
 log = get_logger(__name__)
@@ -51,7 +51,7 @@ class DeliveryContext:
     writers: Mapping[str, ConsentWriter]
     settings: DeliverySettings
     clock: Callable[[], dt.datetime] = utcnow
-    # Contacts one sweep may enqueue per rate-limited destination (workers/sweeper.py).
+    # Contacts one sweep may enqueue per rate-limited destination (workers/delivery/sweeper.py).
     sweep_budgets: Mapping[str, int] = field(default_factory=dict)
 
 

@@ -18,8 +18,7 @@ import requests
 from relay.config.settings import DestinationSettings
 from relay.domain import ConsentWrite
 from schemas.destinations import ACOUSTIC, DOTDIGITAL, MOENGAGE
-from workers.engage import NoThrottle, Throttle
-from workers.errors import (
+from workers.destinations.errors import (
     AuthError,
     DeliveryError,
     MisconfiguredError,
@@ -28,6 +27,7 @@ from workers.errors import (
     RejectedError,
     TransientError,
 )
+from workers.ratelimit.pace import NoLimit, Throttle
 
 ATTRIBUTE, CHANNEL_CONSENT = "attribute", "channel_consent"
 VENDORS = {ACOUSTIC: "Acoustic Connect", DOTDIGITAL: "Dotdigital", MOENGAGE: "MoEngage"}
@@ -51,8 +51,8 @@ class Written:
     """A write whose attempt row needs more than the HTTP status: `outcome` is `delivered`,
     `not_written` (nothing was sent: the decision has no value there) or `unverified` (the
     destination accepted it, but its answer cannot show that it was applied: see
-    workers/outcomes.py), `detail` says why or how the decision was mapped. The ledger keeps
-    both in delivery_attempts."""
+    workers/delivery/outcomes.py), `detail` says why or how the decision was mapped. The ledger
+    keeps both in delivery_attempts."""
 
     status: int | None
     outcome: str = "delivered"
@@ -154,7 +154,7 @@ class Http:
         throttle: Throttle | None,
     ) -> None:
         self.vendor = vendor
-        self.throttle = throttle or NoThrottle()
+        self.throttle = throttle or NoLimit()
         self.timeout = (settings.connect_timeout_seconds, settings.read_timeout_seconds)
         self.session = session or requests.Session()
         self.session.headers.update({"Accept": "application/json"})

@@ -1,5 +1,5 @@
 """`consent-relay`: set up the ledger, run the Procfile processes, send a signed test event,
-and look after dead letters and destinations (service/cli_admin.py)."""
+and look after dead letters and destinations (service/cli/admin.py)."""
 
 from __future__ import annotations
 
@@ -28,8 +28,9 @@ from relay.config.settings import (
 )
 from relay.ledger.db import make_engine
 from relay.ledger.migrate import upgrade
-from service import cli_admin, cli_sources
-from service.procfile import FLOWER, process_names, procfile_for_run
+from service.cli import admin as cli_admin
+from service.cli import sources as cli_sources
+from service.cli.procfile import FLOWER, process_names, procfile_for_run
 
 DEMO_EMAIL = "jane.doe@example.com"
 

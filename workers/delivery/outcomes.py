@@ -13,8 +13,8 @@ from sqlalchemy.orm import Session
 from relay.ledger import pauses as destinations
 from relay.ledger.models import DeadLetter, DeliveryAttempt, DeliveryState, Event, Outbox
 from relay.telemetry import metrics
-from workers import policy
-from workers.errors import DeliveryError, RejectedError
+from workers.delivery import policy
+from workers.destinations.errors import DeliveryError, RejectedError
 
 # A write the destination accepted but whose answer cannot show it was applied (MoEngage
 # Track User answers 200 before processing, and drops an unknown customer_id silently). It is

@@ -19,7 +19,7 @@ from relay.ledger.models import Contact, DeadLetter, DeliveryAttempt, DeliverySt
 from schemas.consent import contact_key
 
 # `unverified`: accepted by a destination whose answer cannot show the write was applied
-# (workers/outcomes.py); settled, but an operator should check it there.
+# (workers/delivery/outcomes.py); settled, but an operator should check it there.
 OUTBOX_STATUSES = ("pending", "delivered", "unverified", "superseded", "dead_lettered")
 # The status page reads attempts of the last 24 h among the newest ATTEMPT_WINDOW rows (by
 # primary key): delivery_attempts has no index on time, and the schema stays as it is.

@@ -10,9 +10,9 @@ from celery import Celery
 
 from relay.config.settings import Settings
 from relay.ledger.runtime import LedgerRuntime
-from workers.delivery import DeliveryContext
+from workers.delivery.contact import DeliveryContext
+from workers.delivery.writers import build_writer
 from workers.ratelimit.backends import build_rate_limiter
-from workers.writers import build_writer
 
 _contexts: dict[tuple[int, int], DeliveryContext] = {}
 

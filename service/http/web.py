@@ -29,7 +29,7 @@ access_log = logging.getLogger("gunicorn.access")
 
 
 class RelayWorker(UvicornWorker):
-    """gunicorn `worker_class` (service.gunicorn_conf): h11 refuses malformed framing and
+    """gunicorn `worker_class` (service.http.gunicorn_conf): h11 refuses malformed framing and
     bounds the request head (16 KiB, `h11_max_incomplete_event_size`); uvicorn's own access
     log is off, because it writes the client address and the query string."""
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import enum
 import json
-from typing import Any, Protocol
+from typing import Any
 
 import requests
 
 from relay.config.settings import DestinationSettings
 from relay.domain import ConsentWrite
-from workers.errors import (
+from workers.destinations.errors import (
     AuthError,
     DeliveryError,
     NotVisibleError,
@@ -25,22 +25,7 @@ from workers.errors import (
     RejectedError,
     TransientError,
 )
-
-
-class Throttle(Protocol):
-    """The shared rate limit of one destination (workers/ratelimit.py)."""
-
-    def acquire(self) -> object: ...
-
-    def slow_down(self) -> None: ...
-
-
-class NoThrottle:
-    def acquire(self) -> object:
-        return None
-
-    def slow_down(self) -> None:
-        pass
+from workers.ratelimit.pace import NoLimit, Throttle
 
 
 class Verdict(enum.Enum):
@@ -100,7 +85,7 @@ class EngageClient:
         throttle: Throttle | None = None,
     ):
         self._base = settings.base_url.rstrip("/") + "/api/rest"
-        self._throttle = throttle or NoThrottle()
+        self._throttle = throttle or NoLimit()
         self._timeout = (settings.connect_timeout_seconds, settings.read_timeout_seconds)
         self._http = session or requests.Session()
         self._http.auth = (settings.username, settings.password)

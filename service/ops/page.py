@@ -35,11 +35,15 @@ from relay.ledger.db import refused_values
 from relay.ledger.dead_letters import DeadLetterFilters
 from relay.ledger.models import utcnow
 from schemas.admin import STATUS_FILTERS, ContactLookupSchema, PauseBodySchema
-from service import metrics_http, ops_auth, ops_queries
+from service.health import metrics_http
+from service.ops import auth as ops_auth
+from service.ops import queries as ops_queries
 from service.runtime import Runtime
 
 log = logging.getLogger(__name__)
-bp = Blueprint("ops", __name__, url_prefix="/ops", static_folder="static")
+bp = Blueprint(
+    "ops", __name__, url_prefix="/ops", static_folder="static", template_folder="templates"
+)
 PAGE_SIZE = 50
 PUBLIC_ENDPOINTS = {"ops.login"}
 

@@ -1,7 +1,8 @@
 """What happens after a failed write: retry when, dead-letter, or pause the destination.
 
-The one place where a classified failure (workers/errors.py) becomes a plan. Destination
-clients classify HTTP answers (workers/engage.py: classify); this module decides the timing:
+The one place where a classified failure (workers/destinations/errors.py) becomes a plan.
+Destination clients classify HTTP answers (workers/destinations/engage.py: classify); this
+module decides the timing:
 
 - rejected (a 400 other than a missing contact): retried up to `max_rejected_attempts`
   (default 3), waiting `rejected_retry_seconds` then doubling, then dead-lettered;
@@ -30,7 +31,7 @@ import random
 from dataclasses import dataclass
 
 from relay.config.settings import DeliverySettings
-from workers.errors import (
+from workers.destinations.errors import (
     AuthError,
     DeliveryError,
     MisconfiguredError,

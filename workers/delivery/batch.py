@@ -22,7 +22,7 @@ from relay.domain import ConsentWrite
 from relay.ledger import pauses as destinations
 from relay.ledger.models import DeliveryState, Event
 from relay.telemetry.logs import get_logger
-from workers.delivery import (
+from workers.delivery.contact import (
     DeliveryContext,
     Job,
     acquire_lease,
@@ -34,8 +34,8 @@ from workers.delivery import (
     record_written,
     release_lease,
 )
-from workers.destinations import Written
-from workers.errors import DeliveryError
+from workers.destinations.errors import DeliveryError
+from workers.destinations.toolkit import Written
 from workers.ratelimit.pace import ThrottledError, one_write
 
 log = get_logger(__name__)

@@ -6,7 +6,7 @@
   whenever the page is served over HTTPS (`request.is_secure`: behind a proxy, see
   `[service] trusted_proxies`), expiring with the browser and at the latest
   `SESSION_MAX_AGE` after sign-in.
-- A cookie alone is not enough: it names the account's session epoch (service/ops_throttle.py,
+- A cookie alone is not enough: it names the account's session epoch (service/ops/throttle.py,
   in the ledger) and a mark of the password; signing out moves the epoch on and a changed
   password changes the mark, so either ends every session, copied cookies included.
 - Every gunicorn worker must verify every other worker's cookies, so the signing key is the same
@@ -44,7 +44,7 @@ from werkzeug.wrappers import Response
 
 from relay.config.settings import OpsSettings
 from relay.telemetry import metrics
-from service import ops_throttle
+from service.ops import throttle as ops_throttle
 
 SESSION_MAX_AGE_SECONDS = 12 * 3600
 KDF_LABEL = b"consent-relay /ops session key v1"

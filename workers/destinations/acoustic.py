@@ -33,7 +33,9 @@ import requests
 from relay.config.settings import DestinationSettings
 from relay.domain import ConsentWrite
 from schemas.destinations import ACOUSTIC
-from workers.destinations import (
+from workers.delivery.outcomes import UNVERIFIED
+from workers.destinations.errors import BatchPartialError, DeliveryError
+from workers.destinations.toolkit import (
     CHANNEL_CONSENT,
     FieldNames,
     Http,
@@ -44,9 +46,7 @@ from workers.destinations import (
     plan_channel,
     probe_ok,
 )
-from workers.engage import Throttle
-from workers.errors import BatchPartialError, DeliveryError
-from workers.outcomes import UNVERIFIED
+from workers.ratelimit.pace import Throttle
 
 VENDOR = "Acoustic Connect"
 NOT_FOUND_CODE = "CONTACT_NOT_FOUND_BY_KEY"  # §2.3, documented

@@ -29,7 +29,7 @@ from relay.telemetry import metrics
 from relay.telemetry.logs import get_logger, mask_email
 from schemas.consent import MAX_IGNORED_REASON_LENGTH
 from schemas.text import storable
-from service.problems import problem
+from service.http.problems import problem
 from service.runtime import Runtime
 from service.sources import (
     FieldsError,
@@ -216,7 +216,7 @@ def _ledger_error(exc: SQLAlchemyError) -> _Refused:
 
 
 def _after(source_name: str, item: Incoming, outcome: Outcome) -> None:
-    """Enqueue after the commit (best effort, in the background: service.publisher); count
+    """Enqueue after the commit (best effort, in the background: service.intake.publisher); count
     and log."""
     recorded = outcome.recorded
     if outcome.status == "ignored":

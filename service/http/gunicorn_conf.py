@@ -1,4 +1,5 @@
-"""gunicorn settings for `web`, read when gunicorn starts (`--config python:service.gunicorn_conf`).
+"""gunicorn settings for `web`, read when gunicorn starts
+(`--config python:service.http.gunicorn_conf`).
 
 The port comes from the same layers as everything else: PORT, else `[service] port`, else 8000.
 This module runs in the master before any worker is forked, so it also sets up what the
@@ -25,7 +26,7 @@ _metrics_dir = metrics.prepare_multiprocess_dir(_settings.data_dir)
 # Demo mode signs with a public secret: listen on loopback only.
 bind = f"{'127.0.0.1' if _settings.demo else '0.0.0.0'}:{_settings.port}"  # noqa: S104
 workers = web_concurrency(os.environ)
-worker_class = "service.web.RelayWorker"  # slow clients hold a socket, never a worker
+worker_class = "service.http.web.RelayWorker"  # slow clients hold a socket, never a worker
 timeout = 30
 graceful_timeout = 20
 accesslog = "-"

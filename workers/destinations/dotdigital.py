@@ -36,7 +36,7 @@ import requests
 from relay.config.settings import DestinationSettings
 from relay.domain import ConsentWrite
 from schemas.destinations import DOTDIGITAL
-from workers.destinations import (
+from workers.destinations.toolkit import (
     CHANNEL_CONSENT,
     FieldNames,
     Http,
@@ -46,7 +46,7 @@ from workers.destinations import (
     plan_channel,
     probe_ok,
 )
-from workers.engage import Throttle
+from workers.ratelimit.pace import Throttle
 
 VENDOR = "Dotdigital"
 # A reserved address (RFC 2606 .invalid): the probe looks it up and expects 404 or 200.

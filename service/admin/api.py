@@ -21,8 +21,8 @@ from relay.ledger.db import refused_values
 from relay.ledger.dead_letters import DeadLetterFilters, ReplayRefused, ReplayResult
 from relay.ledger.models import utcnow
 from schemas.admin import DeadLetterQuerySchema, PauseBodySchema, ReplayBodySchema
-from service.bearer import BearerGate
-from service.problems import problem
+from service.admin.bearer import BearerGate
+from service.http.problems import problem
 from service.runtime import Runtime
 
 log = logging.getLogger(__name__)

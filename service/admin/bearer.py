@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from flask import Response, request
 
-from service.problems import problem
+from service.http.problems import problem
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Fanning out the web's dispatch messages: one delivery task per (destination, contact).
 
 Under load a web process publishes one message for everything its intake queued in the last
-few milliseconds (service/publisher.py), because building a Celery message costs more than
+few milliseconds (service/intake/publisher.py), because building a Celery message costs more than
 recording the decision. The first free worker turns it into the usual delivery tasks, so
 deliveries still run in parallel on every worker.
 """

@@ -22,7 +22,7 @@ from relay.ledger import pauses as destinations
 from relay.ledger.models import DeadLetter, Outbox, utcnow
 from relay.telemetry import metrics
 from relay.telemetry.logs import get_logger
-from service.bearer import BearerGate
+from service.admin.bearer import BearerGate
 from service.runtime import Runtime
 
 if TYPE_CHECKING:

@@ -25,8 +25,8 @@ from relay.ledger.db import insert_ignoring_conflicts
 from relay.ledger.models import DeliveryState, Event, Outbox
 from relay.messaging.lanes import URGENT_STATES
 from relay.telemetry.logs import get_logger
-from workers.batch import batch_size
-from workers.delivery import DeliveryContext
+from workers.delivery.batch import batch_size
+from workers.delivery.contact import DeliveryContext
 
 log = get_logger(__name__)
 # Leave the intake's own enqueue a moment before the sweeper sends a second message.
@@ -39,7 +39,7 @@ PublishProbe = Callable[[str], None]
 
 def sweep(ctx: DeliveryContext, publish: Publish, publish_batch: PublishBatch | None = None) -> int:
     """Enqueue due contacts; return how many were enqueued. With `publish_batch`, the due
-    contacts of a batching destination (workers/batch.py) go in batches of its size."""
+    contacts of a batching destination (workers/delivery/batch.py) go in batches of its size."""
     now = ctx.clock()
     with ctx.sessions() as session:
         ranked = due_contacts(session, ctx, now)

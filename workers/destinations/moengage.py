@@ -37,7 +37,9 @@ import requests
 from relay.config.settings import DestinationSettings
 from relay.domain import ConsentWrite
 from schemas.destinations import MOENGAGE
-from workers.destinations import (
+from workers.delivery.outcomes import UNVERIFIED
+from workers.destinations.errors import MisconfiguredError
+from workers.destinations.toolkit import (
     CHANNEL_CONSENT,
     FieldNames,
     Http,
@@ -48,9 +50,7 @@ from workers.destinations import (
     plan_channel,
     probe_ok,
 )
-from workers.engage import Throttle
-from workers.errors import MisconfiguredError
-from workers.outcomes import UNVERIFIED
+from workers.ratelimit.pace import Throttle
 
 VENDOR = "MoEngage"
 OPT_IN_PATH = "/v1.0/opt-in-management/user-preferences"

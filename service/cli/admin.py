@@ -39,7 +39,7 @@ Subcommands = argparse._SubParsersAction  # argparse exposes no public name for 
 
 
 def add_commands(commands: Subcommands[argparse.ArgumentParser]) -> None:
-    """Called by `service.cli._parser()`."""
+    """Called by `service.cli.commands._parser()`."""
     _add_dead_letter_commands(commands)
     _add_destination_commands(commands)
 
