@@ -16,7 +16,9 @@ from __future__ import annotations
 import string
 from typing import Any
 
-from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import ValidationError, fields, validate, validates_schema
+
+from schemas.base import StrictSchema
 
 ENGAGE = "mapp-engage"
 ACOUSTIC = "acoustic-connect"
@@ -58,11 +60,6 @@ def _decision_template(template: str) -> None:
         raise ValidationError(f"Use text and {allowed} only.")
 
 
-class _Strict(Schema):
-    class Meta:
-        unknown = RAISE
-
-
 def _secret() -> fields.String:
     return fields.String(required=True, validate=validate.Length(min=1))
 
@@ -75,7 +72,7 @@ def _rate(default: float) -> fields.Float:
     return fields.Float(load_default=default, validate=validate.Range(min=0.01))
 
 
-class _DestinationSchema(_Strict):
+class _DestinationSchema(StrictSchema):
     kind = fields.String(required=True, validate=validate.OneOf(DESTINATION_KINDS))
     base_url = fields.Url(required=True, schemes={"http", "https"}, require_tld=False)
     connect_timeout_seconds = fields.Float(load_default=5.0, validate=validate.Range(min=0.1))

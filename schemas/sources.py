@@ -13,8 +13,9 @@ import binascii
 from dataclasses import dataclass
 from typing import Any
 
-from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import ValidationError, fields, validate, validates_schema
 
+from schemas.base import StrictSchema
 from schemas.consent import CONSENT_STATES, MAX_LABEL_LENGTH
 
 # The Standard Webhooks spec asks for 24-64 random bytes; accept 16 as a floor for older senders.
@@ -100,12 +101,7 @@ def decode_whsec(secret: str) -> bytes:
         raise ValidationError("Secret is not valid base64 after the whsec_ prefix.") from exc
 
 
-class _Strict(Schema):
-    class Meta:
-        unknown = RAISE
-
-
-class MappingSchema(_Strict):
+class MappingSchema(StrictSchema):
     # Where the address is (a field ref/key/label/name/property); default: the kind's own.
     email = fields.String(load_default=None, validate=validate.Length(min=1, max=255))
     # Where the consent answer is; without it every event has no answer (see when_missing).
@@ -121,7 +117,7 @@ class MappingSchema(_Strict):
     )
 
 
-class SourceSchema(_Strict):
+class SourceSchema(StrictSchema):
     kind = fields.String(required=True, validate=validate.OneOf(SOURCE_KINDS))
     secrets = fields.List(fields.String(), required=True, validate=validate.Length(min=1))
     # Templates over the payload's variables, e.g. "typeform:{form_id}", "{form_id}:{response_id}".

@@ -9,14 +9,13 @@ already exists" when another writer won the race; any 2xx is success; rate limit
 
 from __future__ import annotations
 
-import enum
 import json
 from typing import Any
 
 import requests
 
 from relay.config.settings import DestinationSettings
-from relay.domain import ConsentWrite
+from relay.domain import ConsentWrite, Verdict
 from workers.destinations.errors import (
     AuthError,
     DeliveryError,
@@ -26,16 +25,6 @@ from workers.destinations.errors import (
     TransientError,
 )
 from workers.ratelimit.pace import NoLimit, Throttle
-
-
-class Verdict(enum.Enum):
-    OK = "ok"
-    CONTACT_MISSING = "contact_missing"
-    CONTACT_EXISTS = "contact_exists"
-    RATE_LIMITED = "rate_limited"
-    AUTH = "auth"
-    REJECTED = "rejected"
-    TRANSIENT = "transient"
 
 
 def classify(status: int, body: str) -> Verdict:

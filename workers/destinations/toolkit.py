@@ -7,7 +7,6 @@ References ("§n.m") are to the vendor research notes (README, Peer destinations
 
 from __future__ import annotations
 
-import enum
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ from typing import Any
 import requests
 
 from relay.config.settings import DestinationSettings
-from relay.domain import ConsentWrite
+from relay.domain import ConsentWrite, Verdict
 from schemas.destinations import ACOUSTIC, DOTDIGITAL, MOENGAGE
 from workers.destinations.errors import (
     AuthError,
@@ -103,16 +102,6 @@ class FieldNames:
             self.source: write.source,
             self.source_id: write.source_id or "",
         }
-
-
-class Verdict(enum.Enum):
-    OK = "ok"
-    NOT_FOUND = "not_found"
-    MISCONFIGURED = "misconfigured"
-    REJECTED = "rejected"
-    RATE_LIMITED = "rate_limited"
-    AUTH = "auth"
-    TRANSIENT = "transient"
 
 
 ERRORS: dict[Verdict, type[DeliveryError]] = {
