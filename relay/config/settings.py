@@ -16,73 +16,20 @@ from typing import Any
 
 from marshmallow import ValidationError
 
+from relay.config.demo import DEMO_CONFIG
 from relay.config.mapping import DEFAULT_VALUES, MappingSettings, template_problems
-from schemas.config import ConfigFileSchema
+from schemas.config import (
+    AdminSchema,
+    ConfigFileSchema,
+    DeliverySchema,
+    FlowerSchema,
+    MetricsSchema,
+)
 from schemas.destinations import COMMON_KEYS
 from schemas.sources import KIND_OPTIONS
 
 DEFAULT_CONFIG_PATH = "consent-relay.toml"
 VAR_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-
-# Demo mode: used only when no config file exists at the default path. The secret is public
-# on purpose (it is printed with the ready-made test command); demo mode says so loudly.
-DEMO_SOURCE_SECRET = "whsec_ZGVtby1vbmx5LXNlY3JldC1ub3QtZm9yLXByb2R1Y3Rpb24="  # noqa: S105 - public demo value
-DEMO_ENGAGE_PORT = 8025
-DEMO_ENGAGE_USERNAME = "api-user@example.com"
-DEMO_ENGAGE_PASSWORD = "engage-demo-password"  # noqa: S105 - emulator only
-# The operator page and /metrics in demo mode: public values too, printed by `run` (loopback only).
-DEMO_ADMIN_PASSWORD = "demo-operator-password"  # noqa: S105 - public demo value
-DEMO_METRICS_TOKEN = "demo-metrics-token-public-loopback-only"  # noqa: S105 - public demo value
-# The peer emulators of demo mode (issue 7): one decision fans out to all four destinations.
-# Their credentials are the emulators' defaults (emulators/acoustic.py, dotdigital.py,
-# moengage.py).
-DEMO_PEER_PORTS = {
-    "acoustic-emulator": 8026,
-    "dotdigital-emulator": 8027,
-    "moengage-emulator": 8028,
-}
-DEMO_PEERS: dict[str, Any] = {
-    "acoustic": {
-        "kind": "acoustic-connect",
-        "base_url": "http://127.0.0.1:8026",
-        "api_key": "acoustic-demo-api-key",
-        "data_set_id": "4fe4136f-c007-44a3-b38f-922200000000",
-    },
-    "dotdigital": {
-        "kind": "dotdigital",
-        "base_url": "http://127.0.0.1:8027",
-        "username": "apiuser-demo@apiconnector.com",
-        "password": "dotdigital-demo-password",
-        "rate_limit_per_second": 5,  # the emulator's; a real account: see README "Dotdigital"
-    },
-    "moengage": {
-        "kind": "moengage",
-        "base_url": "http://127.0.0.1:8028",
-        "app_id": "DEMOWORKSPACE01",
-        "api_key": "moengage-demo-data-api-key",
-        "mode": "channel_consent",  # shows the lossy mapping (README "Peer destinations")
-    },
-}
-DEMO_CONFIG: dict[str, Any] = {
-    "admin": {"password": DEMO_ADMIN_PASSWORD},
-    "metrics": {"token": DEMO_METRICS_TOKEN},
-    "sources": {
-        "demo": {
-            "kind": "standard-webhooks",
-            "secrets": [DEMO_SOURCE_SECRET],
-            "source": "demo_form",
-        }
-    },
-    "destinations": {
-        "engage": {
-            "kind": "mapp-engage",
-            "base_url": f"http://127.0.0.1:{DEMO_ENGAGE_PORT}",
-            "username": DEMO_ENGAGE_USERNAME,
-            "password": DEMO_ENGAGE_PASSWORD,
-        },
-        **DEMO_PEERS,
-    },
-}
 
 
 class ConfigError(Exception):
@@ -121,31 +68,39 @@ class DestinationSettings:
     options: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
 
+# The defaults are written once, in the schemas (the config file's format); the dataclasses
+# take theirs from an empty section loaded through them (no environment is read).
+_DELIVERY: dict[str, Any] = DeliverySchema().load({})
+_ADMIN: dict[str, Any] = AdminSchema().load({})
+_METRICS: dict[str, Any] = MetricsSchema().load({})
+_FLOWER: dict[str, Any] = FlowerSchema().load({})
+
+
 @dataclass(frozen=True)
 class DeliverySettings:
-    sweep_interval_seconds: float = 5.0
-    redispatch_after_seconds: float = 30.0
-    lease_seconds: int = 180
-    retry_schedule_seconds: tuple[float, ...] = (5.0, 30.0, 120.0, 600.0, 1800.0, 3600.0)
-    max_retry_age_seconds: float = 72 * 3600.0
-    max_rejected_attempts: int = 3
-    rejected_retry_seconds: float = 60.0
-    not_visible_retry_seconds: float = 2.0
-    rate_limited_retry_seconds: float = 10.0
-    probe_interval_seconds: float = 60.0
-    sweep_batch_size: int = 500
+    sweep_interval_seconds: float = _DELIVERY["sweep_interval_seconds"]
+    redispatch_after_seconds: float = _DELIVERY["redispatch_after_seconds"]
+    lease_seconds: int = _DELIVERY["lease_seconds"]
+    retry_schedule_seconds: tuple[float, ...] = tuple(_DELIVERY["retry_schedule_seconds"])
+    max_retry_age_seconds: float = _DELIVERY["max_retry_age_seconds"]
+    max_rejected_attempts: int = _DELIVERY["max_rejected_attempts"]
+    rejected_retry_seconds: float = _DELIVERY["rejected_retry_seconds"]
+    not_visible_retry_seconds: float = _DELIVERY["not_visible_retry_seconds"]
+    rate_limited_retry_seconds: float = _DELIVERY["rate_limited_retry_seconds"]
+    probe_interval_seconds: float = _DELIVERY["probe_interval_seconds"]
+    sweep_batch_size: int = _DELIVERY["sweep_batch_size"]
 
 
 @dataclass(frozen=True)
 class OpsSettings:
     """The operator-facing surfaces: /ops login, /metrics token, Flower's basic auth."""
 
-    admin_username: str = "admin"
-    admin_password: str | None = field(default=None, repr=False)
-    metrics_token: str | None = field(default=None, repr=False)
-    flower_port: int = 5555
-    flower_username: str = "admin"
-    flower_password: str | None = field(default=None, repr=False)
+    admin_username: str = _ADMIN["username"]
+    admin_password: str | None = field(default=_ADMIN["password"], repr=False)
+    metrics_token: str | None = field(default=_METRICS["token"], repr=False)
+    flower_port: int = _FLOWER["port"]
+    flower_username: str = _FLOWER["username"]
+    flower_password: str | None = field(default=_FLOWER["password"], repr=False)
 
 
 @dataclass(frozen=True)

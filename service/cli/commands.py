@@ -17,15 +17,13 @@ import requests
 import standardwebhooks
 
 from relay.config import flower
-from relay.config.settings import (
+from relay.config.demo import (
     DEMO_ADMIN_PASSWORD,
     DEMO_ENGAGE_PORT,
     DEMO_METRICS_TOKEN,
     DEMO_PEER_PORTS,
-    ConfigError,
-    Settings,
-    load_settings,
 )
+from relay.config.settings import ConfigError, Settings, load_settings
 from relay.ledger.db import make_engine
 from relay.ledger.migrate import upgrade
 from service.cli import admin as cli_admin

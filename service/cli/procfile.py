@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from relay.config.settings import DEMO_ENGAGE_PORT, DEMO_PEER_PORTS, Settings
+from relay.config.demo import DEMO_ENGAGE_PORT, DEMO_PEER_PORTS
+from relay.config.settings import Settings
 
 FLOWER = "flower"
 EMULATOR = "engage-emulator"

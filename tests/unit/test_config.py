@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from relay.config.demo import DEMO_SOURCE_SECRET
 from relay.config.settings import (
-    DEMO_SOURCE_SECRET,
     ConfigError,
     Settings,
     load_settings,
