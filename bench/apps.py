@@ -18,13 +18,13 @@ import uuid
 
 from flask import Flask, Response, jsonify, request
 
-from service.config import load_settings
-from service.db import make_engine
-from service.ledger import Decision
-from service.ledger_pg import record_new_decisions
+from relay.config.settings import load_settings
+from relay.domain import ConsentWrite, Decision
+from relay.ledger.db import make_engine
+from relay.ledger.record_pg import record_new_decisions
 from service.sources import VERIFIERS, SignatureError
-from workers.engage import ConsentWrite, EngageClient
-from workers.errors import DeliveryError
+from workers.destinations.engage import EngageClient
+from workers.destinations.errors import DeliveryError
 
 
 def _with_health(app: Flask) -> Flask:

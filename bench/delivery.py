@@ -20,9 +20,9 @@ from sqlalchemy import Engine, func, select
 from bench import env, load
 from bench.procs import CpuSnapshot, tree_peak_rss, wait_for
 from bench.sizes import CONNECTIONS, STATES, T0, Sizes, decision_body
-from service.config import DestinationSettings
-from service.db import make_engine
-from service.models import Outbox
+from relay.config.settings import DestinationSettings
+from relay.ledger.db import make_engine
+from relay.ledger.models import Outbox
 
 LATENCY = ("--latency-ms", "50")
 ENGAGE_LIMIT = 10  # Engage's documented limit; the relay's default rate_limit_per_second

@@ -18,9 +18,9 @@ import redis
 from sqlalchemy import create_engine, text
 
 from bench.procs import Proc, answers, free_port, wait_for, wait_http
-from service.config import web_concurrency as config_web_concurrency
-from service.db import make_engine
-from service.migrate import upgrade
+from relay.config.settings import web_concurrency as config_web_concurrency
+from relay.ledger.db import make_engine
+from relay.ledger.migrate import upgrade
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -170,9 +170,9 @@ def emulator(
 
 
 def gunicorn(stack: contextlib.ExitStack, config: Relay, app: str, name: str) -> tuple[Proc, str]:
-    """gunicorn with the service's own settings (service/gunicorn_conf.py), on loopback."""
+    """gunicorn with the service's own settings (service/http/gunicorn_conf.py), on loopback."""
     port = free_port()
-    argv = [str(BIN / "gunicorn"), "--config", "python:service.gunicorn_conf"]
+    argv = [str(BIN / "gunicorn"), "--config", "python:service.http.gunicorn_conf"]
     argv += ["--bind", f"127.0.0.1:{port}", app]
     env = _env(config, PORT=str(port))
     proc = stack.enter_context(_stopping(Proc(name, argv, env, REPO, config.workdir)))
@@ -183,7 +183,7 @@ def gunicorn(stack: contextlib.ExitStack, config: Relay, app: str, name: str) ->
 
 
 def web_concurrency() -> int:
-    """gunicorn's worker count, as service/gunicorn_conf.py sets it."""
+    """gunicorn's worker count, as service/http/gunicorn_conf.py sets it."""
     return config_web_concurrency(os.environ)
 
 

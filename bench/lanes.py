@@ -1,4 +1,4 @@
-"""Delivery lanes (workers/routing.py) on PostgreSQL + Redis, with the Procfile's two worker
+"""Delivery lanes (relay/messaging/lanes.py) on PostgreSQL + Redis, with the Procfile's two worker
 processes:
 
 - isolation: Engage's drain time alone, and with a slow Dotdigital destination configured
@@ -26,8 +26,8 @@ from bench.delivery import LATENCY, feed
 from bench.procs import wait_for
 from bench.sizes import T0, Sizes, decision_body
 from emulators import dotdigital
-from service.db import make_engine
-from service.models import DeliveryState, Event, Outbox
+from relay.ledger.db import make_engine
+from relay.ledger.models import DeliveryState, Event, Outbox
 
 ENGAGE = ("--rate-limit", "10", *LATENCY)
 SLOW_DOTDIGITAL = {

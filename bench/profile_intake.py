@@ -20,8 +20,8 @@ from pyinstrument.frame import Frame
 
 from bench import env
 from bench.sizes import intake_bodies
+from relay.config.settings import load_settings
 from service import create_app
-from service.config import load_settings
 
 WARMUP_REQUESTS = 50
 TREE_LINES = 70
@@ -143,8 +143,8 @@ def main() -> None:
         "",
         "The real app in process: Flask test client, signed requests, no gunicorn and no",
         "network. This is the request's own thread: the enqueue runs in the background",
-        "publisher's thread (service/publisher.py) and is not in it; `latest.md`'s CPU table",
-        "counts every thread. `make bench` writes this file.",
+        "publisher's thread (service/intake/publisher.py) and is not in it; `latest.md`'s CPU",
+        "table counts every thread. `make bench` writes this file.",
         "",
     ]
     sections = [

@@ -25,8 +25,8 @@ from sqlalchemy import Engine, func, select
 from bench import env
 from bench.delivery import Spec, decisions, feed
 from bench.procs import wait_for
-from service.db import make_engine
-from service.models import DeliveryState, Outbox
+from relay.ledger.db import make_engine
+from relay.ledger.models import DeliveryState, Outbox
 
 SLOW_ENGAGE = ("--rate-limit", "10", "--latency-ms", "400")
 RECOVERY_TARGET_SECONDS = 15.0

@@ -303,8 +303,8 @@ def markdown(results: Results, chart: str) -> str:
             f"- machine: {m.machine}",
             f"- load average (1 min) at start {m.load_average[0]:.2f}, at the end "
             f"{results.load_end[0]:.2f}: anything else running on the machine skews the numbers",
-            f"- gunicorn: service/gunicorn_conf.py, {web_concurrency()} service.web.RelayWorker "
-            "workers; closed loop: "
+            f"- gunicorn: service/http/gunicorn_conf.py, {web_concurrency()} "
+            "service.http.web.RelayWorker workers; closed loop: "
             f"{CONNECTIONS} load processes, one connection each",
             '- one run on one machine: read the ratios, not the absolute numbers. "others\' CPU": '
             "share of all cores used meanwhile by processes the bench did not start (PostgreSQL "

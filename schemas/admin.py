@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import ValidationError, fields, validate, validates_schema
 
+from schemas.base import StrictSchema
 from schemas.config import NAME_PATTERN
 from schemas.consent import MAX_EMAIL_LENGTH
 from schemas.text import MAX_BIGINT, BigId, PlainText, UtcDateTime
@@ -23,12 +24,7 @@ MAX_REASON_LENGTH = 500
 FILTER_KEYS = ("destination", "source", "email", "since", "until")
 
 
-class _Strict(Schema):
-    class Meta:
-        unknown = RAISE
-
-
-class _Filters(_Strict):
+class _Filters(StrictSchema):
     destination = PlainText(max_length=64, pattern=NAME_PATTERN)
     source = PlainText(max_length=64, pattern=NAME_PATTERN)
     # Not fields.Email: this only looks addresses up, and a lookup of a bad one finds nothing.
@@ -83,13 +79,13 @@ class ReplayBodySchema(_Filters):
             raise ValidationError(f"Give only one of {' and '.join(chosen)}.", "_schema")
 
 
-class PauseBodySchema(_Strict):
+class PauseBodySchema(StrictSchema):
     """`POST /admin/destinations/<name>/pause`, optional body."""
 
     reason = PlainText(load_default="paused by an operator", max_length=MAX_REASON_LENGTH)
 
 
-class ContactLookupSchema(_Strict):
+class ContactLookupSchema(StrictSchema):
     """The operator page's contact search (`POST /ops/contacts`)."""
 
     email = PlainText(required=True, max_length=MAX_EMAIL_LENGTH)

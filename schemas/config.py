@@ -10,14 +10,13 @@ import re
 from typing import Any
 
 from marshmallow import (
-    RAISE,
-    Schema,
     ValidationError,
     fields,
     validate,
     validates_schema,
 )
 
+from schemas.base import StrictSchema
 from schemas.destinations import DestinationField, worst_case_write_seconds
 from schemas.sources import (  # noqa: F401 (re-exported: the config's public names)
     MIN_SECRET_BYTES,
@@ -37,12 +36,7 @@ MAX_RATE_LIMIT_WAIT_SECONDS = 5.0
 LEASE_MARGIN_SECONDS = 30
 
 
-class _Strict(Schema):
-    class Meta:
-        unknown = RAISE
-
-
-class ServiceSchema(_Strict):
+class ServiceSchema(StrictSchema):
     port = fields.Integer(load_default=8000, validate=validate.Range(min=1, max=65535))
     database_url = fields.String(load_default=None, allow_none=True)
     broker_url = fields.String(load_default=None, allow_none=True)
@@ -59,7 +53,7 @@ class ServiceSchema(_Strict):
     trusted_proxies = fields.Integer(load_default=0, validate=validate.Range(min=0, max=10))
 
 
-class DeliverySchema(_Strict):
+class DeliverySchema(StrictSchema):
     sweep_interval_seconds = fields.Float(load_default=5.0, validate=validate.Range(min=0.2))
     redispatch_after_seconds = fields.Float(load_default=30.0, validate=validate.Range(min=1))
     lease_seconds = fields.Integer(load_default=180, validate=validate.Range(min=10))
@@ -78,7 +72,7 @@ class DeliverySchema(_Strict):
     sweep_batch_size = fields.Integer(load_default=500, validate=validate.Range(min=1))
 
 
-class AdminSchema(_Strict):
+class AdminSchema(StrictSchema):
     # Bearer tokens for /admin; several at once so that a token can be rotated.
     tokens = fields.List(
         fields.String(validate=validate.Length(min=MIN_ADMIN_TOKEN_CHARS)), load_default=list
@@ -90,14 +84,14 @@ class AdminSchema(_Strict):
     )
 
 
-class MetricsSchema(_Strict):
+class MetricsSchema(StrictSchema):
     # /metrics needs `Authorization: Bearer <token>`; no token means /metrics is off.
     token = fields.String(
         load_default=None, allow_none=True, validate=validate.Length(min=MIN_ADMIN_TOKEN_CHARS)
     )
 
 
-class FlowerSchema(_Strict):
+class FlowerSchema(StrictSchema):
     port = fields.Integer(load_default=5555, validate=validate.Range(min=1, max=65535))
     # Flower takes its credentials as "user:password" pairs separated by commas, and basic
     # auth cannot carry a ":" in a user name: both would break the login, so refuse them here.
@@ -119,7 +113,7 @@ class FlowerSchema(_Strict):
     )
 
 
-class ConfigFileSchema(_Strict):
+class ConfigFileSchema(StrictSchema):
     service = fields.Nested(ServiceSchema, load_default=lambda: ServiceSchema().load({}))
     delivery = fields.Nested(DeliverySchema, load_default=lambda: DeliverySchema().load({}))
     admin = fields.Nested(AdminSchema, load_default=lambda: AdminSchema().load({}))

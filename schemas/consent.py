@@ -26,7 +26,7 @@ MAX_EMAIL_LENGTH = 254
 # Consent records predate nothing before the Unix epoch; earlier values are data errors (and
 # year-1 times with a positive offset cannot even be converted to UTC).
 EARLIEST = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-# The ledger's columns (service/models.py): events.delivery_id, ignored_events.event_type
+# The ledger's columns (relay/ledger/models.py): events.delivery_id, ignored_events.event_type
 # and .reason.
 MAX_EVENT_ID_LENGTH = 255
 MAX_EVENT_TYPE_LENGTH = 128

@@ -16,7 +16,9 @@ from __future__ import annotations
 import string
 from typing import Any
 
-from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import ValidationError, fields, validate, validates_schema
+
+from schemas.base import StrictSchema
 
 ENGAGE = "mapp-engage"
 ACOUSTIC = "acoustic-connect"
@@ -58,11 +60,6 @@ def _decision_template(template: str) -> None:
         raise ValidationError(f"Use text and {allowed} only.")
 
 
-class _Strict(Schema):
-    class Meta:
-        unknown = RAISE
-
-
 def _secret() -> fields.String:
     return fields.String(required=True, validate=validate.Length(min=1))
 
@@ -75,7 +72,7 @@ def _rate(default: float) -> fields.Float:
     return fields.Float(load_default=default, validate=validate.Range(min=0.01))
 
 
-class _DestinationSchema(_Strict):
+class _DestinationSchema(StrictSchema):
     kind = fields.String(required=True, validate=validate.OneOf(DESTINATION_KINDS))
     base_url = fields.Url(required=True, schemes={"http", "https"}, require_tld=False)
     connect_timeout_seconds = fields.Float(load_default=5.0, validate=validate.Range(min=0.1))
@@ -84,7 +81,7 @@ class _DestinationSchema(_Strict):
     rate_limit_headroom = fields.Float(load_default=0.05, validate=validate.Range(min=0.0, max=0.5))
     # Vendors count their limits per account (destinations.md §1.4, §3.4, §4.4): destinations
     # with the same key share one pace. None: derived from the base URL and the credentials
-    # (workers/ratelimit_keys.py), so entries on one account share it without saying so.
+    # (workers/ratelimit/keys.py), so entries on one account share it without saying so.
     rate_limit_key = fields.String(
         load_default=None,
         allow_none=True,

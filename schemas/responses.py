@@ -1,4 +1,4 @@
-"""The JSON bodies the service answers, for the OpenAPI document (service/openapi.py).
+"""The JSON bodies the service answers, for the OpenAPI document (service/http/openapi.py).
 
 The handlers build these bodies themselves; tests/unit/test_openapi.py validates every real
 answer against the schemas generated from these classes. Every field is required (the handlers
@@ -14,7 +14,9 @@ from marshmallow import Schema, fields, validate
 
 from schemas.admin import DEAD_LETTER_STATUSES
 from schemas.consent import CONSENT_STATES
-from service.problems import PROBLEM_TYPE_PREFIX
+
+# RFC 9457 problem `type`s: this prefix and a slug (service/http/problems.py builds the bodies).
+PROBLEM_TYPE_PREFIX = "urn:consent-relay:problem:"
 
 
 def _text(*, null: bool = False, **kwargs: Any) -> fields.String:

@@ -13,8 +13,9 @@ import binascii
 from dataclasses import dataclass
 from typing import Any
 
-from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import ValidationError, fields, validate, validates_schema
 
+from schemas.base import StrictSchema
 from schemas.consent import CONSENT_STATES, MAX_LABEL_LENGTH
 
 # The Standard Webhooks spec asks for 24-64 random bytes; accept 16 as a floor for older senders.
@@ -26,6 +27,45 @@ MIN_SHARED_SECRET_CHARS = 6
 MIN_PASSWORD_CHARS = 16
 KIND_OPTIONS = ("username", "url", "signature_versions", "organization_ids")
 HUBSPOT_VERSIONS = ("v1", "v2", "v3")
+# The names each kind offers to the `source`/`source_id` templates (README, "Sources"); the
+# canonical kinds take their labels from the payload and offer none. The config loader checks
+# templates against this table, and each kind (service/sources/) publishes it as VARIABLES.
+KIND_VARIABLES: dict[str, frozenset[str]] = {
+    "standard-webhooks": frozenset(),
+    "token": frozenset(),
+    "dynamics": frozenset(
+        {
+            "entity",
+            "record_id",
+            "organization_id",
+            "organization_name",
+            "operation_id",
+            "correlation_id",
+            "message",
+        }
+    ),
+    "hubspot": frozenset(
+        {
+            "object_id",
+            "portal_id",
+            "form_id",
+            "conversion_id",
+            "subscription_type",
+            "event_id",
+            "change_id",
+        }
+    ),
+    "jotform": frozenset({"form_id", "form_title", "submission_id"}),
+    "pipedrive": frozenset({"person_id", "company_id", "webhook_id", "event_id", "action"}),
+    "salesforce": frozenset(
+        {"organization_id", "action_id", "object_type", "record_id", "notification_id"}
+    ),
+    "tally": frozenset(
+        {"form_id", "form_name", "response_id", "submission_id", "respondent_id", "event_id"}
+    ),
+    "typeform": frozenset({"form_id", "form_title", "response_id", "event_id"}),
+    "webflow": frozenset({"form_name", "site_id", "submission_id", "form_id"}),
+}
 
 
 @dataclass(frozen=True)
@@ -61,12 +101,7 @@ def decode_whsec(secret: str) -> bytes:
         raise ValidationError("Secret is not valid base64 after the whsec_ prefix.") from exc
 
 
-class _Strict(Schema):
-    class Meta:
-        unknown = RAISE
-
-
-class MappingSchema(_Strict):
+class MappingSchema(StrictSchema):
     # Where the address is (a field ref/key/label/name/property); default: the kind's own.
     email = fields.String(load_default=None, validate=validate.Length(min=1, max=255))
     # Where the consent answer is; without it every event has no answer (see when_missing).
@@ -82,7 +117,7 @@ class MappingSchema(_Strict):
     )
 
 
-class SourceSchema(_Strict):
+class SourceSchema(StrictSchema):
     kind = fields.String(required=True, validate=validate.OneOf(SOURCE_KINDS))
     secrets = fields.List(fields.String(), required=True, validate=validate.Length(min=1))
     # Templates over the payload's variables, e.g. "typeform:{form_id}", "{form_id}:{response_id}".

@@ -8,14 +8,19 @@ from typing import Any
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from service import admin, health, intake, logs, metrics_http, openapi, ops
-from service.config import Settings, load_settings
-from service.db import LedgerIdConverter
-from service.logs import configure_logging, demo_banner
-from service.problems import register_error_handlers
-from service.publisher import BackgroundPublisher, Publisher
+from relay.config.settings import Settings, load_settings
+from relay.messaging.client import create_celery_client
+from relay.telemetry.logs import configure_logging, demo_banner
+from service.admin import api as admin
+from service.health import metrics_http
+from service.health import probes as health
+from service.http import openapi, request_ids
+from service.http.converters import LedgerIdConverter
+from service.http.problems import register_error_handlers
+from service.intake import routes as intake
+from service.intake.publisher import BackgroundPublisher, Publisher
+from service.ops import page as ops
 from service.runtime import Runtime
-from workers.celery_app import create_celery_app
 
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
@@ -32,13 +37,13 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
     # No pre-ping: the intake retries once on a dropped connection instead (service/intake.py).
     app.extensions["consent_relay"] = Runtime.build(settings, pre_ping=False)
-    app.extensions["celery"] = create_celery_app(settings)
+    app.extensions["celery"] = create_celery_client(settings)
     app.extensions["publisher"] = Publisher(app.extensions["celery"])
     # Every broker, the embedded one included (its files are written atomically:
-    # workers/embedded_broker.py), publishes off the request path.
+    # relay/messaging/embedded_broker.py), publishes off the request path.
     app.extensions["background_publisher"] = BackgroundPublisher(app.extensions["publisher"])
     register_error_handlers(app)
-    logs.init_app(app)  # request ids
+    request_ids.init_app(app)
     metrics_http.init_app(app)  # GET /metrics, multiprocess dir
     app.register_blueprint(intake.bp)
     app.register_blueprint(health.bp)

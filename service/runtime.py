@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.config import Settings
-from service.db import make_engine, make_session_factory
+from relay.config.settings import Settings
+from relay.ledger.db import make_engine, make_session_factory
 from service.sources import SourceKind, build_kind
 
 

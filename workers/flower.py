@@ -19,31 +19,17 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import NoReturn
 
-from service.config import Settings
+from relay.config.flower import (
+    ALL_INTERFACES,
+    DEMO_PASSWORD_ENV,
+    LOOPBACK,
+    flower_address,
+    flower_password,
+    flower_url,
+)
+from relay.config.settings import Settings, load_settings
 
-# Set by `consent-relay run` in demo mode only; read only when no config file is in use.
-DEMO_PASSWORD_ENV = "CONSENT_RELAY_DEMO_FLOWER_PASSWORD"  # noqa: S105 - a variable name
-LOOPBACK = "127.0.0.1"
-ALL_INTERFACES = "0.0.0.0"  # noqa: S104 - Flower is behind basic auth outside demo mode
 IDLING = "Idling so that the other Procfile processes keep running."
-
-
-def flower_password(settings: Settings, environ: Mapping[str, str]) -> str | None:
-    """The configured password; in demo mode the one `run` generated; else None (off)."""
-    if settings.ops.flower_password:
-        return settings.ops.flower_password
-    if settings.demo:
-        return environ.get(DEMO_PASSWORD_ENV) or None
-    return None
-
-
-def flower_address(settings: Settings) -> str:
-    # The demo's web and webhook secret are public on this machine; so is its Flower's port.
-    return LOOPBACK if settings.demo else ALL_INTERFACES
-
-
-def flower_url(settings: Settings) -> str:
-    return f"http://127.0.0.1:{settings.ops.flower_port}"
 
 
 def flower_argv(settings: Settings) -> list[str]:
@@ -113,3 +99,24 @@ def run(
     argv = flower_argv(settings)
     sys.stdout.flush()
     os.execve(argv[0], argv, flower_env(settings, env, password))  # noqa: S606
+
+
+def main() -> NoReturn:
+    """`python -m workers.flower`: what `consent-relay flower` runs (the CLI imports no worker
+    code). The config file comes as CONSENT_RELAY_CONFIG, as for every Procfile process."""
+    run(load_settings())
+
+
+__all__ = [
+    "ALL_INTERFACES",
+    "DEMO_PASSWORD_ENV",
+    "LOOPBACK",
+    "flower_address",
+    "flower_password",
+    "flower_url",
+    "main",
+    "run",
+]
+
+if __name__ == "__main__":
+    main()

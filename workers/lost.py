@@ -32,11 +32,11 @@ from celery.worker.request import Request
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from service import metrics
-from service.logs import get_logger
-from service.models import DeliveryState
-from workers.context import delivery_context
-from workers.routing import recovery_queue
+from relay.ledger.models import DeliveryState
+from relay.messaging.lanes import recovery_queue
+from relay.telemetry import metrics
+from relay.telemetry.logs import get_logger
+from workers.delivery.context import delivery_context
 
 log = get_logger(__name__)
 

@@ -17,9 +17,9 @@ from typing import Any
 
 from celery import signals
 
-from service import metrics
-from service.config import load_settings
-from service.logs import configure_logging, demo_banner, get_logger
+from relay.config.settings import load_settings
+from relay.telemetry import metrics
+from relay.telemetry.logs import configure_logging, demo_banner, get_logger
 from workers.celery_app import create_celery_app
 
 log = get_logger(__name__)

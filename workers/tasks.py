@@ -1,4 +1,4 @@
-"""Celery tasks: thin shells over `workers.delivery` and `workers.sweeper`.
+"""Celery tasks: thin shells over `workers.delivery.contact` and `workers.delivery.sweeper`.
 
 Tasks carry ids only (destination name, contact id): no e-mail address in the broker or Flower.
 Retry and ack policy is declared here; long retries live in the ledger, not in the broker.
@@ -11,13 +11,9 @@ from typing import Any
 
 from celery import shared_task
 
-from service.logs import get_logger, task_context
-from workers.batch import deliver_batch
-from workers.context import delivery_context
-from workers.delivery import deliver_contact
-from workers.dispatch import delivery_message, fan_out
-from workers.lost import LeaseFreeingRequest, lease_owner
-from workers.names import (
+from relay.messaging.lanes import delivery_queue
+from relay.messaging.messages import delivery_message
+from relay.messaging.names import (
     DELIVER_BATCH_TASK,
     DELIVER_TASK,
     DISPATCH_TASK,
@@ -25,8 +21,13 @@ from workers.names import (
     REQUEST_ID_TASK_HEADER,
     SWEEP_TASK,
 )
-from workers.routing import delivery_queue
-from workers.sweeper import probe_destination, schedule_probes, sweep
+from relay.telemetry.logs import get_logger, task_context
+from workers.delivery.batch import deliver_batch
+from workers.delivery.contact import deliver_contact
+from workers.delivery.context import delivery_context
+from workers.delivery.fanout import fan_out
+from workers.delivery.sweeper import probe_destination, schedule_probes, sweep
+from workers.lost import LeaseFreeingRequest, lease_owner
 
 log = get_logger(__name__)
 BUSY_RETRY_SECONDS = 1
@@ -72,7 +73,7 @@ def _request_id(request: Any) -> str | None:
 
 @shared_task(bind=True, name=DISPATCH_TASK, acks_late=True, ignore_result=True)
 def dispatch_task(self: Any, deliveries: list[list[Any]]) -> int:
-    """One delivery task per entry (workers/dispatch.py). Re-run after a lost worker, it
+    """One delivery task per entry (workers/delivery/fanout.py). Re-run after a lost worker, it
     publishes them again: harmless, delivery is state-based and leased."""
     with task_context(task_id=self.request.id):
         with self.app.producer_or_acquire() as producer:
@@ -119,7 +120,7 @@ def sweep_outbox_task(self: Any) -> int:
     Request=LeaseFreeingRequest,
 )
 def deliver_batch_task(self: Any, destination: str, contact_ids: list[int]) -> dict[str, int]:
-    """Many contacts of a batching destination in one call (workers/batch.py). A contact
+    """Many contacts of a batching destination in one call (workers/delivery/batch.py). A contact
     skipped as busy is delivered by its lease holder; anything left is swept again."""
     owner = _owner(self.request)
     with task_context(task_id=self.request.id, destination=destination):

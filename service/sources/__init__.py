@@ -18,7 +18,6 @@ from service.sources.base import (
 from service.sources.dynamics import DynamicsKind
 from service.sources.hubspot import HubspotKind
 from service.sources.jotform import JotformKind
-from service.sources.mapping import template_fields
 from service.sources.pipedrive import PipedriveKind
 from service.sources.salesforce import SalesforceKind
 from service.sources.standard_webhooks import StandardWebhooksKind, StandardWebhooksVerifier
@@ -52,30 +51,6 @@ def build_kind(source: Any, max_future_skew: dt.timedelta) -> SourceKind:
     return kind
 
 
-def template_problems(source: Any) -> dict[str, list[str]]:
-    """Config errors in a source's `source`/`source_id` templates, by key: a name the kind
-    does not provide would make every event ignored at run time."""
-    kind = KINDS.get(source.kind)
-    if kind is None:
-        return {"kind": [f"Kind {source.kind!r} is not implemented."]}
-    problems: dict[str, list[str]] = {}
-    for key in ("source", "source_id"):
-        template = getattr(source.effective_mapping, key)
-        if template is None:
-            continue
-        try:
-            unknown = sorted(set(template_fields(template)) - kind.VARIABLES)
-        except ValueError as exc:
-            problems[key] = [str(exc)]
-            continue
-        if unknown:
-            offered = ", ".join(sorted(kind.VARIABLES)) or "none (a literal label)"
-            problems[key] = [
-                f"Unknown template field(s) {unknown}; {source.kind} offers: {offered}."
-            ]
-    return problems
-
-
 __all__ = [
     "KINDS",
     "VERIFIERS",
@@ -85,5 +60,4 @@ __all__ = [
     "SignatureError",
     "SourceKind",
     "build_kind",
-    "template_problems",
 ]

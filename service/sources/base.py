@@ -13,8 +13,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
+from relay.domain import Decision
 from schemas.consent import SOURCE_EVENT_SCHEMA
-from service.ledger import Decision
 
 
 class SignatureError(Exception):
@@ -151,7 +151,7 @@ def ignored_type(kind: SourceKind, event_type: str) -> str | None:
 
 def parse_time(value: Any) -> dt.datetime | None:
     """An ISO 8601 time (a trailing Z allowed) as an aware datetime; None when absent or
-    unreadable (the time of receipt stands in, see service.ledger)."""
+    unreadable (the time of receipt stands in, see relay.ledger.record)."""
     if not isinstance(value, str) or not value:
         return None
     try:
@@ -180,7 +180,7 @@ class BaseKind:
     VARIABLES: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, source: Any, max_future_skew: dt.timedelta):
-        self.source = source  # service.config.SourceSettings
+        self.source = source  # relay.config.settings.SourceSettings
         self.secrets: tuple[str, ...] = tuple(source.secrets)
         self.tolerance: int = source.timestamp_tolerance_seconds
         self.max_future_skew = max_future_skew

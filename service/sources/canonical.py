@@ -8,8 +8,8 @@ import datetime as dt
 
 from marshmallow import ValidationError
 
+from relay.domain import Decision
 from schemas.consent import decision_schema
-from service.ledger import Decision
 from service.sources.base import FieldsError, InboundRequest
 from service.sources.payloads import read_json
 

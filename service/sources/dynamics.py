@@ -33,6 +33,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
+from schemas.sources import KIND_VARIABLES
 from service.sources.auth import check_token
 from service.sources.base import (
     Authenticated,
@@ -81,17 +82,7 @@ class DynamicsKind(BaseKind):
     name: ClassVar[str] = "dynamics"
     EVENTS: ClassVar[Mapping[str, str | None]] = _events()
     DEFAULT_SOURCE_ID: ClassVar[str | None] = "{entity}:{record_id}"
-    VARIABLES: ClassVar[frozenset[str]] = frozenset(
-        {
-            "entity",
-            "record_id",
-            "organization_id",
-            "organization_name",
-            "operation_id",
-            "correlation_id",
-            "message",
-        }
-    )
+    VARIABLES: ClassVar[frozenset[str]] = KIND_VARIABLES["dynamics"]
 
     def authenticate(self, request: InboundRequest) -> Authenticated:
         check_token(request, self.secrets, None)

@@ -31,6 +31,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
+from schemas.sources import KIND_VARIABLES
 from service.sources.base import (
     Authenticated,
     BaseKind,
@@ -74,17 +75,7 @@ class HubspotKind(BaseKind):
         "contact.associationChange": NOT_CONSENT.format("contact.associationChange"),
     }
     DEFAULT_SOURCE_ID: ClassVar[str | None] = "{object_id}:{change_id}"
-    VARIABLES: ClassVar[frozenset[str]] = frozenset(
-        {
-            "object_id",
-            "portal_id",
-            "form_id",
-            "conversion_id",
-            "subscription_type",
-            "event_id",
-            "change_id",
-        }
-    )
+    VARIABLES: ClassVar[frozenset[str]] = KIND_VARIABLES["hubspot"]
 
     @property
     def versions(self) -> tuple[str, ...]:

@@ -22,6 +22,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
+from schemas.sources import KIND_VARIABLES
 from service.sources.auth import check_token
 from service.sources.base import (
     Authenticated,
@@ -45,7 +46,7 @@ class JotformKind(BaseKind):
     name: ClassVar[str] = "jotform"
     EVENTS: ClassVar[Mapping[str, str | None]] = {EVENT_TYPE: None}
     DEFAULT_SOURCE_ID: ClassVar[str | None] = "{form_id}:{submission_id}"
-    VARIABLES: ClassVar[frozenset[str]] = frozenset({"form_id", "form_title", "submission_id"})
+    VARIABLES: ClassVar[frozenset[str]] = KIND_VARIABLES["jotform"]
 
     def authenticate(self, request: InboundRequest) -> Authenticated:
         check_token(request, self.secrets, None)

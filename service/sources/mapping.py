@@ -9,56 +9,15 @@ in the config file (README, "Sources"). Anything that cannot become a valid deci
 from __future__ import annotations
 
 import datetime as dt
-import string
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
+from relay.config.mapping import MappingSettings, template_fields
+from relay.domain import Decision
 from schemas.consent import decision_schema
-from service.ledger import Decision
 from service.sources.base import SourceEvent
 
-# Answers as forms send them: booleans, yes/no, checkbox "on", 1/0, and our own words.
-DEFAULT_VALUES: Mapping[str, str] = {
-    "true": "granted",
-    "false": "denied",
-    "yes": "granted",
-    "no": "denied",
-    "on": "granted",
-    "off": "denied",
-    "1": "granted",
-    "0": "denied",
-    "granted": "granted",
-    "denied": "denied",
-    "withdrawn": "withdrawn",
-    "unknown": "unknown",
-}
 WHEN_MISSING = ("ignore", "unknown")
-
-
-@dataclass(frozen=True)
-class MappingSettings:
-    """`[sources.<name>.mapping]`; `source`/`source_id` are the source's templates."""
-
-    source: str
-    source_id: str | None = None
-    email: str | None = None
-    consent: str | None = None
-    values: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_VALUES))
-    when_missing: str = "ignore"
-
-
-def template_fields(template: str) -> list[str]:
-    """The names a template uses; only plain names (no `{a.b}` or `{a[0]}`), so a template
-    can never reach into attributes of the values."""
-    names = []
-    for _text, name, _spec, _conversion in string.Formatter().parse(template):
-        if name is None:
-            continue
-        if not name.isidentifier():
-            raise ValueError(f"Template field {{{name}}} must be a plain name.")
-        names.append(name)
-    return names
 
 
 def render(template: str, variables: Mapping[str, Any]) -> str:

@@ -32,6 +32,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeGuard
 
+from schemas.sources import KIND_VARIABLES
 from service.sources.auth import check_basic
 from service.sources.base import (
     Authenticated,
@@ -92,9 +93,7 @@ class PipedriveKind(BaseKind):
     name: ClassVar[str] = "pipedrive"
     EVENTS: ClassVar[Mapping[str, str | None]] = _events()
     DEFAULT_SOURCE_ID: ClassVar[str | None] = "person:{person_id}"
-    VARIABLES: ClassVar[frozenset[str]] = frozenset(
-        {"person_id", "company_id", "webhook_id", "event_id", "action"}
-    )
+    VARIABLES: ClassVar[frozenset[str]] = KIND_VARIABLES["pipedrive"]
 
     def authenticate(self, request: InboundRequest) -> Authenticated:
         check_basic(request, self.source.options["username"], self.secrets)

@@ -29,6 +29,7 @@ from xml.etree.ElementTree import Element, ParseError
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring
 
+from schemas.sources import KIND_VARIABLES
 from service.sources.auth import check_token, matches_any
 from service.sources.base import (
     Authenticated,
@@ -76,9 +77,7 @@ class SalesforceKind(BaseKind):
         "Campaign": NOT_A_PERSON.format("A Campaign"),
     }
     DEFAULT_SOURCE_ID: ClassVar[str | None] = "{record_id}"  # sObject/sf:Id (C2.7)
-    VARIABLES: ClassVar[frozenset[str]] = frozenset(
-        {"organization_id", "action_id", "object_type", "record_id", "notification_id"}
-    )
+    VARIABLES: ClassVar[frozenset[str]] = KIND_VARIABLES["salesforce"]
 
     def authenticate(self, request: InboundRequest) -> Authenticated:
         check_token(request, self.secrets, None)

@@ -21,6 +21,7 @@ import hmac
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, TypeGuard
 
+from schemas.sources import KIND_VARIABLES
 from service.sources.auth import require_signature
 from service.sources.base import (
     Authenticated,
@@ -60,9 +61,7 @@ class TallyKind(BaseKind):
     # Tally sends one event type (B2.7); anything else gets ignored_type()'s reason.
     EVENTS: ClassVar[Mapping[str, str | None]] = {"FORM_RESPONSE": None}
     DEFAULT_SOURCE_ID: ClassVar[str | None] = "{form_id}:{response_id}"
-    VARIABLES: ClassVar[frozenset[str]] = frozenset(
-        {"form_id", "form_name", "response_id", "submission_id", "respondent_id", "event_id"}
-    )
+    VARIABLES: ClassVar[frozenset[str]] = KIND_VARIABLES["tally"]
 
     def authenticate(self, request: InboundRequest) -> Authenticated:
         verify(request.headers, request.body, self.secrets)

@@ -17,6 +17,7 @@ import hmac
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
+from schemas.sources import KIND_VARIABLES
 from service.sources.auth import require_signature
 from service.sources.base import (
     Authenticated,
@@ -57,9 +58,7 @@ class TypeformKind(BaseKind):
         "form_response_partial": "A partial response is not a submission.",
     }
     DEFAULT_SOURCE_ID: ClassVar[str | None] = "{form_id}:{response_id}"
-    VARIABLES: ClassVar[frozenset[str]] = frozenset(
-        {"form_id", "form_title", "response_id", "event_id"}
-    )
+    VARIABLES: ClassVar[frozenset[str]] = KIND_VARIABLES["typeform"]
 
     def authenticate(self, request: InboundRequest) -> Authenticated:
         verify(request.headers, request.body, self.secrets)

@@ -21,6 +21,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
+from schemas.sources import KIND_VARIABLES
 from service.sources.auth import require_signature
 from service.sources.base import (
     Authenticated,
@@ -106,9 +107,7 @@ class WebflowKind(BaseKind):
         "collection_item_unpublished": NOT_A_FORM,
     }
     DEFAULT_SOURCE_ID: ClassVar[str | None] = "{form_name}:{submission_id}"
-    VARIABLES: ClassVar[frozenset[str]] = frozenset(
-        {"form_name", "site_id", "submission_id", "form_id"}
-    )
+    VARIABLES: ClassVar[frozenset[str]] = KIND_VARIABLES["webflow"]
 
     def authenticate(self, request: InboundRequest) -> Authenticated:
         now = request.received_at or time.time()

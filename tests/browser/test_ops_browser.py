@@ -29,10 +29,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from emulators.engage import EmulatorServer, create_emulator_app
-from service.config import load_settings
-from service.db import make_engine, make_session_factory
-from service.migrate import upgrade
-from service.models import Contact, DeadLetter, Outbox, utcnow
+from relay.config.settings import load_settings
+from relay.ledger.db import make_engine, make_session_factory
+from relay.ledger.migrate import upgrade
+from relay.ledger.models import Contact, DeadLetter, Outbox, utcnow
 from tests.helpers.ledger_rows import dead_letter
 from tests.helpers.support import (
     Process,
@@ -42,8 +42,8 @@ from tests.helpers.support import (
     wait_for,
     write_config,
 )
-from workers.delivery import DeliveryContext, deliver_contact
-from workers.engage import EngageClient
+from workers.delivery.contact import DeliveryContext, deliver_contact
+from workers.destinations.engage import EngageClient
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "tests" / "browser" / "ops.spec.mjs"
@@ -110,7 +110,7 @@ def relay_web(tmp_path: Path, engage: str) -> Iterator[RelayWeb]:
     port = free_port()
     env = {**os.environ, "CONSENT_RELAY_CONFIG": str(config), "PORT": str(port)}
     env["WEB_CONCURRENCY"] = "2"
-    argv = [sys.executable, "-m", "gunicorn", "--config", "python:service.gunicorn_conf"]
+    argv = [sys.executable, "-m", "gunicorn", "--config", "python:service.http.gunicorn_conf"]
     process = Process([*argv, "service:create_app()"], env, tmp_path, tmp_path / "web.log")
     url = f"http://127.0.0.1:{port}"
     try:

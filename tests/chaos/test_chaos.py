@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from service.models import DeadLetter, DeliveryState
+from relay.ledger.models import DeadLetter, DeliveryState
 from tests.helpers.chaos_harness import (
     Run,
     any_urls,

@@ -14,7 +14,7 @@ import time
 import pytest
 from sqlalchemy import select
 
-from service.models import DeliveryState
+from relay.ledger.models import DeliveryState
 from tests.helpers.chaos_harness import Run, any_urls, kill_hard, start_run, worker_children
 from tests.helpers.support import wait_for
 

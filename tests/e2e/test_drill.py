@@ -21,8 +21,8 @@ import pytest
 import requests
 from sqlalchemy import create_engine, func, select
 
-from service.config import normalise_database_url
-from service.models import DeadLetter, Event, Outbox
+from relay.config.settings import normalise_database_url
+from relay.ledger.models import DeadLetter, Event, Outbox
 from tests.helpers.support import (
     Process,
     decision,

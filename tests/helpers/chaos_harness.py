@@ -23,11 +23,11 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from relay.config.settings import Settings, load_settings
+from relay.ledger.db import make_engine
+from relay.ledger.migrate import upgrade
+from relay.ledger.models import DeadLetter, Event, Outbox
 from service import create_app
-from service.config import Settings, load_settings
-from service.db import make_engine
-from service.migrate import upgrade
-from service.models import DeadLetter, Event, Outbox
 from tests.helpers.support import (
     Emulator,
     Process,

@@ -17,11 +17,12 @@ from sqlalchemy import Engine, create_engine, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from emulators.engage import EmulatorServer
-from service.config import DeliverySettings, DestinationSettings
-from service.ledger import Decision, Recorded, record_decision
-from service.models import DeadLetter, DeliveryAttempt, DeliveryState, Event, Outbox, utcnow
-from workers.delivery import DeliveryContext
-from workers.engage import EngageClient
+from relay.config.settings import DeliverySettings, DestinationSettings
+from relay.domain import Decision
+from relay.ledger.models import DeadLetter, DeliveryAttempt, DeliveryState, Event, Outbox, utcnow
+from relay.ledger.record import Recorded, record_decision
+from workers.delivery.contact import DeliveryContext
+from workers.destinations.engage import EngageClient
 
 EMAIL = "Jane.Doe+tag@Example.com"
 KEY = "jane.doe+tag@example.com"

@@ -25,11 +25,11 @@ from sqlalchemy import select
 from urllib3 import encode_multipart_formdata
 from werkzeug.test import TestResponse
 
+from relay.config.settings import load_settings
+from relay.ledger.db import make_engine
+from relay.ledger.migrate import upgrade
+from relay.ledger.models import IgnoredEvent
 from service import create_app
-from service.config import load_settings
-from service.db import make_engine
-from service.migrate import upgrade
-from service.models import IgnoredEvent
 from service.sources import SourceKind
 from service.sources.fixtures import fixture_names, fixture_path, load_fixture
 

@@ -1,6 +1,6 @@
-"""Ledger rows for the dead-letter tests (service.dead_letters, the admin API and the CLI):
+"""Ledger rows for the dead-letter tests (relay.ledger.dead_letters, the admin API and the CLI):
 decisions recorded as the intake records them, dead letters written by the delivery worker's
-own code (workers.outcomes.record_dead_letter) under a lease, as the worker holds one."""
+own code (workers.delivery.outcomes.record_dead_letter) under a lease, as the worker holds one."""
 
 from __future__ import annotations
 
@@ -10,13 +10,14 @@ import uuid
 from sqlalchemy import and_, func, select, update
 from sqlalchemy.orm import Session
 
-from service.db import insert_ignoring_conflicts
-from service.ledger import Decision, record_decision
-from service.models import DeadLetter, DeliveryState
-from workers.delivery import latest_event
-from workers.errors import DeliveryError, RejectedError, TransientError
-from workers.outcomes import log_attempt, record_dead_letter
-from workers.policy import FailureHistory
+from relay.domain import Decision
+from relay.ledger.db import insert_ignoring_conflicts
+from relay.ledger.models import DeadLetter, DeliveryState
+from relay.ledger.record import record_decision
+from workers.delivery.contact import latest_event
+from workers.delivery.outcomes import log_attempt, record_dead_letter
+from workers.delivery.policy import FailureHistory
+from workers.destinations.errors import DeliveryError, RejectedError, TransientError
 
 T0 = dt.datetime(2026, 7, 1, 9, 0, tzinfo=dt.UTC)
 DESTINATIONS = ("engage", "engage_eu")

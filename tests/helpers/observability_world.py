@@ -17,11 +17,11 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
+from relay.config.settings import Settings, load_settings
+from relay.ledger.migrate import upgrade
+from relay.telemetry.logs import json_formatter
 from schemas.config import decode_whsec
 from service import create_app
-from service.config import Settings, load_settings
-from service.logs import json_formatter
-from service.migrate import upgrade
 from service.runtime import Runtime
 from service.sources.standard_webhooks import sign
 

@@ -14,10 +14,10 @@ from flask.testing import FlaskClient
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.test import TestResponse
 
+from relay.config.settings import Settings, load_settings
+from relay.ledger.db import make_engine, make_session_factory
+from relay.ledger.migrate import upgrade
 from service import create_app
-from service.config import Settings, load_settings
-from service.db import make_engine, make_session_factory
-from service.migrate import upgrade
 
 PASSWORD = "correct-horse-battery-staple"
 

@@ -23,11 +23,11 @@ from flask import Flask
 from sqlalchemy import select
 from werkzeug.test import TestResponse
 
+from relay.config.settings import ConfigError, Settings, load_settings
+from relay.ledger.db import make_engine
+from relay.ledger.migrate import upgrade
+from relay.ledger.models import Event, IgnoredEvent
 from service import create_app
-from service.config import ConfigError, Settings, load_settings
-from service.db import make_engine
-from service.migrate import upgrade
-from service.models import Event, IgnoredEvent
 from service.sources import SourceKind
 from service.sources.fixtures import load_fixture
 

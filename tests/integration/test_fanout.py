@@ -15,12 +15,13 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from relay.config.settings import load_settings
+from relay.domain import Decision
+from relay.ledger.db import make_engine
+from relay.ledger.migrate import upgrade
+from relay.ledger.models import DeliveryAttempt, DeliveryState, Event, Outbox
+from relay.ledger.record import record_decision
 from service import create_app
-from service.config import load_settings
-from service.db import make_engine
-from service.ledger import Decision, record_decision
-from service.migrate import upgrade
-from service.models import DeliveryAttempt, DeliveryState, Event, Outbox
 from tests.helpers.peer_support import Peers, contact, peer_emulators, peer_tables, state
 from tests.helpers.support import (
     FAST_DELIVERY,

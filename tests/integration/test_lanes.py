@@ -1,4 +1,4 @@
-"""Delivery lanes through a real worker (workers/routing.py), on every broker we ship:
+"""Delivery lanes through a real worker (relay/messaging/lanes.py), on every broker we ship:
 
 - a slow destination does not set a fast one's pace: Engage (10/s) delivers its contacts while
   Dotdigital (2 calls/s, two calls a contact) has delivered only a few of the same contacts;
@@ -22,11 +22,11 @@ import pytest
 from sqlalchemy import func, select
 
 from emulators import dotdigital
+from relay.config.settings import load_settings
+from relay.ledger.db import make_engine
+from relay.ledger.migrate import upgrade
+from relay.ledger.models import DeliveryState, Outbox
 from service import create_app
-from service.config import load_settings
-from service.db import make_engine
-from service.migrate import upgrade
-from service.models import DeliveryState, Outbox
 from tests.helpers.peer_support import PeerProcess, state
 from tests.helpers.support import (
     FAST_DELIVERY,

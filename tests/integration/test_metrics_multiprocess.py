@@ -20,9 +20,9 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.config import load_settings
-from service.db import make_engine
-from service.migrate import upgrade
+from relay.config.settings import load_settings
+from relay.ledger.db import make_engine
+from relay.ledger.migrate import upgrade
 from tests.helpers.support import (
     Process,
     decision,
@@ -93,7 +93,7 @@ def metrics_stack(tmp_path_factory: pytest.TempPathFactory, engage: str) -> Iter
     upgrade(make_engine(load_settings(config, environ={}).database_url))
     port = free_port()
     env = _env(config, port)
-    gunicorn = [sys.executable, "-m", "gunicorn", "--config", "python:service.gunicorn_conf"]
+    gunicorn = [sys.executable, "-m", "gunicorn", "--config", "python:service.http.gunicorn_conf"]
     web = Process([*gunicorn, "service:create_app()"], env, workdir, workdir / "web.log")
     celery = [sys.executable, "-m", "celery", "-A", "workers.main", "worker", "--concurrency=2"]
     worker = Process(

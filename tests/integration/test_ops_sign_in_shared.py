@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 import requests
 
-from service.config import load_settings
-from service.db import make_engine
-from service.migrate import upgrade
-from service.ops_throttle import CLIENT_LIMIT
+from relay.config.settings import load_settings
+from relay.ledger.db import make_engine
+from relay.ledger.migrate import upgrade
+from service.ops.throttle import CLIENT_LIMIT
 from tests.helpers.support import Process, free_port, is_up, wait_for, write_config
 
 pytestmark = pytest.mark.integration
@@ -42,7 +42,7 @@ def shared_web(
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
     env |= {"CONSENT_RELAY_CONFIG": str(config), "PORT": str(port), "WEB_CONCURRENCY": "2"}
-    gunicorn = [sys.executable, "-m", "gunicorn", "--config", "python:service.gunicorn_conf"]
+    gunicorn = [sys.executable, "-m", "gunicorn", "--config", "python:service.http.gunicorn_conf"]
     process = Process([*gunicorn, "service:create_app()"], env, workdir, workdir / "web.log")
     try:
         wait_for(lambda: process.output().count("Booting worker") >= 2, 60, "2 web workers")

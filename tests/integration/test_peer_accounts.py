@@ -24,11 +24,11 @@ from sqlalchemy import select
 
 from emulators import acoustic, dotdigital, moengage
 from emulators.server import EmulatorServer
+from relay.config.settings import load_settings
+from relay.ledger.db import make_engine
+from relay.ledger.migrate import upgrade
+from relay.ledger.models import DeadLetter, DeliveryAttempt, Event, Outbox, RateLimitSlot
 from service import create_app
-from service.config import load_settings
-from service.db import make_engine
-from service.migrate import upgrade
-from service.models import DeadLetter, DeliveryAttempt, Event, Outbox, RateLimitSlot
 from tests.helpers.peer_support import contact, state
 from tests.helpers.support import (
     FAST_DELIVERY,
@@ -39,7 +39,7 @@ from tests.helpers.support import (
     wait_for,
     write_config,
 )
-from workers.ratelimit_keys import limiter_keys
+from workers.ratelimit.keys import limiter_keys
 
 pytestmark = pytest.mark.integration
 DECIDED = dt.datetime(2026, 6, 1, 12, 0, 7, tzinfo=dt.UTC)

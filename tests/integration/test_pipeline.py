@@ -17,13 +17,14 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from relay.config.settings import load_settings
+from relay.domain import Decision
+from relay.ledger.db import make_engine
+from relay.ledger.migrate import upgrade
+from relay.ledger.models import Event, Outbox
+from relay.ledger.record import record_decision
 from service import create_app
-from service.config import load_settings
-from service.db import make_engine
-from service.ledger import Decision, record_decision
-from service.migrate import upgrade
-from service.models import Event, Outbox
-from service.publisher import Queued
+from service.intake.publisher import Queued
 from tests.helpers.support import (
     FAST_DELIVERY,
     Process,

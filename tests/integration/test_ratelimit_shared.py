@@ -19,11 +19,11 @@ from typing import Any
 
 import pytest
 
-from service.config import normalise_database_url
-from service.db import make_engine
-from service.migrate import upgrade
-from workers.ratelimit import Backend, DestinationThrottle, Pace
-from workers.ratelimit_backends import DatabaseBackend, RedisBackend, redis_client
+from relay.config.settings import normalise_database_url
+from relay.ledger.db import make_engine
+from relay.ledger.migrate import upgrade
+from workers.ratelimit.backends import DatabaseBackend, RedisBackend, redis_client
+from workers.ratelimit.pace import Backend, DestinationThrottle, Pace
 
 pytestmark = pytest.mark.integration
 

@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from relay.config.settings import load_settings
+from relay.ledger.db import make_engine
+from relay.ledger.migrate import upgrade
+from relay.ledger.models import Event
 from service import create_app
-from service.config import load_settings
-from service.db import make_engine
-from service.migrate import upgrade
-from service.models import Event
 from service.sources import KINDS
 from service.sources.fixtures import load_fixture
 from tests.helpers.support import celery_worker, emulator_contact, wait_for, write_config

@@ -1,5 +1,5 @@
 """Malformed HTTP and slow clients over raw sockets, against gunicorn started as in production
-(`--config python:service.gunicorn_conf`, so the same worker class): every malformed request
+(`--config python:service.http.gunicorn_conf`, so the same worker class): every malformed request
 is answered 4xx or closed, no worker ever exits, and /healthz keeps answering while clients
 stall. Liveness bounds only (generous), never performance."""
 
@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from service.config import load_settings
-from service.db import make_engine
-from service.migrate import upgrade
-from service.web import BODY_TIMEOUT_SECONDS
+from relay.config.settings import load_settings
+from relay.ledger.db import make_engine
+from relay.ledger.migrate import upgrade
+from service.http.web import BODY_TIMEOUT_SECONDS
 from tests.helpers.support import (
     Process,
     decision,
@@ -64,7 +64,14 @@ def _start(workdir: Path, *extra: str) -> Web:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
     env |= {"CONSENT_RELAY_CONFIG": str(config), "PORT": str(port), "WEB_CONCURRENCY": "2"}
-    argv = [sys.executable, "-m", "gunicorn", "--config", "python:service.gunicorn_conf", *extra]
+    argv = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--config",
+        "python:service.http.gunicorn_conf",
+        *extra,
+    ]
     process = Process([*argv, "service:create_app()"], env, workdir, workdir / "web.log")
     web = Web(port, process)
     wait_for(lambda: _status(web, HEALTH + b"\r\n") == 200, 60, "web /healthz")

@@ -13,9 +13,9 @@ import pytest
 import requests
 
 from emulators.engage import EmulatorServer, create_emulator_app
-from service.config import DestinationSettings
-from service.db import make_engine, make_session_factory
-from service.migrate import upgrade
+from relay.config.settings import DestinationSettings
+from relay.ledger.db import make_engine, make_session_factory
+from relay.ledger.migrate import upgrade
 from tests.helpers.delivery_world import DeliveryWorld, Ledger, State
 
 EMULATOR_USERNAME = "api-user@example.com"

@@ -15,9 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
+from relay.ledger.models import Contact
+from relay.telemetry.logs import json_formatter, mask_email, scrub
 from schemas.consent import contact_key
-from service.logs import json_formatter, mask_email, scrub
-from service.models import Contact
 from tests.helpers.email_strategies import accepted_emails
 from tests.helpers.source_world import SourceWorld
 

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from service import cli
-from service.config import ConfigError, Settings, load_settings
-from service.procfile import derive, process_names, procfile_for_run
+from relay.config.settings import ConfigError, Settings, load_settings
+from service.cli import commands as cli
+from service.cli.procfile import derive, process_names, procfile_for_run
 from workers import flower
 
 REPO = Path(__file__).resolve().parents[3]

@@ -11,10 +11,10 @@ from celery.concurrency.asynpool import AsynPool
 from celery.concurrency.prefork import TaskPool
 from kombu.utils.imports import symbol_by_name
 
-from service.models import utcnow
+from relay.ledger.models import utcnow
 from tests.helpers.delivery_world import DESTINATION, DeliveryWorld
 from tests.helpers.support import minimal_celery
-from workers.delivery import deliver_contact
+from workers.delivery.contact import deliver_contact
 from workers.lost import (
     MAINTAIN_POOL_SECONDS,
     PromptAsynPool,

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from service.config import DEMO_CONFIG, ConfigError, Settings, load_settings
+from relay.config.demo import DEMO_CONFIG
+from relay.config.settings import ConfigError, Settings, load_settings
 
 SOURCE = """
 [sources.signup]

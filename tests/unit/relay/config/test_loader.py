@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from service.config import (
-    DEMO_SOURCE_SECRET,
+from relay.config.demo import DEMO_SOURCE_SECRET
+from relay.config.settings import (
     ConfigError,
     Settings,
     load_settings,

@@ -1,4 +1,4 @@
-"""service.dead_letters on a migrated SQLite ledger: listing, filters, detail and replay.
+"""relay.ledger.dead_letters on a migrated SQLite ledger: listing, filters, detail and replay.
 
 Dead letters are written by the delivery worker's own code (ledger_rows.dead_letter): the
 contact's latest decision, the pair's pending outbox rows turned `dead_lettered`, the retry state
@@ -17,16 +17,9 @@ import pytest
 from sqlalchemy import Engine, event, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from service import dead_letters
-from service.dead_letters import DeadLetterFilters, ReplayRefused
-from service.models import (
-    Contact,
-    DeadLetter,
-    DeliveryAttempt,
-    DeliveryState,
-    Event,
-    Outbox,
-)
+from relay.ledger import dead_letters
+from relay.ledger.dead_letters import DeadLetterFilters, ReplayRefused
+from relay.ledger.models import Contact, DeadLetter, DeliveryAttempt, DeliveryState, Event, Outbox
 from tests.helpers import ledger_rows
 from tests.helpers.ledger_rows import T0
 

@@ -8,9 +8,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
-from service.db import make_engine
-from service.migrate import is_current, upgrade
-from service.models import Base
+from relay.ledger.db import make_engine
+from relay.ledger.migrate import is_current, upgrade
+from relay.ledger.models import Base
 
 
 def test_migrations_match_the_models(tmp_path: Path) -> None:

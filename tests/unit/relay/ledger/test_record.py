@@ -7,8 +7,9 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from service.ledger import Decision, Incoming, record_events
-from service.models import Event, IgnoredEvent, Outbox
+from relay.domain import Decision
+from relay.ledger.models import Event, IgnoredEvent, Outbox
+from relay.ledger.record import Incoming, record_events
 
 DESTINATIONS = ("engage", "acoustic")
 

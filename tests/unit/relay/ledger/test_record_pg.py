@@ -1,4 +1,4 @@
-"""The intake's one-statement path on PostgreSQL (service/ledger_pg.py) against a real server:
+"""The intake's one-statement path on PostgreSQL (relay/ledger/record_pg.py) against a real server:
 what it writes equals what the general path writes, every case it cannot settle falls back
 to the general path, and the web retries once on a connection the server closed."""
 
@@ -16,12 +16,13 @@ import pytest
 from sqlalchemy import Engine, create_engine, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from relay.config.settings import load_settings, normalise_database_url
+from relay.domain import Decision
+from relay.ledger.db import make_engine, make_session_factory
+from relay.ledger.migrate import upgrade
+from relay.ledger.models import Contact, Event, Outbox
+from relay.ledger.record import Incoming, record_events
 from service import create_app
-from service.config import load_settings, normalise_database_url
-from service.db import make_engine, make_session_factory
-from service.ledger import Decision, Incoming, record_events
-from service.migrate import upgrade
-from service.models import Contact, Event, Outbox
 from tests.helpers.support import decision as decision_body
 from tests.helpers.support import signed_headers, write_config
 

@@ -1,4 +1,4 @@
-"""The embedded broker (workers/embedded_broker.py): atomic files, one consumer per message,
+"""The embedded broker (relay/messaging/embedded_broker.py): atomic files, one consumer per message,
 and a transport Celery runs on its event loop (so the prefork pool survives a killed child)."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import pytest
 from celery import Celery
 from kombu import Connection, Exchange, Queue
 
+from relay.messaging.embedded_broker import TMP_SUFFIX, Transport, write_atomically
 from tests.helpers.support import minimal_celery
-from workers.embedded_broker import TMP_SUFFIX, Transport, write_atomically
 
 
 def _app(tmp_path: Path) -> Celery:

@@ -1,4 +1,4 @@
-"""Delivery lanes (workers/routing.py), the sweeper's order and budgets, and the publisher's
+"""Delivery lanes (relay/messaging/lanes.py), the sweeper's order and budgets, and the publisher's
 urgent messages."""
 
 from __future__ import annotations
@@ -11,15 +11,16 @@ import uuid
 from dataclasses import replace
 from pathlib import Path
 
-from service.ledger import Decision, record_decision
-from service.models import utcnow
-from service.publisher import Publisher, Queued
+from relay.domain import Decision
+from relay.ledger.models import utcnow
+from relay.ledger.record import record_decision
+from relay.messaging.lanes import delivery_lanes, delivery_queue, is_urgent, recovery_queue
+from relay.messaging.names import DELIVER_TASK
+from service.intake.publisher import Publisher, Queued
 from tests.helpers.delivery_world import DESTINATION, DeliveryWorld, Published
 from tests.helpers.support import minimal_celery
-from workers.delivery import DeliveryContext
-from workers.names import DELIVER_TASK
-from workers.routing import delivery_lanes, delivery_queue, is_urgent, recovery_queue
-from workers.sweeper import sweep
+from workers.delivery.contact import DeliveryContext
+from workers.delivery.sweeper import sweep
 
 
 def test_withdrawals_and_denials_are_urgent_grants_are_not() -> None:

@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from service.logs import get_logger, mask_email, request_id_from, scrub, task_context
+from relay.messaging.names import DELIVER_TASK, REQUEST_ID_TASK_HEADER
+from relay.telemetry.logs import get_logger, mask_email, request_id_from, scrub, task_context
 from tests.helpers.observability_world import (
     EMAIL,
     ENGAGE_PASSWORD,
@@ -23,7 +24,6 @@ from tests.helpers.observability_world import (
     payload,
 )
 from workers.celery_app import create_celery_app
-from workers.names import DELIVER_TASK, REQUEST_ID_TASK_HEADER
 
 SECRETS = (SECRET, METRICS_TOKEN, ENGAGE_PASSWORD)
 
@@ -159,9 +159,9 @@ def test_stderr_gets_one_json_object_per_line_from_every_logger() -> None:
     script = textwrap.dedent(
         f"""
         import logging
-        from service.logs import configure_logging, get_logger
+        from relay.telemetry.logs import configure_logging, get_logger
         configure_logging("INFO")
-        get_logger("service.intake").info("accepted", event_id="e-1")
+        get_logger("service.intake.routes").info("accepted", event_id="e-1")
         logging.getLogger("celery.worker").info("Task %s received", "consent_relay.x")
         logging.getLogger("gunicorn.error").warning("multi\\nline message")
         try:
@@ -177,7 +177,7 @@ def test_stderr_gets_one_json_object_per_line_from_every_logger() -> None:
     assert done.stdout == ""
     lines = [json.loads(line) for line in done.stderr.splitlines()]
     assert [line["logger"] for line in lines] == [
-        "service.intake",
+        "service.intake.routes",
         "celery.worker",
         "gunicorn.error",
         "alembic",

@@ -18,15 +18,16 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import update
 
 from emulators.engage import EmulatorServer
-from service import destinations, metrics
-from service.metrics_http import LedgerCollector
-from service.models import Outbox
+from relay.domain import ConsentWrite
+from relay.ledger import pauses as destinations
+from relay.ledger.models import Outbox
+from relay.telemetry import metrics
+from service.health.metrics_http import LedgerCollector
 from tests.helpers.delivery_world import DESTINATION, SETTINGS, DeliveryWorld
 from tests.helpers.ledger_rows import dead_letter, record
 from tests.helpers.observability_world import EMAIL, METRICS_TOKEN, Relay, build_relay, payload
-from workers.delivery import deliver_contact
-from workers.engage import ConsentWrite
-from workers.errors import RejectedError
+from workers.delivery.contact import deliver_contact
+from workers.destinations.errors import RejectedError
 
 T0 = dt.datetime(2026, 7, 1, 9, 0, tzinfo=dt.UTC)
 
@@ -259,7 +260,7 @@ def test_the_ledger_collector_reads_pending_dead_letters_and_pauses(ledger: Any)
 
 
 def test_an_unreadable_ledger_is_ledger_up_0(tmp_path: Path) -> None:
-    from service.db import make_engine, make_session_factory
+    from relay.ledger.db import make_engine, make_session_factory
 
     sessions = make_session_factory(make_engine(f"sqlite:///{tmp_path / 'never-migrated.db'}"))
     values = collected(LedgerCollector(sessions, ["engage"]))
@@ -370,7 +371,7 @@ def test_a_fresh_process_writes_its_samples_to_the_default_directory(
     plugin, which imports it, before workers.main)."""
     script = (
         ("import prometheus_client\n" if loaded_first else "")
-        + "from pathlib import Path; from service import metrics\n"
+        + "from pathlib import Path; from relay.telemetry import metrics\n"
         + f"path = metrics.prepare_multiprocess_dir(Path({str(tmp_path)!r}))\n"
         + "metrics.count_intake('signup', 'accepted')\n"
         + "print(metrics.is_multiprocess(), path)\n"

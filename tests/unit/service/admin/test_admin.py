@@ -19,12 +19,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.test import TestResponse
 
+from relay.config.settings import Settings, load_settings
+from relay.ledger.db import make_engine, make_session_factory
+from relay.ledger.migrate import upgrade
+from relay.ledger.models import DeadLetter, Outbox
 from service import create_app
-from service.config import Settings, load_settings
-from service.db import make_engine, make_session_factory
-from service.migrate import upgrade
-from service.models import DeadLetter, Outbox
-from service.publisher import Publisher
+from service.intake.publisher import Publisher
 from tests.helpers.ledger_rows import T0, dead_letter, record
 
 TOKEN = "adm-" + "a1b2c3d4" * 5
@@ -69,7 +69,8 @@ source = "crm_import"
 
 @dataclass
 class RecordingPublisher:
-    """Stands in for service.publisher.Publisher; remembers what the outbox held at publish."""
+    """Stands in for service.intake.publisher.Publisher; remembers what the outbox held at
+    publish."""
 
     sessions: sessionmaker[Session]
     published: list[tuple[str, int]] = field(default_factory=list)

@@ -1,5 +1,6 @@
-"""`consent-relay dead-letters ...` and `consent-relay destinations ...` through service.cli.main,
-with a config file in tmp_path (SQLite ledger, embedded filesystem broker)."""
+"""`consent-relay dead-letters ...` and `consent-relay destinations ...` through
+service.cli.commands.main, with a config file in tmp_path (SQLite ledger, embedded filesystem
+broker)."""
 
 from __future__ import annotations
 
@@ -14,13 +15,9 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.cli import main
-from service.db import make_engine, make_session_factory
-from service.models import (
-    DeadLetter,
-    DestinationStatus,
-    Outbox,
-)
+from relay.ledger.db import make_engine, make_session_factory
+from relay.ledger.models import DeadLetter, DestinationStatus, Outbox
+from service.cli.commands import main
 from tests.helpers.ledger_rows import T0, dead_letter, record
 
 JANE = "Jane.Doe@Example.com"
@@ -321,7 +318,7 @@ def test_a_broker_failure_is_only_a_note(
         def send_task(self, *_: Any, **__: Any) -> None:
             raise ConnectionRefusedError("broker down")
 
-    monkeypatch.setattr("service.cli_admin.create_celery_app", lambda _settings: DownBroker())
+    monkeypatch.setattr("service.cli.admin.create_celery_app", lambda _settings: DownBroker())
 
     code, out, _ = cli.run("dead-letters", "replay", str(ids["john"]))
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from emulators.server import EmulatorServer
-from service.cli import main
+from service.cli.commands import main
 from tests.helpers.source_world import SourceWorld
 
 SECRET = "typeform-webhook-secret"

@@ -8,11 +8,12 @@ from typing import Any
 
 from flask.testing import FlaskClient
 
-from service import create_app, destinations
-from service.config import load_settings
-from service.db import make_engine, make_session_factory
-from service.migrate import upgrade
-from service.models import utcnow
+from relay.config.settings import load_settings
+from relay.ledger import pauses as destinations
+from relay.ledger.db import make_engine, make_session_factory
+from relay.ledger.migrate import upgrade
+from relay.ledger.models import utcnow
+from service import create_app
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 

@@ -20,13 +20,14 @@ from openapi_spec_validator import validate as validate_openapi
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.test import TestResponse
 
+from relay.config.settings import load_settings
+from relay.ledger import pauses as destinations
+from relay.ledger.db import make_engine, make_session_factory
+from relay.ledger.migrate import upgrade
+from relay.ledger.models import utcnow
 from schemas.config import decode_whsec
-from service import create_app, destinations
-from service.config import load_settings
-from service.db import make_engine, make_session_factory
-from service.migrate import upgrade
-from service.models import utcnow
-from service.openapi import openapi_document
+from service import create_app
+from service.http.openapi import openapi_document
 from service.sources.standard_webhooks import sign
 from tests.helpers.ledger_rows import T0, dead_letter, record
 

@@ -12,7 +12,7 @@ import schemathesis
 from hypothesis import settings
 from schemathesis import checks
 
-from service.openapi import openapi_document
+from service.http.openapi import openapi_document
 from tests.helpers.input_world import ADMIN_TOKEN, KindsWorld
 
 CHECKS = [
@@ -24,7 +24,7 @@ CHECKS = [
 ]
 
 
-# The document does not depend on the config (service/openapi.py), so it is loaded here;
+# The document does not depend on the config (service/http/openapi.py), so it is loaded here;
 # the app is passed per call (schemathesis' from_fixture does not work on pytest 9).
 schema = schemathesis.openapi.from_dict(openapi_document())
 

@@ -138,6 +138,6 @@ def test_the_operator_page_does_not_pause_with_a_reason_holding_escapes(
 def test_only_refused_values_are_told_apart_from_an_unavailable_ledger(
     error: Exception, refused: bool
 ) -> None:
-    from service.db import refused_values
+    from relay.ledger.db import refused_values
 
     assert refused_values(error) is refused  # type: ignore[arg-type]

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from structlog.contextvars import bound_contextvars
 
-from service.publisher import BackgroundPublisher, Publisher, Queued
+from relay.messaging.names import DELIVER_TASK, DISPATCH_TASK, REQUEST_ID_TASK_HEADER
+from service.intake.publisher import BackgroundPublisher, Publisher, Queued
 from tests.helpers.support import minimal_celery
-from workers.dispatch import fan_out
-from workers.names import DELIVER_TASK, DISPATCH_TASK, REQUEST_ID_TASK_HEADER
+from workers.delivery.fanout import fan_out
 
 
 def _celery(tmp_path: Path, broker_url: str | None):
@@ -38,7 +38,7 @@ def test_unreachable_broker_pauses_publishing(
     publisher = Publisher(
         _celery(tmp_path, "redis://127.0.0.1:1/0"), pause_seconds=15, clock=lambda: now[0]
     )
-    caplog.set_level(logging.INFO, logger="service.publisher")
+    caplog.set_level(logging.INFO, logger="service.intake.publisher")
     assert publisher.publish("engage", 1) is False
     assert "enqueue failed" in caplog.text
     caplog.clear()
@@ -117,7 +117,7 @@ def test_background_publisher_refuses_beyond_its_capacity(
     """Past its capacity a delivery is not queued (the sweeper will deliver it): memory
     stays bounded while the broker is slow."""
     background = BackgroundPublisher(Publisher(_celery(tmp_path, None)), capacity=2, interval=5)
-    caplog.set_level(logging.WARNING, logger="service.publisher")
+    caplog.set_level(logging.WARNING, logger="service.intake.publisher")
     try:
         assert background.submit("engage", 1)  # taken at once; the thread then waits 5 s
         assert background.flush()
@@ -154,7 +154,7 @@ def test_fan_out_publishes_each_well_formed_entry_and_skips_the_rest(
         "engage:5",
         ["acoustic", 6, 7],  # a request id that is not text is dropped, the delivery kept
     ]
-    caplog.set_level(logging.ERROR, logger="workers.dispatch")
+    caplog.set_level(logging.ERROR, logger="workers.delivery.fanout")
     count = fan_out(entries, lambda *args: published.append(args))
     assert count == 3
     assert published == [("engage", 1, "req-1"), ("engage", 2, None), ("acoustic", 6, None)]

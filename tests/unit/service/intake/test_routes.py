@@ -23,12 +23,12 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.test import TestResponse
 
+from relay.config.settings import Settings, load_settings
+from relay.ledger.db import make_engine, make_session_factory
+from relay.ledger.migrate import upgrade
+from relay.ledger.models import Contact, DeliveryState, Event, Outbox
 from schemas.config import decode_whsec
 from service import create_app
-from service.config import Settings, load_settings
-from service.db import make_engine, make_session_factory
-from service.migrate import upgrade
-from service.models import Contact, DeliveryState, Event, Outbox
 from service.sources.standard_webhooks import sign
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -97,7 +97,7 @@ class Intake:
             return list(session.scalars(select(model)))
 
     def broker_messages(self) -> list[Path]:
-        # The intake publishes from a background thread (service/publisher.py).
+        # The intake publishes from a background thread (service/intake/publisher.py).
         assert self.app.extensions["background_publisher"].flush()
         return sorted((self.settings.data_dir / "broker").glob("*.msg"))
 

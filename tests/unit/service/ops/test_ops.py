@@ -17,15 +17,16 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
-from service import create_app, ops_queries
-from service.config import DeliverySettings, DestinationSettings
-from service.models import DeadLetter, DestinationStatus, Outbox, utcnow
-from service.ops_auth import derive_session_key
+from relay.config.settings import DeliverySettings, DestinationSettings
+from relay.ledger.models import DeadLetter, DestinationStatus, Outbox, utcnow
+from service import create_app
+from service.ops import queries as ops_queries
+from service.ops.auth import derive_session_key
 from tests.helpers.ledger_rows import T0, dead_letter, record
 from tests.helpers.ops_world import PASSWORD, Ops, build_ops
-from workers.delivery import DeliveryContext, deliver_contact, latest_event
-from workers.engage import EngageClient
-from workers.outcomes import settle_outbox, settled_status
+from workers.delivery.contact import DeliveryContext, deliver_contact, latest_event
+from workers.delivery.outcomes import settle_outbox, settled_status
+from workers.destinations.engage import EngageClient
 
 JANE = "Jane.Doe@Example.com"
 JOHN = "john@example.com"
@@ -432,7 +433,7 @@ def test_no_address_reaches_the_logs(
 
 def test_an_unverified_write_is_counted_apart_from_deliveries(signed_in: Ops) -> None:
     """A write the destination accepted without showing it applied (MoEngage Track User) is
-    settled as `unverified`, as the worker settles it (workers.outcomes)."""
+    settled as `unverified`, as the worker settles it (workers.delivery.outcomes)."""
     with signed_in.sessions() as session:
         contact_id = record(session, JANE, "granted")
         latest = latest_event(session, "engage", contact_id)

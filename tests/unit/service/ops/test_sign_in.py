@@ -11,8 +11,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from service import create_app, metrics
-from service.ops_throttle import ACCOUNT_LIMIT, CLIENT_LIMIT, WINDOW_SECONDS
+from relay.telemetry import metrics
+from service import create_app
+from service.ops.throttle import ACCOUNT_LIMIT, CLIENT_LIMIT, WINDOW_SECONDS
 from tests.helpers.ops_world import PASSWORD, Ops, build_ops
 
 COOKIE = "consent_relay_ops"

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from service.ledger import Decision
+from relay.config.mapping import DEFAULT_VALUES, MappingSettings
+from relay.domain import Decision
 from service.sources.base import SourceEvent
-from service.sources.mapping import DEFAULT_VALUES, MappingSettings, render, resolve
+from service.sources.mapping import render, resolve
 from tests.helpers.source_world import config_error
 
 SKEW = dt.timedelta(minutes=5)

@@ -1,4 +1,4 @@
-"""State-based delivery (`workers.delivery.deliver_contact`) over a migrated SQLite ledger
+"""State-based delivery (`workers.delivery.contact.deliver_contact`) over a migrated SQLite ledger
 and the real Engage emulator: latest decision wins, and the lease serialises writers."""
 
 from __future__ import annotations
@@ -8,8 +8,9 @@ import sqlite3
 
 from sqlalchemy import update
 
-from service.ledger import Decision, Recorded, record_decision
-from service.models import DeliveryState, utcnow
+from relay.domain import ConsentWrite, Decision
+from relay.ledger.models import DeliveryState, utcnow
+from relay.ledger.record import Recorded, record_decision
 from tests.helpers.delivery_world import (
     DESTINATION,
     EMAIL,
@@ -19,8 +20,8 @@ from tests.helpers.delivery_world import (
     DeliveryWorld,
     hours_ago,
 )
-from workers.delivery import deliver_contact
-from workers.engage import ConsentWrite, EngageClient
+from workers.delivery.contact import deliver_contact
+from workers.destinations.engage import EngageClient
 
 # --- delivering -------------------------------------------------------------------------------
 

@@ -11,8 +11,10 @@ import datetime as dt
 import socket
 from typing import Any
 
-from service import dead_letters, destinations
-from service.config import DeliverySettings
+from relay.config.settings import DeliverySettings
+from relay.domain import ConsentWrite
+from relay.ledger import dead_letters
+from relay.ledger import pauses as destinations
 from tests.helpers.delivery_world import (
     DESTINATION,
     KEY,
@@ -22,11 +24,11 @@ from tests.helpers.delivery_world import (
     Published,
     hours_ago,
 )
-from workers.delivery import DeliveryContext, deliver_contact
-from workers.engage import ConsentWrite, EngageClient
-from workers.errors import DeliveryError, RejectedError
-from workers.ratelimit import ThrottledError
-from workers.sweeper import probe_destination, schedule_probes, sweep
+from workers.delivery.contact import DeliveryContext, deliver_contact
+from workers.delivery.sweeper import probe_destination, schedule_probes, sweep
+from workers.destinations.engage import EngageClient
+from workers.destinations.errors import DeliveryError, RejectedError
+from workers.ratelimit.pace import ThrottledError
 
 REJECTED_BODY = '{"errorActor":"CLIENT","errorCode":"INVALID_PARAMETER","message":"bad value"}'
 

@@ -17,14 +17,15 @@ from sqlalchemy import select
 
 from emulators import acoustic, dotdigital, moengage
 from emulators.server import EmulatorServer
-from service.config import DeliverySettings, DestinationSettings
-from service.ledger import Decision, Recorded, record_decision
-from service.models import DeadLetter, DeliveryAttempt, DeliveryState, Outbox, utcnow
+from relay.config.settings import DeliverySettings, DestinationSettings
+from relay.domain import Decision
+from relay.ledger.models import DeadLetter, DeliveryAttempt, DeliveryState, Outbox, utcnow
+from relay.ledger.record import Recorded, record_decision
 from tests.helpers.delivery_world import Ledger
-from workers.batch import deliver_batch
-from workers.delivery import DeliveryContext, deliver_contact
-from workers.sweeper import sweep
-from workers.writers import build_writer
+from workers.delivery.batch import deliver_batch
+from workers.delivery.contact import DeliveryContext, deliver_contact
+from workers.delivery.sweeper import sweep
+from workers.delivery.writers import build_writer
 
 FIELDS = {
     "consent_field": "tracking_consent",

@@ -1,4 +1,5 @@
-"""The retry policy (`workers.policy.plan_after_failure`): one plan per classified failure."""
+"""The retry policy (`workers.delivery.policy.plan_after_failure`): one plan per classified
+failure."""
 
 from __future__ import annotations
 
@@ -7,22 +8,22 @@ import statistics
 
 import pytest
 
-from service.config import DeliverySettings
-from workers.errors import (
-    AuthError,
-    DeliveryError,
-    NotVisibleError,
-    RateLimitedError,
-    RejectedError,
-    TransientError,
-)
-from workers.policy import (
+from relay.config.settings import DeliverySettings
+from workers.delivery.policy import (
     NOT_VISIBLE_SHORT_TRIES,
     DeadLetter,
     FailureHistory,
     Pause,
     Retry,
     plan_after_failure,
+)
+from workers.destinations.errors import (
+    AuthError,
+    DeliveryError,
+    NotVisibleError,
+    RateLimitedError,
+    RejectedError,
+    TransientError,
 )
 
 NOW = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC)

@@ -1,12 +1,12 @@
-"""The outbox sweeper (`workers.sweeper`): which contacts it enqueues and when, over a
+"""The outbox sweeper (`workers.delivery.sweeper`): which contacts it enqueues and when, over a
 migrated SQLite ledger."""
 
 from __future__ import annotations
 
 import datetime as dt
 
-from service.config import DeliverySettings
-from service.models import utcnow
+from relay.config.settings import DeliverySettings
+from relay.ledger.models import utcnow
 from tests.helpers.delivery_world import (
     DESTINATION,
     SETTINGS,
@@ -15,8 +15,8 @@ from tests.helpers.delivery_world import (
     Published,
     hours_ago,
 )
-from workers.delivery import deliver_contact
-from workers.sweeper import FRESH_GRACE, sweep
+from workers.delivery.contact import deliver_contact
+from workers.delivery.sweeper import FRESH_GRACE, sweep
 
 
 def test_sweeper_publishes_pending_rows_after_the_grace_period(

@@ -12,11 +12,16 @@ import requests
 
 from emulators import acoustic
 from emulators.server import EmulatorServer
-from service.config import DestinationSettings
-from workers.acoustic import AcousticClient, Enum, classify, literal
-from workers.destinations import Verdict, Written
-from workers.engage import ConsentWrite
-from workers.errors import AuthError, BatchPartialError, MisconfiguredError, NotFoundError
+from relay.config.settings import DestinationSettings
+from relay.domain import ConsentWrite
+from workers.destinations.acoustic import AcousticClient, Enum, classify, literal
+from workers.destinations.errors import (
+    AuthError,
+    BatchPartialError,
+    MisconfiguredError,
+    NotFoundError,
+)
+from workers.destinations.toolkit import Verdict, Written
 
 EMAIL = "Jane.Doe+tag@Example.com"
 FIELDS = {

@@ -11,17 +11,17 @@ import requests
 
 from emulators import dotdigital
 from emulators.server import EmulatorServer
-from service.config import DestinationSettings
-from workers.destinations import Verdict, Written
-from workers.dotdigital import DotdigitalClient, classify
-from workers.engage import ConsentWrite
-from workers.errors import (
+from relay.config.settings import DestinationSettings
+from relay.domain import ConsentWrite
+from workers.destinations.dotdigital import DotdigitalClient, classify
+from workers.destinations.errors import (
     AuthError,
     MisconfiguredError,
     NotFoundError,
     RateLimitedError,
     RejectedError,
 )
+from workers.destinations.toolkit import Verdict, Written
 
 EMAIL = "Jane.Doe+tag@Example.com"
 FIELDS = {

@@ -13,9 +13,10 @@ from flask import Flask, request
 
 from emulators.engage import EmulatorServer, create_emulator_app
 from emulators.engage_state import ApiError, EngageState
-from service.config import DestinationSettings
-from workers.engage import ConsentWrite, EngageClient, Verdict, classify
-from workers.errors import (
+from relay.config.settings import DestinationSettings
+from relay.domain import ConsentWrite
+from workers.destinations.engage import EngageClient, Verdict, classify
+from workers.destinations.errors import (
     AuthError,
     DeliveryError,
     RateLimitedError,

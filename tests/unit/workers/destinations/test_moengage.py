@@ -10,17 +10,17 @@ import requests
 
 from emulators import moengage
 from emulators.server import EmulatorServer
-from service.config import DestinationSettings
-from workers.destinations import Verdict, Written
-from workers.engage import ConsentWrite
-from workers.errors import (
+from relay.config.settings import DestinationSettings
+from relay.domain import ConsentWrite
+from workers.destinations.errors import (
     AuthError,
     MisconfiguredError,
     NotFoundError,
     RateLimitedError,
     RejectedError,
 )
-from workers.moengage import UNVERIFIED_NOTE, MoEngageClient, classify
+from workers.destinations.moengage import UNVERIFIED_NOTE, MoEngageClient, classify
+from workers.destinations.toolkit import Verdict, Written
 
 EMAIL = "Jane.Doe+tag@Example.com"
 FIELDS = {

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from service.config import ConfigError, DestinationSettings, load_settings
+from relay.config.settings import ConfigError, DestinationSettings, load_settings
 from tests.helpers.support import write_config
-from workers.ratelimit import Pace
-from workers.ratelimit_keys import limiter_key, limiter_keys, shared_paces
+from workers.ratelimit.keys import limiter_key, limiter_keys, shared_paces
+from workers.ratelimit.pace import Pace
 
 SECRET = "s3cret-Passw0rd"
 

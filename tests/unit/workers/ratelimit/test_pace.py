@@ -19,13 +19,21 @@ import redis
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.config import DestinationSettings, load_settings, normalise_database_url
-from service.db import make_engine, make_session_factory
-from service.migrate import upgrade
-from service.models import RateLimitSlot
+from relay.config.settings import DestinationSettings, load_settings, normalise_database_url
+from relay.ledger.db import make_engine, make_session_factory
+from relay.ledger.migrate import upgrade
+from relay.ledger.models import RateLimitSlot
 from tests.helpers.support import free_port, write_config
-from workers.errors import DeliveryError
-from workers.ratelimit import (
+from workers.destinations.errors import DeliveryError
+from workers.ratelimit.backends import (
+    IDLE_TTL_SECONDS,
+    REDIS_DOWN_RETRY_SECONDS,
+    DatabaseBackend,
+    RedisBackend,
+    build_rate_limiter,
+    redis_client,
+)
+from workers.ratelimit.pace import (
     MAX_RETRY_IN_SECONDS,
     Backend,
     DestinationThrottle,
@@ -33,16 +41,8 @@ from workers.ratelimit import (
     Pace,
     RateLimiter,
     ThrottledError,
-    build_rate_limiter,
     one_write,
     plan_slot,
-)
-from workers.ratelimit_backends import (
-    IDLE_TTL_SECONDS,
-    REDIS_DOWN_RETRY_SECONDS,
-    DatabaseBackend,
-    RedisBackend,
-    redis_client,
 )
 
 T0 = 1_800_000_000.0  # a fake epoch time

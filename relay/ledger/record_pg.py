@@ -1,0 +1,143 @@
+"""The intake's hot path on PostgreSQL: one decision recorded in one statement.
+
+The general path (relay/ledger/record.py) takes five ORM statements per decision: look for the
+duplicate, look the contact up, insert it when new, read its id, insert the event and flush
+the outbox rows. Profiled under load that was most of a webhook's cost
+(bench/results/intake-profile.txt). Here data-modifying CTEs do all of it in one round trip,
+sent below the ORM (the statement text is fixed, so there is nothing to compile).
+
+All CTEs see one snapshot, so two cases cannot be settled inside the statement and it inserts
+no event: the delivery id is already recorded (a duplicate), or another transaction created
+the contact meanwhile. Then the transaction is rolled back and the caller takes the general
+path, which tells the two apart. It runs on a pooled driver connection of its own, outside
+the ORM session and SQLAlchemy's Connection: their bookkeeping cost as much as the statement.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError, StatementError
+
+from relay.domain import Decision
+from relay.ledger.models import utcnow
+from schemas.consent import contact_key
+
+RECORD_DECISION = """
+WITH found AS (
+    SELECT id FROM contacts WHERE email_key = %(email_key)s
+), made AS (
+    INSERT INTO contacts (email_key, created_at)
+    SELECT %(email_key)s, %(now)s WHERE NOT EXISTS (SELECT 1 FROM found)
+    ON CONFLICT (email_key) DO NOTHING
+    RETURNING id
+), contact AS (
+    SELECT id FROM found UNION ALL SELECT id FROM made
+), event AS (
+    INSERT INTO events (
+        public_id, source_name, delivery_id, body_sha256, contact_id, email, decision,
+        consent_source, consent_source_id, occurred_at, occurred_at_given, webhook_timestamp,
+        received_at
+    )
+    SELECT %(public_id)s, %(source_name)s, %(delivery_id)s, %(body_sha256)s, contact.id,
+        %(email)s, %(decision)s, %(consent_source)s, %(consent_source_id)s, %(occurred_at)s,
+        %(occurred_at_given)s, %(webhook_timestamp)s, %(now)s
+    FROM contact
+    ON CONFLICT (source_name, delivery_id) DO NOTHING
+    RETURNING id, contact_id
+), outbox AS (
+    INSERT INTO outbox (event_id, destination, contact_id, status, created_at)
+    SELECT event.id, name, event.contact_id, 'pending', %(now)s
+    FROM event CROSS JOIN unnest(CAST(%(destinations)s AS text[])) AS name
+)
+SELECT contact_id FROM event
+"""
+
+
+def _naive_utc(value: dt.datetime) -> dt.datetime:
+    """What models.UTCDateTime stores: naive UTC (this statement bypasses its bind hook)."""
+    return value.astimezone(dt.UTC).replace(tzinfo=None)
+
+
+def record_new_decisions(
+    engine: Engine,
+    *,
+    source_name: str,
+    webhook_timestamp: int,
+    body_sha256: str,
+    decisions: Sequence[tuple[str, Decision]],
+    destinations: Sequence[str],
+) -> list[tuple[str, int]] | None:
+    """Record each (delivery id, decision) with its contact and outbox rows, all in one
+    transaction: [(event public id, contact id)]. None, and nothing written, when any of them
+    was not inserted (see the module text)."""
+    now = utcnow()
+    delivery = {
+        "now": _naive_utc(now),
+        "source_name": source_name,
+        "body_sha256": body_sha256,
+        "webhook_timestamp": webhook_timestamp,
+        "destinations": list(destinations),
+    }
+    recorded = []
+    connection = None
+    try:
+        connection = engine.raw_connection()
+        cursor = connection.cursor()
+        for delivery_id, decision in decisions:
+            public_id = str(uuid.uuid4())
+            params = {**delivery, **_decision_params(decision, now), "public_id": public_id}
+            cursor.execute(RECORD_DECISION, params | {"delivery_id": delivery_id})
+            row = cursor.fetchone()
+            if row is None:
+                connection.rollback()
+                return None
+            recorded.append((public_id, row[0]))
+        connection.commit()
+    except engine.dialect.loaded_dbapi.Error as exc:
+        raise _wrapped(engine, connection, exc) from exc
+    finally:
+        if connection is not None:
+            connection.close()  # back to the pool, rolled back if anything is left open
+    return recorded
+
+
+def _wrapped(engine: Engine, connection: Any, exc: Any) -> StatementError:
+    """The driver's error as SQLAlchemy would raise it (a DBAPIError; no parameters shown:
+    they carry addresses). A connection the server closed is dropped, with every other
+    connection of the pool, so the caller's retry gets a new one."""
+    if connection is None:  # could not connect at all: nothing to drop, nothing to retry
+        return DBAPIError.instance(
+            None, None, exc, engine.dialect.loaded_dbapi.Error, hide_parameters=True
+        )
+    disconnect = engine.dialect.is_disconnect(exc, connection.dbapi_connection, None)
+    if disconnect:
+        connection.invalidate(exc)
+        engine.dispose(close=False)  # the others are as stale; never reused
+    return DBAPIError.instance(
+        RECORD_DECISION,
+        None,
+        exc,
+        engine.dialect.loaded_dbapi.Error,
+        hide_parameters=True,
+        connection_invalidated=disconnect,
+        dialect=engine.dialect,
+    )
+
+
+def _decision_params(decision: Decision, now: dt.datetime) -> dict[str, Any]:
+    return {
+        "email_key": contact_key(decision.email),
+        "email": decision.email,
+        "decision": decision.tracking_consent,
+        "consent_source": decision.source,
+        "consent_source_id": decision.source_id,
+        # No decision time in the payload: the time of first receipt stands in; never the
+        # webhook timestamp, which is the attempt time (spec §1.1).
+        "occurred_at": _naive_utc(decision.occurred_at or now),
+        "occurred_at_given": decision.occurred_at is not None,
+    }

@@ -1,0 +1,1 @@
+"""The admin API (bearer token): dead letters, replay, destination pauses."""

@@ -1,0 +1,1 @@
+"""Health (/healthz, /readyz) and the Prometheus /metrics endpoint."""

@@ -1,0 +1,1 @@
+"""The web server side: gunicorn/uvicorn worker, problem details, OpenAPI, request ids."""

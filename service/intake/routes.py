@@ -1,0 +1,265 @@
+"""`POST /webhooks/<source>`: authenticate, read, map, record in the ledger, then enqueue.
+
+Order of checks: unknown source (404), size (413, Flask's MAX_CONTENT_LENGTH), authentication
+(401), content type (415), body (400), canonical fields (422). Each event of the delivery is
+then recorded, found to be a duplicate (by the sender's own event id), or ignored with its
+reason: a signed delivery we cannot use is still answered 2xx, because several senders disable
+the hook or stop retrying on a 4xx (webhook-sources.md §0.2). Events and their outbox rows
+are committed before the answer; the Celery message is only an accelerator (the sweeper
+re-sends).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from structlog.contextvars import bind_contextvars, bound_contextvars
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from relay.ledger.db import refused_values
+from relay.ledger.record import Incoming, Outcome, record_events, record_new_at_once
+from relay.messaging.lanes import is_urgent
+from relay.telemetry import metrics
+from relay.telemetry.logs import get_logger, mask_email
+from schemas.consent import MAX_IGNORED_REASON_LENGTH
+from schemas.text import storable
+from service.http.problems import problem
+from service.runtime import Runtime
+from service.sources import (
+    FieldsError,
+    MediaTypeError,
+    PayloadError,
+    SignatureError,
+    SourceKind,
+)
+from service.sources.base import (
+    Authenticated,
+    InboundRequest,
+    MalformedJsonError,
+    SourceEvent,
+    storable_events,
+)
+from service.sources.mapping import resolve
+from service.sources.raw_url import received_url
+
+log = get_logger(__name__)
+bp = Blueprint("intake", __name__)
+LEDGER_RETRY_AFTER_SECONDS = "30"
+FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+
+
+@bp.post("/webhooks/<source_name>")
+def receive(source_name: str) -> Response:
+    runtime: Runtime = current_app.extensions["consent_relay"]
+    kind = runtime.kinds.get(source_name)
+    if kind is None:
+        # The name comes from the URL: counted as "unknown", never as a label of its own.
+        metrics.count_intake("unknown", "rejected", "unknown_source")
+        return problem(404, "unknown-source", "Unknown source", f"No source named {source_name!r}.")
+    bind_contextvars(source=source_name)
+    try:
+        inbound = _inbound(source_name)
+        auth = _authenticate(kind, inbound)
+        incoming = [_incoming(runtime, source_name, event) for event in _parse(kind, inbound, auth)]
+        outcomes = _record(runtime, source_name, auth, inbound, incoming)
+    except _Refused as refused:
+        metrics.count_intake(source_name, "rejected", refused.reason)
+        return refused.response
+    for item, outcome in zip(incoming, outcomes, strict=True):
+        _after(source_name, item, outcome)
+    return _answer(kind, outcomes)
+
+
+class _Refused(Exception):
+    """A problem answer, and the `reason` label it is counted under."""
+
+    def __init__(self, reason: str, status: int, *problem_args: Any, **problem_kw: Any):
+        super().__init__(reason)
+        self.reason = reason
+        self.response = problem(status, *problem_args, **problem_kw)
+
+
+def _inbound(source_name: str) -> InboundRequest:
+    """The request as the kinds see it; the raw bytes first (webhook-sources.md §0.1)."""
+    try:
+        body = request.get_data(cache=True)
+    except RequestEntityTooLarge:
+        metrics.count_intake(source_name, "rejected", "too_large")
+        raise
+    form = request.form.to_dict() if request.mimetype in FORM_TYPES else {}
+    return InboundRequest(
+        method=request.method,
+        url=received_url(request.environ, request.scheme, request.host),
+        headers={name.lower(): value for name, value in request.headers.items()},
+        query=request.args.to_dict(),
+        body=body,
+        mimetype=request.mimetype,
+        form=form,
+        received_at=time.time(),
+    )
+
+
+def _authenticate(kind: SourceKind, inbound: InboundRequest) -> Authenticated:
+    try:
+        return kind.authenticate(inbound)
+    except SignatureError as exc:
+        log.info("signature rejected", reason=str(exc))
+        raise _Refused(
+            "signature", 401, "invalid-signature", "Signature verification failed", str(exc)
+        ) from None
+
+
+def _parse(kind: SourceKind, inbound: InboundRequest, auth: Authenticated) -> Sequence[SourceEvent]:
+    try:
+        return storable_events(kind.parse(inbound, auth))
+    except MediaTypeError as exc:
+        raise _Refused(
+            "media_type", 415, "unsupported-media-type", "Unsupported Media Type", str(exc)
+        ) from None
+    except MalformedJsonError as exc:
+        raise _Refused(
+            "malformed_json", 400, "malformed-json", "Malformed JSON", str(exc)
+        ) from None
+    except PayloadError as exc:
+        raise _Refused(
+            "malformed_body", 400, "malformed-body", "Malformed body", str(exc)
+        ) from None
+    except FieldsError as exc:
+        raise _Refused(
+            "validation",
+            422,
+            "validation-failed",
+            "The payload failed validation",
+            "See errors for the message of each field.",
+            errors=exc.messages,
+        ) from None
+
+
+def _incoming(runtime: Runtime, source_name: str, event: SourceEvent) -> Incoming:
+    source = runtime.settings.sources[source_name]
+    skew = dt.timedelta(seconds=runtime.settings.max_future_skew_seconds)
+    default_source_id = runtime.kinds[source_name].DEFAULT_SOURCE_ID
+    resolved = resolve(event, source.effective_mapping, default_source_id, skew)
+    if isinstance(resolved, str):
+        # The reason may quote the sender's text: kept storable (schemas/text.py).
+        reason = storable(resolved, MAX_IGNORED_REASON_LENGTH)
+        return Incoming(event.event_id, event.event_type, ignored=reason)
+    return Incoming(event.event_id, event.event_type, decision=resolved)
+
+
+def _record(
+    runtime: Runtime,
+    source_name: str,
+    auth: Authenticated,
+    inbound: InboundRequest,
+    incoming: list[Incoming],
+) -> list[Outcome]:
+    """Every event and its outbox rows, committed (503 when the ledger cannot be written).
+
+    The web's pool does not ping a connection before each use (a round trip per webhook), so
+    one that the server closed (a restart, a failover) fails here once: that is retried on a
+    new connection, since nothing was committed."""
+    arguments: dict[str, Any] = {
+        "source_name": source_name,
+        "webhook_timestamp": auth.timestamp or int(inbound.received_at),
+        "body_sha256": hashlib.sha256(inbound.body).hexdigest(),
+        "incoming": incoming,
+        "destinations": tuple(runtime.settings.destinations),
+    }
+    for attempt in (1, 2):
+        try:
+            outcomes = record_new_at_once(runtime.engine, **arguments)
+            return _record_in_session(runtime, arguments) if outcomes is None else outcomes
+        except DBAPIError as exc:
+            if refused_values(exc) or not (exc.connection_invalidated and attempt == 1):
+                raise _ledger_error(exc) from None
+            log.warning("ledger connection was closed; retrying on a new one")
+        except SQLAlchemyError as exc:
+            raise _ledger_error(exc) from None
+    raise AssertionError("unreachable")
+
+
+def _record_in_session(runtime: Runtime, arguments: dict[str, Any]) -> list[Outcome]:
+    """Duplicates, ignored events, SQLite: the general path (relay/ledger/record.py)."""
+    with runtime.sessions() as session:
+        return record_events(session, **arguments, at_once=False)
+
+
+def _ledger_error(exc: SQLAlchemyError) -> _Refused:
+    """503 only when the ledger is unreachable; a value it refused is a 422 (relay.ledger.db)."""
+    if refused_values(exc):
+        # Validation at the boundary (schemas/) should have refused it: logged as the bug it is.
+        log.exception("ledger refused a value that passed validation")
+        return _Refused(
+            "unstorable",
+            422,
+            "unstorable-value",
+            "A value of the payload cannot be stored",
+            "Nothing was recorded; a retry of the same payload fails the same way.",
+            errors={"body": ["A value cannot be stored in the ledger."]},
+        )
+    log.exception("ledger write failed")
+    return _Refused(
+        "ledger_unavailable",
+        503,
+        "ledger-unavailable",
+        "The ledger cannot be written",
+        "Nothing was recorded; retry later.",
+        headers={"Retry-After": LEDGER_RETRY_AFTER_SECONDS},
+    )
+
+
+def _after(source_name: str, item: Incoming, outcome: Outcome) -> None:
+    """Enqueue after the commit (best effort, in the background: service.intake.publisher); count
+    and log."""
+    recorded = outcome.recorded
+    if outcome.status == "ignored":
+        metrics.count_intake(source_name, "ignored")
+        log.info("ignored", event_type=item.event_type, reason=outcome.reason)
+        return
+    assert recorded is not None and item.decision is not None
+    with bound_contextvars(event_id=recorded.event_id, contact_id=recorded.contact_id):
+        if outcome.status == "duplicate":
+            metrics.count_intake(source_name, "duplicate")
+            log.info("duplicate")
+            return
+        publisher = current_app.extensions["background_publisher"]
+        urgent = is_urgent(item.decision.tracking_consent)  # withdrawals first (GDPR 7(3))
+        for destination in recorded.destinations:
+            publisher.submit(destination, recorded.contact_id, urgent)
+        metrics.count_intake(source_name, "accepted")
+        decision = item.decision
+        log.info("accepted", email=mask_email(decision.email), decision=decision.tracking_consent)
+
+
+def _answer(kind: SourceKind, outcomes: list[Outcome]) -> Response:
+    """202 when anything new was recorded, else 200; each event's fate in `events`, and for a
+    single event the same fields at the top level."""
+    special = kind.answer(outcomes)
+    if special is not None:
+        status, content_type, payload = special
+        return Response(payload, status=status, content_type=content_type)
+    events = [_describe(outcome) for outcome in outcomes]
+    body: dict[str, Any] = dict(events[0]) if len(events) == 1 else {}
+    body.pop("id", None)
+    body["events"] = events
+    response = jsonify(body)
+    response.status_code = 202 if any(o.status == "accepted" for o in outcomes) else 200
+    return response
+
+
+def _describe(outcome: Outcome) -> dict[str, Any]:
+    described: dict[str, Any] = {"id": outcome.delivery_id, "status": outcome.status}
+    if outcome.recorded is not None:
+        described["event_id"] = outcome.recorded.event_id
+    if outcome.status == "duplicate":
+        described["duplicate"] = True
+    if outcome.status == "ignored":
+        described.update(ignored=True, reason=outcome.reason)
+    return described

@@ -1,0 +1,1 @@
+"""The operator page: sign-in, dead letters, destinations (templates/ and static/ here)."""

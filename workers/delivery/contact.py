@@ -1,0 +1,367 @@
+"""State-based delivery for one (destination, contact): write the contact's latest decision.
+
+The task carries only (destination, contact id). It takes the contact's lease row, picks the
+latest decision (greatest occurred_at, ties by arrival), and writes it unless it is already
+what the destination holds. A retry of an old event therefore re-sends the newest state and
+can never regress it (webhook-gateways.md §8.6), and a backlog of decisions for one contact
+costs one write. What happens after a failure is decided in workers/delivery/policy.py and recorded
+by workers/delivery/outcomes.py; long waits live in `next_attempt_at`, never in the broker (§5.1).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from sqlalchemy import ColumnElement, CursorResult, and_, or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+from structlog.contextvars import bound_contextvars
+
+from relay.config.settings import DeliverySettings
+from relay.domain import ConsentWrite
+from relay.ledger import pauses as destinations
+from relay.ledger.db import insert_ignoring_conflicts
+from relay.ledger.models import DeliveryState, Event, Outbox, utcnow
+from relay.telemetry import metrics
+from relay.telemetry.logs import get_logger
+from workers.delivery import outcomes, policy
+from workers.destinations.errors import DeliveryError
+from workers.destinations.toolkit import Written
+from workers.ratelimit.pace import ThrottledError, one_write
+
+log = get_logger(__name__)
+MAX_ROUNDS = 5  # newer decisions that arrive while we write are picked up in the same lease
+
+
+class ConsentWriter(Protocol):
+    """What a destination client offers: write or probe, or raise a DeliveryError. A write
+    returns the HTTP status, or a Written when the ledger needs more (a lossy mapping, or
+    nothing written because the decision has no value there)."""
+
+    def write(self, write: ConsentWrite) -> int | Written: ...
+
+    def probe(self) -> int: ...
+
+
+@dataclass
+class DeliveryContext:
+    sessions: sessionmaker[Session]
+    writers: Mapping[str, ConsentWriter]
+    settings: DeliverySettings
+    clock: Callable[[], dt.datetime] = utcnow
+    # Contacts one sweep may enqueue per rate-limited destination (workers/delivery/sweeper.py).
+    sweep_budgets: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One delivery run: which contact, for which destination, under whose lease."""
+
+    destination: str
+    contact_id: int
+    owner: str
+
+    @property
+    def state_key(self) -> ColumnElement[bool]:
+        return and_(
+            DeliveryState.destination == self.destination,
+            DeliveryState.contact_id == self.contact_id,
+        )
+
+
+def deliver_contact(ctx: DeliveryContext, destination: str, contact_id: int, owner: str) -> str:
+    """Deliver until the destination holds the latest decision, or a write fails.
+
+    Returns an outcome: paused, busy, nothing, up_to_date, waiting, delivered, failed,
+    throttled, dead_lettered, lease_lost.
+    """
+    job = Job(destination, contact_id, owner)
+    with ctx.sessions() as session:
+        if destinations.is_paused(session, destination):
+            session.rollback()
+            return "paused"  # events stay pending; a probe or an operator resumes
+        if not acquire_lease(session, ctx, job):
+            return "busy"
+        try:
+            delivered, outcome = False, "nothing"
+            for _round in range(MAX_ROUNDS):
+                outcome = _deliver_once(session, ctx, job)
+                if outcome != "delivered":
+                    break
+                delivered = True
+            return "delivered" if delivered and outcome == "up_to_date" else outcome
+        finally:
+            release_lease(session, job)
+
+
+def _deliver_once(session: Session, ctx: DeliveryContext, job: Job) -> str:
+    latest = latest_event(session, job.destination, job.contact_id)
+    state = session.get(DeliveryState, (job.destination, job.contact_id), populate_existing=True)
+    if latest is None or state is None:
+        session.rollback()
+        return "nothing"
+    # Every line logged while this decision is handled names it.
+    with bound_contextvars(event_id=latest.public_id):
+        return _settle_or_write(session, ctx, job, latest, state)
+
+
+def _settle_or_write(
+    session: Session, ctx: DeliveryContext, job: Job, latest: Event, state: DeliveryState
+) -> str:
+    ready = prepare_write(session, ctx, job, latest, state)
+    if ready is not None:
+        return ready
+    started = ctx.clock()
+    try:
+        writer = ctx.writers[job.destination]
+        with one_write(calls_per_write(writer)):
+            result = writer.write(as_write(latest))
+    except ThrottledError as exc:  # no rate-limit slot soon enough: nothing was sent
+        return record_throttled(session, ctx, job, latest, state, exc)
+    except DeliveryError as exc:
+        return record_failure(session, ctx, job, latest, started, exc)
+    return record_written(session, ctx, job, latest, started, result)
+
+
+def calls_per_write(writer: object) -> int:
+    """How many calls one write of this writer makes (its `calls_per_write`, else one)."""
+    calls = getattr(writer, "calls_per_write", 1)
+    return calls if isinstance(calls, int) and calls > 0 else 1
+
+
+def prepare_write(
+    session: Session, ctx: DeliveryContext, job: Job, latest: Event, state: DeliveryState
+) -> str | None:
+    """None when `latest` is to be written now, else the outcome (up_to_date, dead_lettered,
+    waiting). Either way the transaction is over: never hold one (on SQLite: the write lock)
+    across an HTTP call."""
+    settled = _already_settled(session, job, latest, state, ctx.clock())
+    if settled is not None:
+        session.commit()
+        return settled
+    # Detach the loaded rows first: a rollback expires them, and reading an expired attribute
+    # would silently begin a new transaction.
+    session.expunge_all()
+    session.rollback()
+    if _backing_off(state, latest, ctx.clock()):
+        return "waiting"
+    return None
+
+
+def record_throttled(
+    session: Session,
+    ctx: DeliveryContext,
+    job: Job,
+    latest: Event,
+    state: DeliveryState,
+    exc: ThrottledError,
+) -> str:
+    metrics.count_throttled(job.destination)
+    retry_at = ctx.clock() + dt.timedelta(seconds=exc.retry_in)
+    outcomes.record_throttled(session, job.state_key, job.owner, latest, state, retry_at)
+    return "throttled"
+
+
+def record_written(
+    session: Session,
+    ctx: DeliveryContext,
+    job: Job,
+    latest: Event,
+    started: dt.datetime,
+    result: int | Written,
+) -> str:
+    written = result if isinstance(result, Written) else Written(result)
+    metrics.count_delivery(job.destination, written.outcome, written.status)
+    return _record_success(session, ctx, job, latest, started, written)
+
+
+def _already_settled(
+    session: Session, job: Job, latest: Event, state: DeliveryState, now: dt.datetime
+) -> str | None:
+    """up_to_date when the destination holds `latest`; dead_lettered when `latest` was given
+    up on (an older decision must not be written in its place). Settles older rows."""
+    if state.delivered_event_id == latest.id:
+        outcomes.settle_outbox(session, job.destination, latest, now)
+        return "up_to_date"
+    status = session.scalar(
+        select(Outbox.status).where(
+            Outbox.destination == job.destination, Outbox.event_id == latest.id
+        )
+    )
+    if status == "dead_lettered":
+        outcomes.settle_outbox(session, job.destination, latest, now, status="dead_lettered")
+        return "dead_lettered"
+    return None
+
+
+def latest_event(session: Session, destination: str, contact_id: int) -> Event | None:
+    """The contact's latest decision owed to this destination (ties broken by arrival)."""
+    return session.scalars(
+        select(Event)
+        .join(Outbox, and_(Outbox.event_id == Event.id, Outbox.destination == destination))
+        .where(Event.contact_id == contact_id)
+        .order_by(Event.occurred_at.desc(), Event.id.desc())
+        .limit(1)
+    ).first()
+
+
+def _backing_off(state: DeliveryState, latest: Event, now: dt.datetime) -> bool:
+    # A new decision deserves a fresh attempt; the same one waits out its backoff.
+    return (
+        state.next_attempt_at is not None
+        and state.next_attempt_at > now
+        and state.last_attempt_event_id == latest.id
+    )
+
+
+def as_write(event: Event) -> ConsentWrite:
+    return ConsentWrite(
+        email=event.email,
+        tracking_consent=event.decision,
+        source=event.consent_source,
+        source_id=event.consent_source_id,
+        occurred_at=event.occurred_at,
+    )
+
+
+def _record_success(
+    session: Session,
+    ctx: DeliveryContext,
+    job: Job,
+    latest: Event,
+    started: dt.datetime,
+    written: Written,
+) -> str:
+    now, status = ctx.clock(), written.status
+    fenced = outcomes.fenced_update(
+        session,
+        job.state_key,
+        job.owner,
+        delivered_event_id=latest.id,
+        delivered_at=now,
+        attempts=0,
+        rejections=0,
+        failing_since=None,
+        next_attempt_at=None,
+        last_attempt_event_id=latest.id,
+        last_status=status,
+        last_error=None,
+    )
+    outcomes.log_attempt(
+        session, job.destination, latest, started, now, written.outcome, status, written.detail
+    )
+    if not fenced:
+        # Our lease expired and another worker took over; it records its own writes.
+        session.commit()
+        log.warning("lease lost", **_where(job, latest))
+        return "lease_lost"
+    settled = outcomes.settled_status(written.outcome)
+    coalesced = outcomes.settle_outbox(session, job.destination, latest, now, settled)
+    outcomes.supersede_dead_letters(session, job.destination, latest, now)
+    session.commit()
+    _report_success(job, latest, status, coalesced, now)
+    return "delivered"
+
+
+def _report_success(
+    job: Job, latest: Event, status: int | None, coalesced: int, now: dt.datetime
+) -> None:
+    latency = (now - latest.received_at).total_seconds()
+    metrics.count_coalesced(job.destination, coalesced)
+    metrics.observe_latency(job.destination, latency, latest.decision)
+    where = _where(job, latest)
+    log.info("delivered", status=status, coalesced=coalesced, latency_s=round(latency, 3), **where)
+
+
+def _where(job: Job, latest: Event) -> dict[str, Any]:
+    return {
+        "destination": job.destination,
+        "contact_id": job.contact_id,
+        "event_id": latest.public_id,
+    }
+
+
+def record_failure(
+    session: Session,
+    ctx: DeliveryContext,
+    job: Job,
+    latest: Event,
+    started: dt.datetime,
+    exc: DeliveryError,
+) -> str:
+    metrics.count_delivery(job.destination, exc.outcome, exc.status)
+    now = ctx.clock()
+    state = session.get(DeliveryState, (job.destination, job.contact_id), populate_existing=True)
+    history = outcomes.failure_history(state, latest, exc, now)
+    plan = policy.plan_after_failure(exc, history, now, ctx.settings)
+    outcomes.log_attempt(
+        session, job.destination, latest, started, now, exc.outcome, exc.status, str(exc)
+    )
+    outcome, recorded = _apply_plan(session, ctx, job, latest, history, plan, exc, now)
+    session.commit()
+    if not recorded:
+        log.warning("lease lost", **_where(job, latest))
+        return "lease_lost"
+    if isinstance(plan, policy.DeadLetter):
+        metrics.count_dead_lettered(job.destination, plan.reason)
+    elif outcome == "failed":
+        metrics.count_retry(job.destination, exc.outcome)
+    where = {"outcome": exc.outcome, "status": exc.status, "attempts": history.attempts}
+    log.warning("delivery failed", plan=outcome, **where, **_where(job, latest))
+    return outcome
+
+
+def _apply_plan(
+    session: Session,
+    ctx: DeliveryContext,
+    job: Job,
+    latest: Event,
+    history: policy.FailureHistory,
+    plan: policy.Plan,
+    exc: DeliveryError,
+    now: dt.datetime,
+) -> tuple[str, bool]:
+    key, owner = job.state_key, job.owner
+    if isinstance(plan, policy.Pause):
+        probe_in = dt.timedelta(seconds=ctx.settings.probe_interval_seconds)
+        return "paused", outcomes.record_pause(
+            session, key, owner, job.destination, latest, exc, now, probe_in
+        )
+    if isinstance(plan, policy.DeadLetter):
+        return "dead_lettered", outcomes.record_dead_letter(
+            session, key, owner, job.destination, latest, history, plan.reason, exc, now
+        )
+    return "failed", outcomes.record_retry(session, key, owner, latest, history, plan, exc)
+
+
+def acquire_lease(session: Session, ctx: DeliveryContext, job: Job) -> bool:
+    """Take the contact's lease row: works the same on SQLite and PostgreSQL."""
+    now = ctx.clock()
+    insert_ignoring_conflicts(
+        session, DeliveryState, [{"destination": job.destination, "contact_id": job.contact_id}]
+    )
+    taken: CursorResult[Any] = session.execute(  # type: ignore[assignment]
+        update(DeliveryState)
+        .where(
+            job.state_key,
+            or_(DeliveryState.lease_owner.is_(None), DeliveryState.lease_expires_at < now),
+        )
+        .values(
+            lease_owner=job.owner,
+            lease_expires_at=now + dt.timedelta(seconds=ctx.settings.lease_seconds),
+        )
+    )
+    session.commit()
+    return taken.rowcount == 1
+
+
+def release_lease(session: Session, job: Job) -> None:
+    session.rollback()
+    session.execute(
+        update(DeliveryState)
+        .where(job.state_key, DeliveryState.lease_owner == job.owner)
+        .values(lease_owner=None, lease_expires_at=None, dispatched_at=None)
+    )
+    session.commit()

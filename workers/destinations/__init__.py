@@ -1,0 +1,1 @@
+"""Destination clients: Mapp Engage and the peers, with their shared toolkit and errors."""
