@@ -32,7 +32,7 @@ FULL = Sizes("full", 3, 30, 30, 10_000, 2_000, 1_000, 15, 2_000, 3)
 
 
 def decision_body(email: str, consent: str, occurred_at: dt.datetime, source_id: str) -> bytes:
-    """The canonical payload (README, Intake)."""
+    """The canonical payload (docs/sources/standard-webhooks.md)."""
     payload = {
         "email": email,
         "tracking_consent": consent,

@@ -1,26 +1,31 @@
-"""Acoustic Connect GraphQL emulator (destinations.md §2, 002_*.txt; "§2.x" below).
+"""Acoustic Connect GraphQL emulator (docs/reference/acoustic.md,
+docs/reference/acoustic.md#operations).
 
-Every call is `POST /` with `x-api-key` (§2.1) and `{"query": ..., "variables": ...}`; the
-query is parsed with graphql-core, so a syntax error answers like a GraphQL server.
+Every call is `POST /` with `x-api-key` (docs/reference/acoustic.md#base-url-auth-headers) and
+`{"query": ..., "variables": ...}`; the query is parsed with graphql-core, so a syntax error answers
+like a GraphQL server.
 
 - `mutation { updateContacts(dataSetId, updateContactInputs: [{key | addressable, to:
-  {attributes, consent}}]) { modifiedCount } }` (§2.2). Contacts are found by the
-  addressable e-mail attribute (`addressable: [{field: "Email", eq: ...}]`) or by `key`
-  (the stored address, here). Attribute names are case-sensitive and must be defined in the
+  {attributes, consent}}]) { modifiedCount } }` (docs/reference/acoustic.md#operations). Contacts
+  are found by the addressable e-mail attribute (`addressable: [{field: "Email", eq: ...}]`) or by
+  `key` (the stored address, here). Attribute names are case-sensitive and must be defined in the
   audience; an unknown one fails the whole mutation with code `ATTRIBUTE_NOT_FOUND`
   (UNVERIFIED: no documented code). A contact not in the audience is the documented
-  `CONTACT_NOT_FOUND_BY_KEY` (§2.3); the others of the batch are applied and counted in
+  `CONTACT_NOT_FOUND_BY_KEY` (docs/reference/acoustic.md#errors); the others of the batch are
+  applied and counted in
   `modifiedCount`. Consent channels: EMAIL or SMS (else INVALID_CHANNEL_TYPE), status
-  OPT_IN, OPT_OUT, OPT_IN_UNVERIFIED or null (002_*.txt).
+  OPT_IN, OPT_OUT, OPT_IN_UNVERIFIED or null (docs/reference/acoustic.md#operations).
   `dataSetId` is optional, as in Acoustic's current reference
   (https://developer.goacoustic.com/acoustic-connect/reference/update-contacts-, no
   dataSetId in any example); a wrong one answers `DATA_SET_NOT_FOUND` (code UNVERIFIED).
   Each write's history entry records the dataSetId it came with (None: left out). Whether
-  `modifiedCount` counts a contact the write left unchanged is UNVERIFIED (§2.3): it does
-  here unless `count_unchanged=False`.
-- `query { dataSets { nodes { dataSetId } } }` lists the audience (§2.2).
+  `modifiedCount` counts a contact the write left unchanged is UNVERIFIED
+  (docs/reference/acoustic.md#errors): it does here unless `count_unchanged=False`.
+- `query { dataSets { nodes { dataSetId } } }` lists the audience
+  (docs/reference/acoustic.md#operations).
 - Errors come as HTTP 200 with `{"errors": [{"message", "extensions": {"code"}}]}`; auth
-  failures as 401 and rate limiting as 429 with a code: all UNVERIFIED (§2.3, §2.4).
+  failures as 401 and rate limiting as 429 with a code: all UNVERIFIED
+  (docs/reference/acoustic.md#errors, docs/reference/acoustic.md#rate-limits).
 
 Run it with ``acoustic-emulator --port 8026 [--any-contact] [--rate-limit 10 ...]``.
 """

@@ -1,12 +1,14 @@
-"""Dotdigital v3 Contacts API emulator (destinations.md §3; "§3.x" below).
+"""Dotdigital v3 Contacts API emulator (docs/reference/dotdigital.md).
 
-- HTTP Basic with the API user (§3.1); a missing or wrong one answers 401 (body UNVERIFIED).
+- HTTP Basic with the API user (docs/reference/dotdigital.md#base-url-auth-headers); a missing or
+  wrong one answers 401 (body UNVERIFIED).
 - `GET /contacts/v3/email/{email}`: 200 the contact, or the documented 404
-  `contacts:contactNotFound` body (§3.2).
+  `contacts:contactNotFound` body (docs/reference/dotdigital.md#endpoints).
 - `PATCH /contacts/v3/email/{email}?merge-option=overwrite|overwrite-if-not-empty|
-  overwrite-if-empty`: upsert, 200 updated / 201 created (§3.2). `dataFields` must be defined
-  (v2's ERROR_DATAFIELD_NOTFOUND, §3.3; the v3 code here is UNVERIFIED). A new contact
-  without `channelProperties.email.status` is *subscribed* (§3.5).
+  overwrite-if-empty`: upsert, 200 updated / 201 created (docs/reference/dotdigital.md#endpoints).
+  `dataFields` must be defined (v2's ERROR_DATAFIELD_NOTFOUND, docs/reference/dotdigital.md#errors;
+  the v3 code here is UNVERIFIED). A new contact without `channelProperties.email.status` is
+  *subscribed* (docs/reference/dotdigital.md#consent-values).
 - `consentRecords` on PATCH (https://developer.dotdigital.com/reference/importcontact): 1 to 5
   records, each with a non-empty `text`, an ISO 8601 `dateTimeConsented` and a `url`; the
   reference also marks `ipAddress` and `userAgent` required, the official SDK allows null
@@ -14,7 +16,7 @@
   answer 400 `contacts:invalidConsentRecords` (code UNVERIFIED). Records are added to the
   contact's `consentRecords` (add or replace is UNVERIFIED) and shown by GET.
 - Rate limit: 429 with `X-RateLimit-Limit`, `X-RateLimit-Reset` (seconds) and
-  `X-RateLimit-Scope` (§3.4); the body is UNVERIFIED.
+  `X-RateLimit-Scope` (docs/reference/dotdigital.md#rate-limits); the body is UNVERIFIED.
 
 Run it with ``dotdigital-emulator --port 8027 [--any-contact] [--rate-limit 10 ...]``.
 """
@@ -43,12 +45,13 @@ from emulators.peer import peer_state as state
 USERNAME = "apiuser-demo@apiconnector.com"
 PASSWORD = "dotdigital-demo-password"  # noqa: S105 - emulator demo credential
 FIELDS = ("TRACKING_CONSENT", "TRACKING_CONSENT_SOURCE", "TRACKING_CONSENT_SOURCE_ID")
-STATUSES = ("subscribed", "unsubscribed", "suppressed")  # writable (§3.5)
+# writable (docs/reference/dotdigital.md#consent-values)
+STATUSES = ("subscribed", "unsubscribed", "suppressed")
 MERGE_OPTIONS = ("overwrite", "overwrite-if-not-empty", "overwrite-if-empty")
 
 
 def error(status: int, code: str, description: str, **headers: str) -> PeerError:
-    """The v3 envelope (§3.3)."""
+    """The v3 envelope (docs/reference/dotdigital.md#errors)."""
     return PeerError(
         status, {"errorCode": code, "description": description, "details": []}, headers
     )
@@ -112,7 +115,8 @@ def patch_contact(email: str) -> tuple[Response, int]:
     with state().lock:
         contact = state().find(email)
         created = contact is None
-        if contact is None:  # a new contact without a status is subscribed (§3.5)
+        # a new contact without a status is subscribed (docs/reference/dotdigital.md#consent-values)
+        if contact is None:
             contact = state().add_contact(email, status or "subscribed")
         fields = _merged(contact["fields"], fields, merge)
         extra: dict[str, Any] = {"channel": status} if status else {}
@@ -163,7 +167,9 @@ def _validate(email: str, body: dict[str, Any]) -> tuple[dict[str, Any], str | N
     fields = body.get("dataFields") or {}
     known = {name.upper() for name in state().fields}
     unknown = sorted(name for name in fields if name.upper() not in known)
-    if unknown:  # UNVERIFIED code; the meaning is v2's ERROR_DATAFIELD_NOTFOUND (§3.3)
+    # UNVERIFIED code; the meaning is v2's ERROR_DATAFIELD_NOTFOUND
+    # (docs/reference/dotdigital.md#errors)
+    if unknown:
         details = [{"item": name, "description": "Data field does not exist"} for name in unknown]
         description = "A data field must be created before you can set it"
         code = "contacts:dataFieldNotFound"

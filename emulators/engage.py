@@ -1,8 +1,7 @@
 """Mapp Engage REST API emulator: a small Flask app served over real HTTP.
 
-Behaves like the Engage REST 2.0 contact calls described in section 1 of the vendor research
-notes ("destinations.md §1.x" below; README, Mapp Engage) and in Mapp's tracking-consent
-how-to. Tests and the demo use it in
+Behaves like the Engage REST 2.0 contact calls described in docs/reference/engage.md and in Mapp's
+tracking-consent how-to. Tests and the demo use it in
 place of the real vendor. Every /api/rest call runs the callables of
 ``app.extensions["engage_checks"]`` (any may raise ApiError), then its handler. Runtime faults
 (rate limit, 5xx, hangs, latency, delayed visibility, auth failures) live in engage_faults.py,
@@ -44,7 +43,8 @@ logger = logging.getLogger("emulators.engage")
 
 DEFAULT_USERNAME = "api-user@example.com"
 DEFAULT_PASSWORD = "engage-demo-password"  # noqa: S105 - emulator demo credential, not a secret
-# destinations.md §1.1: the base path, optionally pinned to the incremental version v19.
+# docs/reference/engage.md#base-url-auth-headers: the base path, optionally pinned to the
+# incremental version v19.
 API_PREFIXES = ("/api/rest", "/api/rest/v19")
 
 DESCRIPTION = "Mapp Engage REST API emulator (contact/update, contact/create, contact/get)."
@@ -65,7 +65,9 @@ def _state() -> EngageState:
 
 
 def _check_auth() -> None:
-    # destinations.md §1.1 / §1.3: Basic auth on every call; 401 missing header, 403 bad creds.
+    # docs/reference/engage.md#base-url-auth-headers /
+    # docs/reference/engage.md#responses-and-errors: Basic auth on every call; 401 missing header,
+    # 403 bad creds.
     if "Authorization" not in request.headers:
         raise missing_authorization()
     auth = request.authorization
@@ -85,14 +87,15 @@ def _check_route() -> None:
 
 
 def _check_accept() -> None:
-    # destinations.md §1.1: an Accept header that rules out JSON gives 406.
+    # docs/reference/engage.md#base-url-auth-headers: an Accept header that rules out JSON gives
+    # 406.
     accept = request.headers.get("Accept", "").strip()
     if accept and request.accept_mimetypes.quality("application/json") <= 0:
         raise ApiError(406, "INVALID_REQUEST", "Accept header must allow application/json")
 
 
 def _check_content_type() -> None:
-    # destinations.md §1.1: a bad Content-Type gives 415.
+    # docs/reference/engage.md#base-url-auth-headers: a bad Content-Type gives 415.
     if request.method == "POST" and request.mimetype != "application/json":
         raise ApiError(415, "INVALID_REQUEST", "Content-Type must be application/json")
 
@@ -127,7 +130,8 @@ def _record_request(response: Response) -> Response:
     return response
 
 
-# --- API handlers (destinations.md §1.2) -----------------------------------------------------
+# --- API handlers (docs/reference/engage.md#endpoints)
+# -----------------------------------------------------
 
 
 def contact_update() -> dict[str, Any]:
@@ -170,7 +174,8 @@ def contact_get() -> dict[str, Any]:
 
 
 def get_api_version() -> dict[str, Any]:
-    """GET system/getApiVersion (destinations.md §1.1); the relay's auth probe while paused.
+    """GET system/getApiVersion (docs/reference/engage.md#base-url-auth-headers); the relay's auth
+    probe while paused.
 
     Our reference does not document the exact body; this minimal one names the version.
     """
@@ -216,7 +221,8 @@ def _api_error_response(error: ApiError) -> tuple[Response, int]:
 
 
 def _http_error_response(error: HTTPException) -> tuple[Response, int]:
-    # destinations.md §1.3: bad URL gives 404 {"errorCode":"INVALID_REQUEST","message":"Not Found"}.
+    # docs/reference/engage.md#responses-and-errors: bad URL gives 404
+    # {"errorCode":"INVALID_REQUEST","message":"Not Found"}.
     status = error.code or 500
     actor = "SERVER" if status >= 500 else "CLIENT"
     return _api_error_response(ApiError(status, "INVALID_REQUEST", error.name, error_actor=actor))

@@ -1,19 +1,21 @@
 """Runtime-configurable faults of the Mapp Engage emulator.
 
-References ("§1.x") are to section 1 of the vendor research notes (README, Mapp Engage). All
+References are to docs/reference/engage.md. All
 faults are
 off by default. They are set when the app is built (``create_emulator_app(faults=...)``, the
 ``engage-emulator`` CLI flags) or at run time through ``/_emulator/faults``.
 
 Order of the checks for every ``/api/rest...`` request (see ``engage.py``):
 
-1. rate-limit window: the arrival is recorded first, violation -> 500 (§1.4)
+1. rate-limit window: the arrival is recorded first, violation -> 500
+   (docs/reference/engage.md#rate-limits)
 2. latency: every request is delayed by ``latency_ms``
 3. hang: ``hang_rate`` of the requests wait ``hang_seconds``, then answer 504 unprocessed
-4. forced auth failure: 401, 403 or 417 (§1.3)
+4. forced auth failure: 401, 403 or 417 (docs/reference/engage.md#responses-and-errors)
 5. the real Basic-auth check, route (404/405), Accept (406), Content-Type (415)
 6. random server error: ``error_rate`` of the requests answer ``error_status``
-7. the handler; contacts created there use ``visibility_delay_seconds`` (§1.2)
+7. the handler; contacts created there use ``visibility_delay_seconds``
+   (docs/reference/engage.md#endpoints)
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ from emulators.engage_state import ApiError, missing_authorization, permission_d
 
 __all__ = ["FaultConfigError", "Faults", "add_arguments", "current_faults", "from_arguments"]
 
-# §1.4: going over the per-account rate answers 500 with this text (no 429, no Retry-After).
+# docs/reference/engage.md#rate-limits: going over the per-account rate answers 500 with this text
+# (no 429, no Retry-After).
 RATE_LIMIT_MESSAGE = "Database Access Limit Exceeded"
 AUTH_FAILURE_STATUSES = (401, 403, 417)
 RATE_WINDOW_SECONDS = 1.0
@@ -166,7 +169,8 @@ class Faults:
     def arrive(self, now: float) -> bool:
         """Count an API request that arrived at ``now`` (monotonic); False when over the limit.
 
-        Every arrival, rejected or not, stays in the 1-second sliding window (§1.4).
+        Every arrival, rejected or not, stays in the 1-second sliding window
+        (docs/reference/engage.md#rate-limits).
         """
         with self._lock:
             self.api_requests += 1
@@ -239,7 +243,8 @@ def current_faults() -> Faults:
 
 
 def check_rate_limit() -> None:
-    now = time.monotonic()  # first thing, before auth: every transaction counts (§1.4)
+    # first thing, before auth: every transaction counts (docs/reference/engage.md#rate-limits)
+    now = time.monotonic()
     if not current_faults().arrive(now):
         raise ApiError(500, "INVALID_REQUEST", RATE_LIMIT_MESSAGE, error_actor="SERVER")
 
@@ -263,7 +268,9 @@ def check_auth_failure() -> None:
         raise missing_authorization()
     if status == 403:
         raise permission_denied()
-    if status == 417:  # §1.3: 417 = account expired; the exact body is not documented
+    # docs/reference/engage.md#responses-and-errors: 417 = account expired; the exact body is not
+    # documented
+    if status == 417:
         raise ApiError(417, "PERMISSION_DENIED", "Account expired")
 
 
@@ -311,7 +318,12 @@ def register_routes(app: Flask) -> None:
 
 # flag -> (Faults field, type, metavar, help); unset flags keep the (off) defaults of Faults.
 CLI_FLAGS: dict[str, tuple[str, type, str | None, str]] = {
-    "--rate-limit": ("rate_limit_per_second", float, "N", "requests/s; more answer 500 (§1.4)"),
+    "--rate-limit": (
+        "rate_limit_per_second",
+        float,
+        "N",
+        "requests/s; more answer 500 (docs/reference/engage.md#rate-limits)",
+    ),
     "--error-rate": ("error_rate", float, "F", "fraction of requests answering --error-status"),
     "--error-status": ("error_status", int, "S", "5xx status of those (default 503)"),
     "--hang-rate": ("hang_rate", float, "F", "fraction of requests that hang, unprocessed"),

@@ -2,7 +2,7 @@
 
 Nothing here depends on Flask; emulators/engage.py wires it into HTTP handlers.
 
-References are to section 1 of the vendor research notes (README, Mapp Engage).
+References are to docs/reference/engage.md.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 CALL_NAMES = ("update", "create", "get")
-# destinations.md §1.2 (user/updateProfileByEmail): custom attribute values max 2000 chars.
+# docs/reference/engage.md#endpoints (user/updateProfileByEmail): custom attribute values max 2000
+# chars.
 MAX_ATTRIBUTE_VALUE_LENGTH = 2000
 # Long benchmark runs send millions of requests: keep only the newest log entries in memory.
 REQUEST_LOG_LIMIT = 10_000
@@ -38,7 +39,8 @@ def email_key(email: str) -> str:
 
 
 class ApiError(Exception):
-    """An Engage error answer; rendered with the JSON envelope of destinations.md §1.3."""
+    """An Engage error answer; rendered with the JSON envelope of
+    docs/reference/engage.md#responses-and-errors."""
 
     def __init__(
         self,
@@ -57,8 +59,8 @@ class ApiError(Exception):
         self.fields = fields
 
     def body(self) -> dict[str, str]:
-        # destinations.md §1.3: errorActor/errorCode/message, plus objectType, propertyName,
-        # propertyValue, parameterName where relevant, and an errorId.
+        # docs/reference/engage.md#responses-and-errors: errorActor/errorCode/message, plus
+        # objectType, propertyName, propertyValue, parameterName where relevant, and an errorId.
         envelope = {
             "errorActor": self.error_actor,
             "errorCode": self.error_code,
@@ -70,7 +72,8 @@ class ApiError(Exception):
 
 
 def no_such_contact(identifier: str) -> ApiError:
-    """The 400 NO_SUCH_OBJECT answer for an unknown contact (destinations.md §1.2, §1.3)."""
+    """The 400 NO_SUCH_OBJECT answer for an unknown contact (docs/reference/engage.md#endpoints,
+    docs/reference/engage.md#responses-and-errors)."""
     return ApiError(
         400,
         "NO_SUCH_OBJECT",
@@ -82,12 +85,15 @@ def no_such_contact(identifier: str) -> ApiError:
 
 
 def missing_authorization() -> ApiError:
-    """destinations.md §1.3: 401 when the Authorization header is missing."""
+    """docs/reference/engage.md#responses-and-errors: 401 when the Authorization header is
+    missing."""
     return ApiError(401, "PERMISSION_DENIED", "Authorization header is missing")
 
 
 def permission_denied() -> ApiError:
-    """destinations.md §1.1 / §1.3: 403 for invalid credentials or a wrong user type."""
+    """docs/reference/engage.md#base-url-auth-headers /
+    docs/reference/engage.md#responses-and-errors: 403 for invalid credentials or a wrong user
+    type."""
     return ApiError(403, "PERMISSION_DENIED", PERMISSION_DENIED_MESSAGE)
 
 
@@ -110,7 +116,8 @@ def missing_parameter(parameter: str, message: str) -> ApiError:
 
 
 def parse_json_object(data: bytes) -> dict[str, Any]:
-    """Decode a JSON object body; destinations.md §1.3: else 400 "cannot deserialize value"."""
+    """Decode a JSON object body; docs/reference/engage.md#responses-and-errors: else 400 "cannot
+    deserialize value"."""
     try:
         body = json.loads(data or b"")
     except (ValueError, UnicodeDecodeError):
@@ -160,7 +167,7 @@ class EngageState:
 
     A contact created with a visibility delay exists (a second create is refused) but
     update/get do not find it until the delay has passed: Engage persists writes
-    asynchronously (destinations.md §1.2, contact/checkUpdateVersion).
+    asynchronously (docs/reference/engage.md#endpoints, contact/checkUpdateVersion).
     """
 
     def __init__(
@@ -194,7 +201,7 @@ class EngageState:
         with self._lock:
             key = email_key(email)
             if key in self._contacts:
-                # destinations.md §1.2: create on an existing contact gives 400.
+                # docs/reference/engage.md#endpoints: create on an existing contact gives 400.
                 raise ApiError(
                     400,
                     "INVALID_PARAMETER",
@@ -267,7 +274,8 @@ class EngageState:
 
     def _apply(self, contact: dict[str, Any], call: str, attributes: dict[str, str]) -> dict:
         # Merge: attributes not named in the call are kept (the emulator does not model
-        # the possible wipe of destinations.md §0.3, which is UNVERIFIED for custom ones).
+        # the possible wipe of docs/reference/engage.md#update-may-clear-attributes, which is
+        # UNVERIFIED for custom ones).
         contact["attributes"].update(attributes)
         entry = {"call": call, "attributes": dict(attributes), "at": utc_now_iso()}
         contact["history"].append(entry)

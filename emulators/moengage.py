@@ -1,23 +1,28 @@
-"""MoEngage emulator: the e-mail opt-in endpoint and Track User (destinations.md §4; "§4.x").
+"""MoEngage emulator: the e-mail opt-in endpoint and Track User (docs/reference/moengage.md).
 
-- Auth: HTTP Basic `<Workspace ID>:<Data API key>` and `MOE-APPKEY: <Workspace ID>` (§4.1);
-  missing or wrong answers 401, a MOE-APPKEY unlike the user 401 `HeaderMismatch` (§4.1).
-- `PUT /v1.0/opt-in-management/user-preferences` (and the older `/v1/...`, §0.6):
+- Auth: HTTP Basic `<Workspace ID>:<Data API key>` and `MOE-APPKEY: <Workspace ID>`
+  (docs/reference/moengage.md#base-url-auth-headers); missing or wrong answers 401, a MOE-APPKEY
+  unlike the user 401 `HeaderMismatch` (docs/reference/moengage.md#base-url-auth-headers).
+- `PUT /v1.0/opt-in-management/user-preferences` (and the older `/v1/...`,
+  docs/reference/moengage.md#api-paths-and-early-access):
   `{"user_preferences": {customer_id|email_id, opt_in_status, channel, categories?}}`. The
-  documented 400s (§4.3): invalid opt_in_status, extra key, invalid channel, missing ids,
-  and "No users found ..." for an unknown user. 403 "Email Opt-in Management feature not
-  enabled for the workspace" when the feature is off (`feature_enabled=False`).
-  Users are found by `customer_id` (a seeded contact's `customer_id`, else its address) or
-  by `email_id` (the address). With `customer_id_mandatory=True` (a workspace without
-  "unsubscribe on email", §4.2) a body without customer_id answers 400 "customer_id is
-  mandatory"; with `pii_tokenized=True` addresses are not stored, so `email_id` finds nobody
+  documented 400s (docs/reference/moengage.md#responses-and-errors): invalid opt_in_status, extra
+  key, invalid channel, missing ids, and "No users found ..." for an unknown user. 403 "Email Opt-in
+  Management feature not enabled for the workspace" when the feature is off
+  (`feature_enabled=False`). Users are found by `customer_id` (a seeded contact's `customer_id`,
+  else its address) or by `email_id` (the address). With `customer_id_mandatory=True` (a workspace
+  without "unsubscribe on email", docs/reference/moengage.md#endpoints) a body without customer_id
+  answers 400 "customer_id is mandatory"; with `pii_tokenized=True` addresses are not stored, so
+  `email_id` finds nobody
   (https://www.moengage.com/docs/api/email-subscription/email-subscription-overview).
-- `POST /v1/customer/{workspace_id}` (Track User, §4.2): 200 "accepted" whatever happens
-  next; applied at once here (MoEngage processes it asynchronously); with
+- `POST /v1/customer/{workspace_id}` (Track User, docs/reference/moengage.md#endpoints): 200
+  "accepted" whatever happens next; applied at once here (MoEngage processes it asynchronously);
+  with
   `update_existing_only` an unknown customer_id is written nowhere (counted as
   `ignored_unknown_users`), as MoEngage drops it after answering 200.
-- Rate limit: 1000 requests per minute (§4.4) when `rate_limit_per_minute` is set, plus the
-  per-second fault of engage_faults; both answer 429 with no body (§4.3).
+- Rate limit: 1000 requests per minute (docs/reference/moengage.md#rate-limits) when
+  `rate_limit_per_minute` is set, plus the per-second fault of engage_faults; both answer 429 with
+  no body (docs/reference/moengage.md#responses-and-errors).
 
 Run it with ``moengage-emulator --port 8028 [--any-contact] [--rate-limit-per-minute 1000]``.
 """
@@ -50,7 +55,8 @@ OPT_IN_PATHS = (
     "/v1.0/opt-in-management/user-preferences",
     "/v1/opt-in-management/user-preferences",
 )
-STATUSES = ("DOUBLE_OPTED_IN", "OPTED_OUT", "OPT_IN_PENDING")  # case-insensitive (§4.5)
+# case-insensitive (docs/reference/moengage.md#consent-values)
+STATUSES = ("DOUBLE_OPTED_IN", "OPTED_OUT", "OPT_IN_PENDING")
 PREFERENCE_KEYS = {"customer_id", "email_id", "categories", "opt_in_status", "channel"}
 NOT_FOUND = "No users found with the provided customer_id or email_id. Please check the same."
 FEATURE_OFF = "Email Opt-in Management feature not enabled for the workspace"
@@ -59,7 +65,7 @@ MANDATORY = "customer_id is mandatory"
 
 
 def invalid(target: str, message: str, status: int = 400) -> PeerError:
-    """The opt-in endpoint's error envelope (§4.3)."""
+    """The opt-in endpoint's error envelope (docs/reference/moengage.md#responses-and-errors)."""
     code = {400: "400 Bad Request", 401: "401 Unauthorized", 403: "403 Forbidden"}.get(
         status, f"{status} Error"
     )
@@ -97,7 +103,7 @@ def _check_minute_limit() -> None:
         over = len(window) > limit
     if over:
         state().count("minute_rate_limit_violations")
-        raise PeerError(429)  # no body (§4.3)
+        raise PeerError(429)  # no body (docs/reference/moengage.md#responses-and-errors)
 
 
 def update_preferences() -> Response:
@@ -119,8 +125,8 @@ def update_preferences() -> Response:
 
 
 def _find_user(prefs: dict[str, Any]) -> dict[str, Any] | None:
-    """The email_id takes priority when given (§4.2); with PII tokenization no address is
-    stored, so it finds nobody."""
+    """The email_id takes priority when given (docs/reference/moengage.md#endpoints); with PII
+    tokenization no address is stored, so it finds nobody."""
     if prefs.get("email_id"):
         if current_app.extensions["moengage_pii_tokenized"]:
             return None

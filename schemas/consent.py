@@ -1,7 +1,8 @@
 """The canonical consent payload accepted by `POST /webhooks/<source>`.
 
 `occurred_at` is when the person decided. It is never the webhook timestamp, which
-Standard Webhooks defines as the time of the delivery *attempt* (webhook-gateways.md §1.1).
+Standard Webhooks defines as the time of the delivery *attempt*
+(docs/reference/standard-webhooks.md#the-specification).
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from schemas.text import PlainText
 
 CONSENT_STATES = ("granted", "denied", "withdrawn", "unknown")
 
-# Engage stores custom attribute values of up to 2000 characters (destinations.md §1.2);
-# source labels are short identifiers, so a tighter bound keeps the ledger tidy.
+# Engage stores custom attribute values of up to 2000 characters
+# (docs/reference/engage.md#endpoints); source labels are short identifiers, so a tighter bound
+# keeps the ledger tidy.
 MAX_LABEL_LENGTH = 255
 # RFC 5321: a forward path is at most 256 octets including the angle brackets.
 MAX_EMAIL_LENGTH = 254
@@ -91,8 +93,9 @@ def decision_schema(max_future_skew: dt.timedelta) -> ConsentDecisionSchema:
 
 
 def contact_key(email: str) -> str:
-    """The identity of a contact (README "Contact identity"): the address in NFC with its
-    local part lower-cased and its domain in IDNA's canonical Unicode form (so `BÜCHER.de`,
+    """The identity of a contact (docs/sources/standard-webhooks.md#contact-identity): the address
+    in NFC with its local part lower-cased and its domain in IDNA's canonical Unicode form (so
+    `BÜCHER.de`,
     `bücher.de` and `xn--bcher-kva.de` are one domain). Canonically equivalent spellings are
     one contact (U+212A KELVIN SIGN is canonically `K`); compatibility variants (fullwidth
     letters, ligatures) and case foldings beyond lower-casing (`ß`/`ss`) stay distinct.

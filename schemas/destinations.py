@@ -1,11 +1,13 @@
 """Schemas of `[destinations.<name>]`, one per `kind`, picked by `DestinationField`.
 
 Every schema is strict (unknown keys are errors) and every error names its key, like the rest
-of schemas/config.py. Vendor facts are cited from the vendor research notes ("§n.m"; README,
-Peer destinations); defaults that no primary source confirms are marked UNVERIFIED.
+of schemas/config.py. Vendor facts are cited from docs/reference/ (the peers' pages and
+mapping.md); defaults that no primary source confirms are marked UNVERIFIED.
 
 The peers (Acoustic Connect, Dotdigital, MoEngage) record consent to *receive* e-mail, while
-the relay carries consent to *tracking* (§0.7, §5 design note). So each peer has a `mode`:
+the relay carries consent to *tracking*
+(docs/reference/mapping.md#tracking-consent-vs-marketing-opt-in,
+docs/reference/mapping.md#tracking-consent-vs-marketing-opt-in). So each peer has a `mode`:
 `attribute` (default) writes the decision, source and source id into custom fields named
 here; `channel_consent` maps the decision onto the e-mail channel status (lossy: see
 workers/destinations.py).
@@ -30,8 +32,9 @@ MODES = ("attribute", "channel_consent")
 DECISION_FIELDS = ("email", "source", "source_id")
 # A rate-limit key names an account in Redis keys and the ledger's rate_limits table.
 RATE_LIMIT_KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,47}$"
-# HTTP calls one write can make, for the lease check: Engage update, create, update (§1.2);
-# Dotdigital attribute mode looks the contact up, then PATCHes (§3.2); the others one call.
+# HTTP calls one write can make, for the lease check: Engage update, create, update
+# (docs/reference/engage.md#endpoints); Dotdigital attribute mode looks the contact up, then PATCHes
+# (docs/reference/dotdigital.md#endpoints); the others one call.
 CALLS_PER_WRITE = {ENGAGE: 3, ACOUSTIC: 1, DOTDIGITAL: 2, MOENGAGE: 1}
 # Keys every destination has; DestinationSettings takes them as fields, the rest as `options`.
 COMMON_KEYS = (
@@ -79,9 +82,10 @@ class _DestinationSchema(StrictSchema):
     read_timeout_seconds = fields.Float(load_default=40.0, validate=validate.Range(min=0.1))
     # Pace this far below the limit so that network jitter cannot bunch requests over it.
     rate_limit_headroom = fields.Float(load_default=0.05, validate=validate.Range(min=0.0, max=0.5))
-    # Vendors count their limits per account (destinations.md §1.4, §3.4, §4.4): destinations
-    # with the same key share one pace. None: derived from the base URL and the credentials
-    # (workers/ratelimit/keys.py), so entries on one account share it without saying so.
+    # Vendors count their limits per account (docs/reference/engage.md#rate-limits,
+    # docs/reference/dotdigital.md#rate-limits, docs/reference/moengage.md#rate-limits):
+    # destinations with the same key share one pace. None: derived from the base URL and the
+    # credentials (workers/ratelimit/keys.py), so entries on one account share it without saying so.
     rate_limit_key = fields.String(
         load_default=None,
         allow_none=True,
@@ -94,9 +98,10 @@ class _DestinationSchema(StrictSchema):
 class EngageSchema(_DestinationSchema):
     username = _secret()
     password = _secret()
-    # Engage: "some calls take more than 30 s; set client timeouts to match" (destinations.md §1.1)
+    # Engage: "some calls take more than 30 s; set client timeouts to match"
+    # (docs/reference/engage.md#base-url-auth-headers)
     read_timeout_seconds = fields.Float(load_default=40.0, validate=validate.Range(min=0.1))
-    # Engage: about 10 transactions per second per account (destinations.md §1.4).
+    # Engage: about 10 transactions per second per account (docs/reference/engage.md#rate-limits).
     rate_limit_per_second = _rate(10.0)
 
 
@@ -109,30 +114,37 @@ class _PeerSchema(_DestinationSchema):
 
 
 class AcousticSchema(_PeerSchema):
-    api_key = _secret()  # header x-api-key (§2.1)
-    # "The ID of your audience": Required on the consent page (§2.2), absent from every example
-    # of the current reference (https://developer.goacoustic.com/acoustic-connect/reference/
-    # update-contacts-): not required here, sent whenever it is configured (UNVERIFIED).
+    api_key = _secret()  # header x-api-key (docs/reference/acoustic.md#base-url-auth-headers)
+    # "The ID of your audience": Required on the consent page
+    # (docs/reference/acoustic.md#operations), absent from every example of the current reference
+    # (https://developer.goacoustic.com/acoustic-connect/reference/ update-contacts-): not required
+    # here, sent whenever it is configured (UNVERIFIED).
     data_set_id = fields.String(load_default=None, allow_none=True)
-    # Contacts are addressed by their e-mail (`addressable`, §2.2); attribute names are
-    # case-sensitive (§2.2).
+    # Contacts are addressed by their e-mail (`addressable`, docs/reference/acoustic.md#operations);
+    # attribute names are case-sensitive (docs/reference/acoustic.md#operations).
     email_attribute = _field_name("Email")
-    # updateContactInputs is an array (§2.2); the maximum per call is UNVERIFIED.
+    # updateContactInputs is an array (docs/reference/acoustic.md#operations); the maximum per call
+    # is UNVERIFIED.
     batch_size = fields.Integer(load_default=50, validate=validate.Range(min=1, max=1000))
-    # No published rate limit for Connect (§2.4, UNVERIFIED): a cautious default.
+    # No published rate limit for Connect (docs/reference/acoustic.md#rate-limits, UNVERIFIED): a
+    # cautious default.
     rate_limit_per_second = _rate(5.0)
 
 
 class DotdigitalSchema(_PeerSchema):
-    username = _secret()  # the API user, e.g. apiuser-xxx@apiconnector.com (§3.1)
+    # the API user, e.g. apiuser-xxx@apiconnector.com
+    # (docs/reference/dotdigital.md#base-url-auth-headers)
+    username = _secret()
     password = _secret()
-    # Data field names are conventionally upper case in Dotdigital (§3.2 example "FIRSTNAME").
+    # Data field names are conventionally upper case in Dotdigital
+    # (docs/reference/dotdigital.md#endpoints example "FIRSTNAME").
     consent_field = _field_name("TRACKING_CONSENT")
     source_field = _field_name("TRACKING_CONSENT_SOURCE")
     source_id_field = _field_name("TRACKING_CONSENT_SOURCE_ID")
     # A consent record (v3 `consentRecords`) with each `granted` decision: the wording the
     # person agreed to and the page it was shown on; the time is the decision's. The relay
-    # does not capture the IP address or user agent (README "Dotdigital").
+    # does not capture the IP address or user agent
+    # (docs/delivery/peers.md#dotdigital-consent-records).
     consent_text = fields.String(
         load_default=None, allow_none=True, validate=validate.Length(min=1, max=2000)
     )
@@ -140,8 +152,9 @@ class DotdigitalSchema(_PeerSchema):
         load_default=None, allow_none=True, schemes={"http", "https"}, require_tld=False
     )
     # Tiered limits per minute, by package; the one published figure is Basic's Low tier,
-    # "35 calls per minute (0.5/sec ...)"; the flat scheme allows 2000/hour (§3.4). Check
-    # Settings > Access > API rate limits and raise it.
+    # "35 calls per minute (0.5/sec ...)"; the flat scheme allows 2000/hour
+    # (docs/reference/dotdigital.md#rate-limits). Check Settings > Access > API rate limits and
+    # raise it.
     rate_limit_per_second = _rate(0.5)
 
     @validates_schema
@@ -153,16 +166,20 @@ class DotdigitalSchema(_PeerSchema):
 
 
 class MoEngageSchema(_PeerSchema):
-    app_id = _secret()  # the Workspace ID: Basic-auth user and MOE-APPKEY header (§4.1)
-    api_key = _secret()  # the Data API key: Basic-auth password (§4.1)
+    # the Workspace ID: Basic-auth user and MOE-APPKEY header
+    # (docs/reference/moengage.md#base-url-auth-headers)
+    app_id = _secret()
+    # the Data API key: Basic-auth password (docs/reference/moengage.md#base-url-auth-headers)
+    api_key = _secret()
     # The user's MoEngage customer_id, a template over the decision ({email}, {source},
     # {source_id}). Track User keys users by it (default "{email}"); the opt-in endpoint
     # needs it with PII tokenization and in workspaces that answer "customer_id is
     # mandatory" (https://www.moengage.com/docs/api/email-subscription/email-subscription-overview).
     # Unset in channel_consent mode: email_id is sent, which updates every user with it.
     customer_id = fields.String(load_default=None, allow_none=True, validate=_decision_template)
-    # The opt-in endpoint allows 1000 requests/min and 360K/day (§4.4): the daily cap is
-    # 4.17/s sustained, and one pace must respect both.
+    # The opt-in endpoint allows 1000 requests/min and 360K/day
+    # (docs/reference/moengage.md#rate-limits): the daily cap is 4.17/s sustained, and one pace must
+    # respect both.
     rate_limit_per_second = _rate(4.0)
 
 

@@ -27,7 +27,7 @@ MIN_SHARED_SECRET_CHARS = 6
 MIN_PASSWORD_CHARS = 16
 KIND_OPTIONS = ("username", "url", "signature_versions", "organization_ids")
 HUBSPOT_VERSIONS = ("v1", "v2", "v3")
-# The names each kind offers to the `source`/`source_id` templates (README, "Sources"); the
+# The names each kind offers to the `source`/`source_id` templates (docs/sources/index.md); the
 # canonical kinds take their labels from the payload and offer none. The config loader checks
 # templates against this table, and each kind (service/sources/) publishes it as VARIABLES.
 KIND_VARIABLES: dict[str, frozenset[str]] = {

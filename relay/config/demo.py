@@ -37,14 +37,15 @@ DEMO_PEERS: dict[str, Any] = {
         "base_url": "http://127.0.0.1:8027",
         "username": "apiuser-demo@apiconnector.com",
         "password": "dotdigital-demo-password",
-        "rate_limit_per_second": 5,  # the emulator's; a real account: see README "Dotdigital"
+        # the emulator's; a real account: see docs/delivery/rate-limits.md
+        "rate_limit_per_second": 5,
     },
     "moengage": {
         "kind": "moengage",
         "base_url": "http://127.0.0.1:8028",
         "app_id": "DEMOWORKSPACE01",
         "api_key": "moengage-demo-data-api-key",
-        "mode": "channel_consent",  # shows the lossy mapping (README "Peer destinations")
+        "mode": "channel_consent",  # shows the lossy mapping (docs/delivery/peers.md)
     },
 }
 DEMO_CONFIG: dict[str, Any] = {

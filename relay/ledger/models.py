@@ -92,7 +92,8 @@ class Event(Base):
 class IgnoredEvent(Base):
     """An authenticated event that carried no usable decision, and why (an event type we do
     not handle, no address, an unmapped answer). Answered 2xx so that the sender neither
-    retries forever nor disables the hook (webhook-sources.md §0.2); kept as evidence."""
+    retries forever nor disables the hook (docs/reference/senders.md#answers-have-side-effects);
+    kept as evidence."""
 
     __tablename__ = "ignored_events"
     __table_args__ = (

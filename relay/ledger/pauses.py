@@ -1,9 +1,9 @@
 """Pause and resume of destinations, shared by the workers, the CLI and the admin API.
 
 A destination is paused when it refuses our credentials (Engage 401, 403, 417 account
-expired: destinations.md §1.3) or when an operator says so. While paused nothing is sent to
-it and its events stay pending: no retries are burnt and nothing is dead-lettered. An auth
-pause is lifted by a successful probe; an operator pause only by an operator.
+expired: docs/reference/engage.md#responses-and-errors) or when an operator says so. While paused
+nothing is sent to it and its events stay pending: no retries are burnt and nothing is
+dead-lettered. An auth pause is lifted by a successful probe; an operator pause only by an operator.
 """
 
 from __future__ import annotations

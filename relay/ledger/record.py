@@ -72,7 +72,9 @@ def record_decision(
     """Insert the event and one outbox row per destination, and commit; or find the duplicate.
 
     The unique (source, webhook-id) constraint makes duplicate suppression last as long as the
-    ledger keeps the event, not a 5-minute window (webhook-gateways.md §1.1, §8.3).
+    ledger keeps the event, not a 5-minute window
+    (docs/reference/standard-webhooks.md#the-specification,
+    docs/reference/delivery-practice.md#dedup-window).
     """
     [outcome] = record_events(
         session,
@@ -214,7 +216,8 @@ def _insert_event(
         consent_source=decision.source,
         consent_source_id=decision.source_id,
         # When the payload gives no decision time, the time of first receipt stands in;
-        # never the webhook timestamp, which is the attempt time (spec §1.1).
+        # never the webhook timestamp, which is the attempt time
+        # (docs/reference/standard-webhooks.md#the-specification).
         occurred_at=decision.occurred_at or now,
         occurred_at_given=decision.occurred_at is not None,
         webhook_timestamp=webhook_timestamp,

@@ -137,7 +137,8 @@ def _decision_params(decision: Decision, now: dt.datetime) -> dict[str, Any]:
         "consent_source": decision.source,
         "consent_source_id": decision.source_id,
         # No decision time in the payload: the time of first receipt stands in; never the
-        # webhook timestamp, which is the attempt time (spec §1.1).
+        # webhook timestamp, which is the attempt time
+        # (docs/reference/standard-webhooks.md#the-specification).
         "occurred_at": _naive_utc(decision.occurred_at or now),
         "occurred_at_given": decision.occurred_at is not None,
     }

@@ -1,8 +1,9 @@
 """The Celery *client* configuration, from Settings (Flask's "Celery background tasks" pattern).
 
-At-least-once settings follow webhook-gateways.md §5.1 and §8.8: late acks, prefetch 1,
-publisher confirms on RabbitMQ, re-queue on a lost worker (RabbitMQ only: Redis has no
-redelivered flag). Long waits never live in the broker: the sweeper re-enqueues due work.
+At-least-once settings follow docs/reference/delivery-practice.md#celery-at-least-once and
+docs/reference/delivery-practice.md#celery-settings: late acks, prefetch 1, publisher confirms on
+RabbitMQ, re-queue on a lost worker (RabbitMQ only: Redis has no redelivered flag). Long waits never
+live in the broker: the sweeper re-enqueues due work.
 """
 
 from __future__ import annotations
@@ -37,8 +38,8 @@ def transport_options(settings: Settings) -> dict[str, Any]:
         return {"visibility_timeout": 3600}
     if kind == "filesystem":
         # The embedded default broker: no server needed (relay/messaging/embedded_broker.py). It can
-        # lose a message on a crash (webhook-gateways.md §5.3); the ledger's sweeper makes
-        # that harmless.
+        # lose a message on a crash (docs/reference/delivery-practice.md#embedded-brokers); the
+        # ledger's sweeper makes that harmless.
         folder = Path(settings.data_dir, "broker").resolve()
         for sub in ("processed", "control"):
             (folder / sub).mkdir(parents=True, exist_ok=True)

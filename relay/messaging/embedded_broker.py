@@ -19,7 +19,7 @@ Two faults of the stock transport (kombu 5.x, `kombu/transport/filesystem.py`) a
    it, so two consumers never both take one.
 
 A message is still lost if a process dies between claiming and handing it on; the ledger's
-sweeper re-sends whatever is owed, so nothing accepted is lost (see README, Brokers).
+sweeper re-sends whatever is owed, so nothing accepted is lost (see docs/delivery/brokers.md).
 """
 
 from __future__ import annotations

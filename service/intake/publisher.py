@@ -4,7 +4,7 @@
 Best effort by design: the outbox row is already committed, and beat's sweeper enqueues it if
 this publish fails. When the broker is unreachable each attempt costs seconds of connection
 timeouts, so after a failure the web process stops trying for a short while rather than slow
-every webhook answer (senders time out after ~10 s: webhook-sources.md, Tally).
+every webhook answer (senders time out after ~10 s: docs/reference/sources/tally.md#retries).
 """
 
 from __future__ import annotations

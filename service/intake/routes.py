@@ -4,9 +4,9 @@ Order of checks: unknown source (404), size (413, Flask's MAX_CONTENT_LENGTH), a
 (401), content type (415), body (400), canonical fields (422). Each event of the delivery is
 then recorded, found to be a duplicate (by the sender's own event id), or ignored with its
 reason: a signed delivery we cannot use is still answered 2xx, because several senders disable
-the hook or stop retrying on a 4xx (webhook-sources.md §0.2). Events and their outbox rows
-are committed before the answer; the Celery message is only an accelerator (the sweeper
-re-sends).
+the hook or stop retrying on a 4xx (docs/reference/senders.md#answers-have-side-effects). Events and
+their outbox rows are committed before the answer; the Celery message is only an accelerator (the
+sweeper re-sends).
 """
 
 from __future__ import annotations
@@ -86,7 +86,8 @@ class _Refused(Exception):
 
 
 def _inbound(source_name: str) -> InboundRequest:
-    """The request as the kinds see it; the raw bytes first (webhook-sources.md §0.1)."""
+    """The request as the kinds see it; the raw bytes first
+    (docs/reference/senders.md#read-the-raw-body-first)."""
     try:
         body = request.get_data(cache=True)
     except RequestEntityTooLarge:

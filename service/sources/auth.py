@@ -2,7 +2,9 @@
 
 Jotform, ActiveCampaign and Paperform can only carry a secret in the URL; Dataverse sends a
 header or `?code=`; Pipedrive and Salesforce Flow callouts use Basic auth
-(webhook-sources.md B3, C3, C4, C6). Every comparison is constant-time and fails closed.
+(docs/reference/sources/jotform.md, docs/reference/sources/salesforce.md#flow-http-callouts,
+docs/reference/sources/pipedrive.md, docs/reference/sources/dynamics.md). Every comparison is
+constant-time and fails closed.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from collections.abc import Iterable
 from service.sources.base import InboundRequest, SignatureError
 
 TOKEN_HEADER = "x-consent-relay-token"  # noqa: S105 (a header name, not a secret)
-TOKEN_QUERY = ("token", "code")  # `code` is Dataverse's WebhookKey (webhook-sources.md C6)
+# `code` is Dataverse's WebhookKey (docs/reference/sources/dynamics.md)
+TOKEN_QUERY = ("token", "code")
 
 
 def matches_any(offered: str, secrets: Iterable[str]) -> bool:

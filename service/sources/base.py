@@ -27,7 +27,7 @@ class PayloadError(Exception):
     Only for bodies that cannot be parsed. A parsed event that cannot be used (no address,
     an unmapped answer, an event type we do not handle) is *ignored* with a recorded reason
     and a 2xx, because several senders disable the hook or stop retrying on a 4xx
-    (webhook-sources.md §0.2)."""
+    (docs/reference/senders.md#answers-have-side-effects)."""
 
 
 class MalformedJsonError(PayloadError):
@@ -49,7 +49,7 @@ class FieldsError(Exception):
 @dataclass(frozen=True)
 class InboundRequest:
     """Everything a kind may look at. `headers` names are lower-case; `body` is the raw bytes
-    the signatures cover (webhook-sources.md §0.1)."""
+    the signatures cover (docs/reference/senders.md#read-the-raw-body-first)."""
 
     method: str
     url: str

@@ -1,18 +1,21 @@
-"""`kind = "dynamics"`: Microsoft Dynamics 365 / Dataverse webhooks (webhook-sources.md C6).
+"""`kind = "dynamics"`: Microsoft Dynamics 365 / Dataverse webhooks
+(docs/reference/sources/dynamics.md).
 
-Dataverse signs nothing: the webhook is registered with a shared key (C6.1), sent either as
+Dataverse signs nothing: the webhook is registered with a shared key
+(docs/reference/sources/dynamics.md#authentication), sent either as
 `?code=<key>` (authentication "WebhookKey") or as a header pair ("HttpHeader":
 `X-Consent-Relay-Token: <key>` or `Authorization: Bearer <key>`). It is compared in constant
 time against every active secret (`auth.check_token`).
 
-The body is a `RemoteExecutionContext` (C6.7). Handled: `Create` and `Update` of a `contact`
-or a `lead`; anything else is ignored with its reason. A step registered before the
-operation (Stage 10/20) sees a change that may still be refused, so it is ignored too:
-register the step as PostOperation (40), asynchronous.
+The body is a `RemoteExecutionContext` (docs/reference/sources/dynamics.md#payload). Handled:
+`Create` and `Update` of a `contact` or a `lead`; anything else is ignored with its reason. A step
+registered before the operation (Stage 10/20) sees a change that may still be refused, so it is
+ignored too: register the step as PostOperation (40), asynchronous.
 
-Duplicates: Dataverse retries once, on 502/503/504 only (C6.6), with the same context.
-The event id is `OperationId`, the id of the step's System Job; a synchronous step has no
-System Job, so when `OperationId` is missing or the empty GUID (UNVERIFIED) the event is
+Duplicates: Dataverse retries once, on 502/503/504 only
+(docs/reference/sources/dynamics.md#retries), with the same context. The event id is `OperationId`,
+the id of the step's System Job; a synchronous step has no System Job, so when `OperationId` is
+missing or the empty GUID (UNVERIFIED) the event is
 `CorrelationId` + message + record + `OperationCreatedOn` (CorrelationId alone is shared by
 every operation of one request chain).
 
@@ -20,9 +23,10 @@ Answers: the attributes of `InputParameters.Target` (only the changed columns on
 merged with those of the registered post-images (filling the columns the Target lacks);
 `{"Value": ...}` wrappers (OptionSetValue, Money) are unwrapped; the labels Dataverse formats
 for option sets and booleans are offered as `formatted.<column>`. The consent columns
-(`donotbulkemail`, `donotemail`, Customer Insights consent) are UNVERIFIED (C6.7). Over
-256 KB Dataverse drops the parameters and images and sets `x-ms-dynamics-msg-size-exceeded`:
-then an event without its address is ignored with that reason.
+(`donotbulkemail`, `donotemail`, Customer Insights consent) are UNVERIFIED
+(docs/reference/sources/dynamics.md#payload). Over 256 KB Dataverse drops the parameters and images
+and sets `x-ms-dynamics-msg-size-exceeded`: then an event without its address is ignored with that
+reason.
 """
 
 from __future__ import annotations

@@ -1,27 +1,34 @@
-"""`kind = "hubspot"`: HubSpot workflow webhooks (B5) and Webhooks API events (C1).
+"""`kind = "hubspot"`: HubSpot workflow webhooks
+(docs/reference/sources/hubspot.md#workflow-webhooks) and Webhooks API events
+(docs/reference/sources/hubspot.md#webhooks-api).
 
 Authentication is a HubSpot request signature, v1, v2 or v3 (`hubspot_signature.py`), with
 the app's client secret; config `signature_versions` restricts the accepted versions and
 config `url` is the URL as pasted at HubSpot (v2 and v3 sign it; behind a proxy the URL we
-see differs). HubSpot stops retrying on most 4xx (webhook-sources.md §0.2), so a signed
-delivery we cannot use is answered 200 with each event ignored and its reason recorded.
+see differs). HubSpot stops retrying on most 4xx
+(docs/reference/senders.md#answers-have-side-effects), so a signed delivery we cannot use is
+answered 200 with each event ignored and its reason recorded.
 
 Two bodies arrive at the same endpoint:
 
-- A JSON array: Webhooks API events (C1.7), one SourceEvent per element, recognised as a
-  redelivery by `eventId`. They carry no e-mail address, only `objectId`: a
+- A JSON array: Webhooks API events (docs/reference/sources/hubspot.md#webhooks-api-events), one
+  SourceEvent per element, recognised as a redelivery by `eventId`. They carry no e-mail address,
+  only `objectId`: a
   `contact.propertyChange` of the consent property is ignored with that reason, because we do
   not look contacts up (use a workflow webhook for consent). Other types are ignored (EVENTS).
-- A JSON object: the contact a workflow "Send a webhook" action posts (B5.7), legacy shape
-  (`vid`, `properties.<name>.value` with `versions`, `form-submissions`) or flat shape
-  (`objectId`, `properties.<name>` = value; UNVERIFIED, no captured example). Answers are the
-  properties by internal name; the e-mail is `properties.email`.
+- A JSON object: the contact a workflow "Send a webhook" action posts
+  (docs/reference/sources/hubspot.md#workflow-payload), legacy shape (`vid`,
+  `properties.<name>.value` with `versions`, `form-submissions`) or flat shape (`objectId`,
+  `properties.<name>` = value; UNVERIFIED, no captured example). Answers are the properties by
+  internal name; the e-mail is `properties.email`.
 
-A workflow webhook has no delivery id (B5.5), so one is derived, `vid:<id>:<change>`, where the
-change is the consent property's last change time (legacy `versions`), else
-`lastmodifieddate`, else the body's SHA-256. Not the latest form `conversion-id`, which B5.5
-suggests: a workflow re-enrolled by a later consent change carries the same latest form
-submission, and would be taken for a redelivery and lost.
+A workflow webhook has no delivery id (docs/reference/sources/hubspot.md#workflow-duplicates), so
+one is derived, `vid:<id>:<change>`, where the change is the consent property's last change time
+(legacy `versions`), else
+`lastmodifieddate`, else the body's SHA-256. Not the latest form `conversion-id`, which
+docs/reference/sources/hubspot.md#workflow-duplicates suggests: a workflow re-enrolled by a later
+consent change carries the same latest form submission, and would be taken for a redelivery and
+lost.
 """
 
 from __future__ import annotations
@@ -109,7 +116,8 @@ class HubspotKind(BaseKind):
         headers.update(signed_headers(self.secrets[0], version, parts, now))
         return SignedRequest(url, headers, body)
 
-    # --- Webhooks API events (C1) --------------------------------------------------------
+    # --- Webhooks API events (docs/reference/sources/hubspot.md#webhooks-api)
+    # --------------------------------------------------------
 
     def _api_event(self, item: Any, index: int, body: bytes) -> SourceEvent:
         event_id = _text_id(item.get("eventId")) if isinstance(item, dict) else None
@@ -152,7 +160,8 @@ class HubspotKind(BaseKind):
             return None
         return NO_EMAIL_IN_API_EVENTS.format(event_type, object_id)
 
-    # --- workflow "Send a webhook" contacts (B5) -----------------------------------------
+    # --- workflow "Send a webhook" contacts (docs/reference/sources/hubspot.md#workflow-webhooks)
+    # -----------------------------------------
 
     def _workflow_event(self, contact: Mapping[str, Any], body: bytes) -> SourceEvent:
         raw_properties = contact.get("properties")

@@ -1,4 +1,5 @@
-"""HubSpot request signatures v1, v2 and v3 (webhook-sources.md C1.1-4, §0.3 vectors).
+"""HubSpot request signatures v1, v2 and v3 (docs/reference/sources/hubspot.md#signatures,
+docs/reference/sources/hubspot.md#replay, docs/reference/senders.md#test-vectors vectors).
 
 - v1: `X-HubSpot-Signature` (`X-HubSpot-Signature-Version: v1`) = hex SHA-256 (not an HMAC)
   of `secret + body`.
@@ -6,13 +7,15 @@
 - v3: `X-HubSpot-Signature-v3` = base64 HMAC-SHA256 (key: the app's client secret) of
   `METHOD + URI + body + timestamp`, with `X-HubSpot-Request-Timestamp` in MILLISECONDS.
 
-Only v3 binds a time, so only v3 resists a replay (C1.4); v1 binds neither the URL nor a
-time. HubSpot's Python SDK (`hubspot/utils/signature.py`) computes exactly these strings.
+Only v3 binds a time, so only v3 resists a replay (docs/reference/sources/hubspot.md#replay); v1
+binds neither the URL nor a time. HubSpot's Python SDK (`hubspot/utils/signature.py`) computes
+exactly these strings.
 
 The URI is the URL as HubSpot called it (protocol, host, path and query in their original
 order). For v3 HubSpot asks receivers to decode some URL-encoded characters first; the table
-is UNVERIFIED (C1.3): the one below is the one two independent public verifiers use, while
-the SDK decodes nothing. A v3 signature over either form is accepted (both need the secret).
+is UNVERIFIED (docs/reference/sources/hubspot.md#signatures): the one below is the one two
+independent public verifiers use, while the SDK decodes nothing. A v3 signature over either form is
+accepted (both need the secret).
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ V3_HEADER = "x-hubspot-signature-v3"
 TIMESTAMP_HEADER = "x-hubspot-request-timestamp"
 VERSIONS = ("v1", "v2", "v3")
 MAX_TIMESTAMP_DIGITS = 16  # milliseconds; 13 digits today
-# UNVERIFIED (C1.3): the characters HubSpot asks to decode in the v3 URI.
+# UNVERIFIED (docs/reference/sources/hubspot.md#signatures): the characters HubSpot asks to decode
+# in the v3 URI.
 V3_DECODED = {
     "%3A": ":",
     "%2F": "/",
@@ -141,7 +145,8 @@ def _verify_v3(
 
 
 def _timestamp(value: str | None, tolerance_seconds: int, now: float) -> int:
-    """Milliseconds since the epoch (C1.4), within the tolerance both ways."""
+    """Milliseconds since the epoch (docs/reference/sources/hubspot.md#replay), within the tolerance
+    both ways."""
     if not value:
         raise SignatureError("Missing X-HubSpot-Request-Timestamp header.")
     if not value.isascii() or not value.isdigit() or len(value) > MAX_TIMESTAMP_DIGITS:

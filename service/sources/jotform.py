@@ -1,19 +1,21 @@
-"""`kind = "jotform"`: Jotform form webhooks (webhook-sources.md B3).
+"""`kind = "jotform"`: Jotform form webhooks (docs/reference/sources/jotform.md).
 
-Jotform does not sign its webhooks (B3.1): the only secret it can carry is in the webhook URL,
-so the operator pastes `https://relay/webhooks/<name>?token=<long random token>` and the
-token is compared in constant time against every active secret (`auth.check_token`, as
-Zulip does with `?api_key=`). Nothing is signed and there is no timestamp, so a captured URL
-can replay a submission: duplicates are recognised by the `submissionID` form part (B3.5).
+Jotform does not sign its webhooks (docs/reference/sources/jotform.md#authentication): the only
+secret it can carry is in the webhook URL, so the operator pastes
+`https://relay/webhooks/<name>?token=<long random token>` and the token is compared in constant time
+against every active secret (`auth.check_token`, as Zulip does with `?api_key=`). Nothing is signed
+and there is no timestamp, so a captured URL can replay a submission: duplicates are recognised by
+the `submissionID` form part (docs/reference/sources/jotform.md#duplicates).
 
-The body is `multipart/form-data` (B3.7; `application/x-www-form-urlencoded` is accepted too):
+The body is `multipart/form-data` (docs/reference/sources/jotform.md#payload;
+`application/x-www-form-urlencoded` is accepted too):
 `formID`, `submissionID`, `formTitle`, `pretty`, ... and `rawRequest`, a JSON string whose
 keys are `q<N>_<fieldName>`. Answers are offered under those keys and under the field name
 without the `q<N>_` prefix, so operators can map `email` / `consent`. A checkbox is a list of
-the selected labels (UNVERIFIED, B3.7: the captured fixture has none); the shared mapping
-tries each label. `pretty` ("Label:value, ...") is not parsed: a comma or colon inside an
-answer makes it ambiguous. Jotform documents no submission time, so the time of receipt
-stands in (the client-side `jsExecutionTracker` clock is not trusted).
+the selected labels (UNVERIFIED, docs/reference/sources/jotform.md#payload: the captured fixture has
+none); the shared mapping tries each label. `pretty` ("Label:value, ...") is not parsed: a comma or
+colon inside an answer makes it ambiguous. Jotform documents no submission time, so the time of
+receipt stands in (the client-side `jsExecutionTracker` clock is not trusted).
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ from service.sources.payloads import json_object, parse_json
 from service.sources.token import with_query
 
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
-EVENT_TYPE = "submission"  # Jotform posts one kind of delivery: a form submission (B3)
+# Jotform posts one kind of delivery: a form submission (docs/reference/sources/jotform.md)
+EVENT_TYPE = "submission"
 FIELD_PREFIX = re.compile(r"^q\d+_(?=.)")
 MAX_EVENT_ID = 255  # the ledger's delivery_id column
 

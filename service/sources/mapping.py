@@ -2,8 +2,9 @@
 
 Where the address and the consent answer are, how answers map to granted/denied/withdrawn/
 unknown, what an absent answer means, and the `source`/`source_id` templates are per source
-in the config file (README, "Sources"). Anything that cannot become a valid decision is
-*ignored* with a reason that is recorded, never a 4xx (webhook-sources.md §0.2).
+in the config file (docs/sources/index.md). Anything that cannot become a valid decision is
+*ignored* with a reason that is recorded, never a 4xx
+(docs/reference/senders.md#answers-have-side-effects).
 """
 
 from __future__ import annotations

@@ -1,17 +1,18 @@
-"""`kind = "pipedrive"`: Pipedrive webhooks, v2 and v1 (webhook-sources.md C4).
+"""`kind = "pipedrive"`: Pipedrive webhooks, v2 and v1 (docs/reference/sources/pipedrive.md).
 
 Pipedrive does not sign: it sends `Authorization: Basic` with the `http_auth_user` /
-`http_auth_password` set on the webhook (C4.1), compared in constant time against the
-configured `username` and every active secret (`auth.check_basic`).
+`http_auth_password` set on the webhook (docs/reference/sources/pipedrive.md#authentication),
+compared in constant time against the configured `username` and every active secret
+(`auth.check_basic`).
 
-Duplicates (C4.5):
+Duplicates (docs/reference/sources/pipedrive.md#duplicates):
 - v2: `meta.id`, the id of the event that triggered the webhook; a retry resends it with a
   higher `meta.attempt`.
 - v1: `meta.id` is the *object's* id (every later change of the same person has it too), so
   it cannot be the event id. The event is `meta.webhook_id` + `event` + object id +
   `meta.timestamp_micro` (the change's time in microseconds); that a retry keeps
-  `timestamp_micro` is UNVERIFIED (C4.6), and if it did not, a retry would record the same
-  decision twice, which is harmless.
+  `timestamp_micro` is UNVERIFIED (docs/reference/sources/pipedrive.md#retries), and if it did not,
+  a retry would record the same decision twice, which is harmless.
 
 Handled: a person created or changed (v2 `create.person`/`change.person`, v1
 `added.person`/`updated.person`). Deleting a person is not a withdrawal, and the other
@@ -19,9 +20,11 @@ objects (deal, lead, organization...) carry no person's address: ignored with th
 Answers are the person's top-level fields (e.g. `marketing_status`) and the custom fields by
 their 40-character hash key: v1 has them at the top level; v2 under `custom_fields` as
 `{"type", "value"}` (a single option as `{"id"}`, several as `{"values": [{"id"}]}`), offered
-as the value or option id(s). Which consent field the account uses is UNVERIFIED (C4.7).
-The address is the primary entry of `emails` (v2) or `email` (v1), a key that differs between
-versions (UNVERIFIED, C4.7: both are read); it is also offered as the answer `email`.
+as the value or option id(s). Which consent field the account uses is UNVERIFIED
+(docs/reference/sources/pipedrive.md#payload). The address is the primary entry of `emails` (v2) or
+`email` (v1), a key that differs between versions (UNVERIFIED,
+docs/reference/sources/pipedrive.md#payload: both are read); it is also offered as the answer
+`email`.
 """
 
 from __future__ import annotations

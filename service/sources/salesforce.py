@@ -1,21 +1,23 @@
-"""`kind = "salesforce"`: Salesforce Outbound Messages (webhook-sources.md C2).
+"""`kind = "salesforce"`: Salesforce Outbound Messages (docs/reference/sources/salesforce.md).
 
-Salesforce cannot sign an outbound message (C2.1-2), so two checks stand in, in this order:
-a long random token in the endpoint URL (`?token=`, compared in constant time against every
-active secret; 401), then the message's `OrganizationId` against config `organization_ids`
-(401). Between them the body must be a SOAP message we can read (400): DTDs and entities are
-refused (defusedxml), as C2.7 asks. Nothing is signed and there is no timestamp, so a
-captured message can be replayed: duplicates are recognised by each `Notification/Id`
-(Salesforce itself "can sometimes" deliver a message twice, C2.5).
+Salesforce cannot sign an outbound message (docs/reference/sources/salesforce.md#authentication), so
+two checks stand in, in this order: a long random token in the endpoint URL (`?token=`, compared in
+constant time against every active secret; 401), then the message's `OrganizationId` against config
+`organization_ids` (401). Between them the body must be a SOAP message we can read (400): DTDs and
+entities are refused (defusedxml), as docs/reference/sources/salesforce.md#payload asks. Nothing is
+signed and there is no timestamp, so a captured message can be replayed: duplicates are recognised
+by each `Notification/Id` (Salesforce itself "can sometimes" deliver a message twice,
+docs/reference/sources/salesforce.md#duplicates).
 
 A message carries up to 100 Notifications, each one sObject: one SourceEvent each, answers
 keyed by the field's local name (`Email`, `HasOptedOutOfEmail`, `Tracking_Consent__c`).
 `HasOptedOutOfEmail` is e-mail opt-out, not tracking consent: map it only knowingly.
 
 Salesforce takes anything but a SOAP `notificationsResponse` with `<Ack>true</Ack>` as a
-failure and resends for up to 24 h (§0.2, C2.6), so every 2xx outcome (accepted, duplicate,
-ignored) is answered with exactly that body. Refusals keep the problem answer: Salesforce
-retries them, which is what a 503 needs and harmless for a 401/400.
+failure and resends for up to 24 h (docs/reference/senders.md#answers-have-side-effects,
+docs/reference/sources/salesforce.md#retries), so every 2xx outcome (accepted, duplicate, ignored)
+is answered with exactly that body. Refusals keep the problem answer: Salesforce retries them, which
+is what a 503 needs and harmless for a 401/400.
 """
 
 from __future__ import annotations
@@ -49,7 +51,8 @@ SOAP = "{http://schemas.xmlsoap.org/soap/envelope/}"
 OUTBOUND = "{http://soap.sforce.com/2005/09/outbound}"
 XSI = "{http://www.w3.org/2001/XMLSchema-instance}"
 XML_TYPES = ("text/xml", "application/xml")
-# C2.7, verbatim: the only answer that stops Salesforce from resending.
+# docs/reference/sources/salesforce.md#payload, verbatim: the only answer that stops Salesforce from
+# resending.
 ACK = (
     b'<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/">'
     b"<soapenv:Body>"
@@ -76,7 +79,8 @@ class SalesforceKind(BaseKind):
         "Event": NOT_A_PERSON.format("An Event"),
         "Campaign": NOT_A_PERSON.format("A Campaign"),
     }
-    DEFAULT_SOURCE_ID: ClassVar[str | None] = "{record_id}"  # sObject/sf:Id (C2.7)
+    # sObject/sf:Id (docs/reference/sources/salesforce.md#payload)
+    DEFAULT_SOURCE_ID: ClassVar[str | None] = "{record_id}"
     VARIABLES: ClassVar[frozenset[str]] = KIND_VARIABLES["salesforce"]
 
     def authenticate(self, request: InboundRequest) -> Authenticated:
@@ -116,7 +120,8 @@ class SalesforceKind(BaseKind):
 
     def sign(self, body: bytes, content_type: str, url: str, now: float) -> SignedRequest:
         """Salesforce calls the endpoint URL it was given: the token rides in its query.
-        The `SOAPAction` value is UNVERIFIED (C2.8); nothing here reads it."""
+        The `SOAPAction` value is UNVERIFIED (docs/reference/sources/salesforce.md#content-type);
+        nothing here reads it."""
         headers = {"Content-Type": content_type, "SOAPAction": '""'}
         return SignedRequest(with_query(url, token=self.secrets[0]), headers, body)
 
@@ -150,7 +155,8 @@ class SalesforceKind(BaseKind):
 
 def read_notifications(body: bytes) -> Element:
     """The SOAP body's `notifications` element; PayloadError when the body is not a SOAP
-    outbound message, or declares a DTD or entities (C2.7)."""
+    outbound message, or declares a DTD or entities
+    (docs/reference/sources/salesforce.md#payload)."""
     try:
         root = fromstring(body, forbid_dtd=True, forbid_entities=True, forbid_external=True)
     except DefusedXmlException:

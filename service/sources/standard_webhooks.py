@@ -1,10 +1,10 @@
 """Standard Webhooks v1 (symmetric) verification.
 
-Spec: standard-webhooks `spec/standard-webhooks.md` v1.0.0 (webhook-sources.md §A1,
-webhook-gateways.md §1). We do not call `standardwebhooks.Webhook.verify` here because its
-tolerance is hard-coded to five minutes and it raises ValueError/binascii.Error on malformed
-headers (webhook-gateways.md §1.2); the package is used in tests and the CLI as the
-independent signer that this verifier must agree with.
+Spec: standard-webhooks `spec/standard-webhooks.md` v1.0.0 (docs/reference/standard-webhooks.md,
+docs/reference/standard-webhooks.md). We do not call `standardwebhooks.Webhook.verify` here because
+its tolerance is hard-coded to five minutes and it raises ValueError/binascii.Error on malformed
+headers (docs/reference/standard-webhooks.md#the-python-package); the package is used in tests and
+the CLI as the independent signer that this verifier must agree with.
 
 Senders built on Svix send `svix-id`, `svix-timestamp` and `svix-signature` by default (the
 `webhook-*` names are an option there): the same scheme under other names, so each header is
@@ -92,7 +92,7 @@ def _timestamp(value: str | None, tolerance_seconds: int, now: float | None) -> 
     if not value:
         raise SignatureError("Missing webhook-timestamp (or svix-timestamp) header.")
     # Integer unix seconds only: the reference library floors "123.9" and signs a value
-    # other than the one sent (webhook-gateways.md §1.2).
+    # other than the one sent (docs/reference/standard-webhooks.md#the-python-package).
     if not value.isascii() or not value.isdigit() or len(value) > 12:
         raise SignatureError("Malformed webhook-timestamp header.")
     timestamp = int(value)

@@ -1,16 +1,18 @@
-"""`kind = "tally"`: Tally form webhooks (webhook-sources.md B2).
+"""`kind = "tally"`: Tally form webhooks (docs/reference/sources/tally.md).
 
 Signature: `Tally-Signature: <base64 HMAC-SHA256 of the raw body>`, no prefix, with the
 signing secret set in the webhook's settings. Tally's own sample signs
 `JSON.stringify(req.body)`, which equals the raw bytes because Tally sends compact JSON
-(§0.1). No timestamp is signed, so duplicates are recognised by the body's `eventId`.
-Tally wants a 2xx within 10 s and retries a failure 5 times (5 min .. 24 h): an event we
-cannot use is answered 200 `ignored`, never a 4xx (§0.2).
+(docs/reference/senders.md#read-the-raw-body-first). No timestamp is signed, so duplicates are
+recognised by the body's `eventId`. Tally wants a 2xx within 10 s and retries a failure 5 times (5
+min .. 24 h): an event we cannot use is answered 200 `ignored`, never a 4xx
+(docs/reference/senders.md#answers-have-side-effects).
 
 Answers are keyed by the field's `key` (`question_xxx`, stable) and by its `label` (what the
-operator sees in the editor). The checkbox value formats are UNVERIFIED (B2.7): a value may
-be a boolean (one checkbox) or a list of option ids (a checkbox group); option ids are
-replaced by their texts when the field lists its `options`, so operators map by text.
+operator sees in the editor). The checkbox value formats are UNVERIFIED
+(docs/reference/sources/tally.md#payload): a value may be a boolean (one checkbox) or a list of
+option ids (a checkbox group); option ids are replaced by their texts when the field lists its
+`options`, so operators map by text.
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ MAX_EVENT_ID = 255  # the ledger's delivery_id column
 
 
 def signature(secret: str, body: bytes) -> str:
-    """The `Tally-Signature` value: base64 of HMAC-SHA256(secret, body), no prefix (B2.2)."""
+    """The `Tally-Signature` value: base64 of HMAC-SHA256(secret, body), no prefix
+    (docs/reference/sources/tally.md#authentication)."""
     digest = hmac.new(secret.encode(), body, hashlib.sha256).digest()
     return base64.b64encode(digest).decode()
 
@@ -51,14 +54,16 @@ def signature(secret: str, body: bytes) -> str:
 def verify(headers: Mapping[str, str], body: bytes, secrets: Sequence[str]) -> None:
     offered = headers.get(HEADER)
     if not offered:
-        # Tally only signs when a secret is set on the webhook (B2.1): fail closed.
+        # Tally only signs when a secret is set on the webhook
+        # (docs/reference/sources/tally.md#authentication): fail closed.
         raise SignatureError("Missing Tally-Signature header.")
     require_signature(offered.strip(), (signature(secret, body) for secret in secrets))
 
 
 class TallyKind(BaseKind):
     name: ClassVar[str] = "tally"
-    # Tally sends one event type (B2.7); anything else gets ignored_type()'s reason.
+    # Tally sends one event type (docs/reference/sources/tally.md#payload); anything else gets
+    # ignored_type()'s reason.
     EVENTS: ClassVar[Mapping[str, str | None]] = {"FORM_RESPONSE": None}
     DEFAULT_SOURCE_ID: ClassVar[str | None] = "{form_id}:{response_id}"
     VARIABLES: ClassVar[frozenset[str]] = KIND_VARIABLES["tally"]
@@ -127,7 +132,8 @@ def _answers(fields: Any) -> tuple[dict[str, Any], str | None]:
 
 def _value(field: dict[str, Any], path: str) -> Any:
     """The field's value, option ids replaced by option texts where `options` lists them
-    (UNVERIFIED format, B2.7: booleans and unknown ids pass through unchanged)."""
+    (UNVERIFIED format, docs/reference/sources/tally.md#payload: booleans and unknown ids pass
+    through unchanged)."""
     value = field.get("value")
     options = field.get("options")
     if not isinstance(options, list):

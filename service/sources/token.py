@@ -1,7 +1,8 @@
 """`kind = "token"`: the canonical payload from a sender that cannot sign (a Salesforce Flow
 HTTP callout, Zapier, a script): a long random token in the URL (`?token=`), the
 `X-Consent-Relay-Token` header or a Bearer header, or Basic auth when `username` is set
-(webhook-sources.md C3). Compared in constant time against every active secret.
+(docs/reference/sources/salesforce.md#flow-http-callouts). Compared in constant time against every
+active secret.
 
 No timestamp is signed, so a captured request can be replayed: duplicates are recognised by
 the `Idempotency-Key` header when the sender sets one, otherwise by the body's SHA-256

@@ -1,9 +1,9 @@
-"""`kind = "typeform"`: Typeform webhooks (webhook-sources.md B1).
+"""`kind = "typeform"`: Typeform webhooks (docs/reference/sources/typeform.md).
 
 Signature: `Typeform-Signature: sha256=<base64 HMAC-SHA256 of the raw body>` with the secret
 set on the webhook. No timestamp is signed, so duplicates are recognised by `event_id`.
 Typeform disables a webhook on 404 or 410, so every signed delivery we cannot use is
-answered 200 `ignored` (webhook-sources.md §0.2).
+answered 200 `ignored` (docs/reference/senders.md#answers-have-side-effects).
 
 Answers are keyed by the field's `ref` (stable, set in the form editor; the docs recommend
 matching on it) and by its `id`; hidden fields as `hidden.<name>`.

@@ -1,16 +1,20 @@
-"""`kind = "webflow"`: Webflow form submission webhooks (webhook-sources.md B4).
+"""`kind = "webflow"`: Webflow form submission webhooks (docs/reference/sources/webflow.md).
 
 Signature: `x-webflow-signature: <hex HMAC-SHA256 of f"{timestamp}:{raw body}">` with
-`x-webflow-timestamp` in MILLISECONDS since the epoch (B4.3-4). The key is the OAuth app's
-client secret, or the per-webhook `whsec_...` secret of a webhook created through the API
-(B4.1, [2nd]); either way the configured string is the UTF-8 key, as the hookdeck examples
-use it. Whether Webflow decodes a `whsec_` secret first is UNVERIFIED. Webhooks created in
-the site dashboard or with a site token are not signed at all (B4.1): they are refused,
-because an unsigned consent change could come from anyone.
+`x-webflow-timestamp` in MILLISECONDS since the epoch
+(docs/reference/sources/webflow.md#authentication, docs/reference/sources/webflow.md#replay). The
+key is the OAuth app's client secret, or the per-webhook `whsec_...` secret of a webhook created
+through the API (docs/reference/sources/webflow.md#authentication, [2nd]); either way the configured
+string is the UTF-8 key, as the hookdeck examples use it. Whether Webflow decodes a `whsec_` secret
+first is UNVERIFIED. Webhooks created in the site dashboard or with a site token are not signed at
+all (docs/reference/sources/webflow.md#authentication): they are refused, because an unsigned
+consent change could come from anyone.
 
 The timestamp must be within the source's tolerance both ways (Webflow's docs: 5 min).
-Duplicates are recognised by `payload.id`, the submission id (B4.5). Answers are the
-`payload.data` entries, keyed by the field's display name (B4.7).
+Duplicates are recognised by `payload.id`, the submission id
+(docs/reference/sources/webflow.md#duplicates). Answers are the
+`payload.data` entries, keyed by the field's display name
+(docs/reference/sources/webflow.md#payload).
 """
 
 from __future__ import annotations
@@ -40,12 +44,14 @@ SIGNATURE_HEADER = "x-webflow-signature"
 TIMESTAMP_HEADER = "x-webflow-timestamp"
 MAX_TIMESTAMP_DIGITS = 16  # milliseconds; 13 digits today
 MAX_EVENT_ID = 255  # the ledger's delivery_id column
-EMAIL_KEYS = ("email", "Email")  # Webflow's default e-mail field name (B4.7)
+# Webflow's default e-mail field name (docs/reference/sources/webflow.md#payload)
+EMAIL_KEYS = ("email", "Email")
 NOT_A_FORM = "Not a form submission: no consent answer to record."
 
 
 def signature(secret: str, timestamp: int, body: bytes) -> str:
-    """Hex HMAC-SHA256 over `{timestamp}:{body}` (B4.2-3); the timestamp in milliseconds."""
+    """Hex HMAC-SHA256 over `{timestamp}:{body}` (docs/reference/sources/webflow.md#authentication);
+    the timestamp in milliseconds."""
     signed = str(timestamp).encode() + b":" + body
     return hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
 
@@ -77,7 +83,7 @@ def _timestamp(value: str | None, tolerance_seconds: int, now: float) -> int:
         raise SignatureError("Malformed x-webflow-timestamp header.")
     # Signed as `Number(ts)` in Webflow's docs, so "0123" is signed as "123".
     timestamp = int(value)
-    sent = timestamp / 1000  # milliseconds, not seconds (B4.4)
+    sent = timestamp / 1000  # milliseconds, not seconds (docs/reference/sources/webflow.md#replay)
     if sent < now - tolerance_seconds:
         raise SignatureError("Message timestamp too old.")
     if sent > now + tolerance_seconds:
@@ -133,7 +139,8 @@ class WebflowKind(BaseKind):
             "form_name": payload.get("name"),
             "site_id": payload.get("siteId"),
             "submission_id": submission_id,
-            "form_id": payload.get("formId"),  # newer payloads only, UNVERIFIED (B4.7)
+            # newer payloads only, UNVERIFIED (docs/reference/sources/webflow.md#payload)
+            "form_id": payload.get("formId"),
         }
         occurred = parse_time(payload.get("submittedAt"))
         email = _email(answers)

@@ -39,7 +39,8 @@ from tests.helpers.support import (
     write_config,
 )
 
-ENGAGE_LIMIT = 10  # requests/second, Engage's documented figure (destinations.md §1.4)
+# requests/second, Engage's documented figure (docs/reference/engage.md#rate-limits)
+ENGAGE_LIMIT = 10
 T0 = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
 CHAOS_DELIVERY = {
     "sweep_interval_seconds": 0.5,

@@ -1,5 +1,5 @@
 """One pace shared by several OS processes, as Celery worker processes on several machines
-share Engage's per-account limit (destinations.md §1.4).
+share Engage's per-account limit (docs/reference/engage.md#rate-limits).
 
 Four spawned processes race for slots on the same backend at 20/s with no headroom. The
 assertion is on the reserved slots, which the limiter controls: sorted, consecutive slots are

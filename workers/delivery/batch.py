@@ -1,5 +1,5 @@
 """Batch delivery, for destinations whose API takes many contacts in one call (Acoustic
-Connect's `updateContacts` takes an array of inputs: destinations.md §2.2).
+Connect's `updateContacts` takes an array of inputs: docs/reference/acoustic.md#operations).
 
 The sweeper hands a backlog of a batching destination's due contacts to one task, ids only.
 The task takes each contact's lease (a contact whose lease is held is skipped: its holder

@@ -3,9 +3,10 @@
 The task carries only (destination, contact id). It takes the contact's lease row, picks the
 latest decision (greatest occurred_at, ties by arrival), and writes it unless it is already
 what the destination holds. A retry of an old event therefore re-sends the newest state and
-can never regress it (webhook-gateways.md §8.6), and a backlog of decisions for one contact
-costs one write. What happens after a failure is decided in workers/delivery/policy.py and recorded
-by workers/delivery/outcomes.py; long waits live in `next_attempt_at`, never in the broker (§5.1).
+can never regress it (docs/reference/delivery-practice.md#last-decision-wins), and a backlog of
+decisions for one contact costs one write. What happens after a failure is decided in
+workers/delivery/policy.py and recorded by workers/delivery/outcomes.py; long waits live in
+`next_attempt_at`, never in the broker (docs/reference/delivery-practice.md#celery-at-least-once).
 """
 
 from __future__ import annotations

@@ -7,9 +7,10 @@ module decides the timing:
 - rejected (a 400 other than a missing contact): retried up to `max_rejected_attempts`
   (default 3), waiting `rejected_retry_seconds` then doubling, then dead-lettered;
 - not visible yet (NO_SUCH_OBJECT right after a create: Engage persists asynchronously,
-  destinations.md §1.2): retried after `not_visible_retry_seconds`, a few times;
-- rate limited (Engage's HTTP 500 "Database Access Limit Exceeded", §1.4): the shared limiter
-  slows down (the client does that) and the write is retried after `rate_limited_retry_seconds`;
+  docs/reference/engage.md#endpoints): retried after `not_visible_retry_seconds`, a few times;
+- rate limited (Engage's HTTP 500 "Database Access Limit Exceeded",
+  docs/reference/engage.md#rate-limits): the shared limiter slows down (the client does that) and
+  the write is retried after `rate_limited_retry_seconds`;
 - other transient failures (5xx, 408, timeouts, connection errors): `retry_schedule_seconds`
   (5 s, 30 s, 2 min, 10 min, 30 min, 1 h, then hourly) with ±20% jitter, until the decision
   has been failing for `max_retry_age_seconds` (72 h), then dead-lettered;
@@ -20,8 +21,10 @@ module decides the timing:
 - misconfigured (a peer lacks the custom field attribute mode writes): dead-lettered at once
   as `misconfigured`, since no retry can define the field.
 
-Every wait lives in the ledger's `next_attempt_at` (webhook-gateways.md §8.4), never in the
-broker. Jitter is ±20%, not full jitter, which could retry at once (§5.1).
+Every wait lives in the ledger's `next_attempt_at`
+(docs/reference/delivery-practice.md#retries-outside-the-broker), never in the broker. Jitter is
+±20%, not full jitter, which could retry at once
+(docs/reference/delivery-practice.md#celery-at-least-once).
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """The outbox sweeper, run by Celery beat every few seconds.
 
 An accepted event must never depend on the broker keeping a message: the embedded transport
-can lose one on a crash and kombu's SQL transport can drop a publish (webhook-gateways.md
-§5.3). So the ledger is the source of truth and this re-enqueues every contact with pending
-outbox rows whose retry is due, whose lease is free, and that was not dispatched recently.
+can lose one on a crash and kombu's SQL transport can drop a publish (
+docs/reference/delivery-practice.md#embedded-brokers). So the ledger is the source of truth and this
+re-enqueues every contact with pending outbox rows whose retry is due, whose lease is free, and that
+was not dispatched recently.
 
 Withdrawals and denials go first, into their destination's urgent lane (relay/messaging/lanes.py).
 A rate-limited destination gets at most its sweep budget of contacts per sweep (about what its

@@ -1,23 +1,28 @@
-"""Acoustic Connect client: the GraphQL `updateContacts` mutation (destinations.md §2,
-002_*.txt). Every call is a POST to the region's host with the header `x-api-key` (§2.1).
+"""Acoustic Connect client: the GraphQL `updateContacts` mutation (docs/reference/acoustic.md,
+docs/reference/acoustic.md#operations). Every call is a POST to the region's host with the header
+`x-api-key` (docs/reference/acoustic.md#base-url-auth-headers).
 
 - `dataSetId` (config `data_set_id`) is sent only when configured. The consent page lists it
   as Required (https://developer.goacoustic.com/acoustic-connect/reference/update-consent-
   preferences), but Acoustic's current "Update contacts" reference
   (https://developer.goacoustic.com/acoustic-connect/reference/update-contacts-) shows
   updateContacts without it in every example, so config validation does not require it;
-  which one holds for a given subscription is UNVERIFIED (README "Acoustic Connect").
+  which one holds for a given subscription is UNVERIFIED
+  (docs/delivery/peers.md#acoustic-connect-datasetid).
 - Contacts are addressed by e-mail, `addressable: [{field: "Email", eq: ...}]`, in place of
-  a contact key (§2.2). The relay never creates a contact: a contact added to an audience is
-  opted in to e-mail implicitly (§0.8). A missing one is `CONTACT_NOT_FOUND_BY_KEY` (§2.3).
-- attribute mode writes `to.attributes` (the attributes must exist in the audience, §5 design
-  note); channel_consent mode adds `to.consent.channels` with the EMAIL status (§2.5).
-- `updateContactInputs` is an array (§2.2): `write_many` sends many contacts in one mutation.
-  The maximum per call is UNVERIFIED (config `batch_size`, default 50).
+  a contact key (docs/reference/acoustic.md#operations). The relay never creates a contact: a
+  contact added to an audience is opted in to e-mail implicitly
+  (docs/reference/acoustic.md#implicit-opt-in). A missing one is `CONTACT_NOT_FOUND_BY_KEY`
+  (docs/reference/acoustic.md#errors).
+- attribute mode writes `to.attributes` (the attributes must exist in the audience,
+  docs/reference/mapping.md#canonical-states-on-each-platform design note); channel_consent mode
+  adds `to.consent.channels` with the EMAIL status (docs/reference/acoustic.md#consent-values).
+- `updateContactInputs` is an array (docs/reference/acoustic.md#operations): `write_many` sends many
+  contacts in one mutation. The maximum per call is UNVERIFIED (config `batch_size`, default 50).
 - Errors: the GraphQL envelope `{"errors": [{"message", "extensions": {"code"}}]}`; where the
-  code sits and which HTTP status comes with it are UNVERIFIED (§2.3), so both the message
-  and `extensions.code` are read, on any status. No rate limit is published (§2.4): 429 or a
-  rate-limit code is taken as rate limited.
+  code sits and which HTTP status comes with it are UNVERIFIED (docs/reference/acoustic.md#errors),
+  so both the message and `extensions.code` are read, on any status. No rate limit is published
+  (docs/reference/acoustic.md#rate-limits): 429 or a rate-limit code is taken as rate limited.
 - The query is sent with inline literals, exactly in the documented shape (the input type
   names that GraphQL variables would need are not documented).
 """
@@ -49,11 +54,11 @@ from workers.destinations.toolkit import (
 from workers.ratelimit.pace import Throttle
 
 VENDOR = "Acoustic Connect"
-NOT_FOUND_CODE = "CONTACT_NOT_FOUND_BY_KEY"  # §2.3, documented
-# The audience lacks what we name: a channel or consent group (codes from 002_*.txt), or an
-# attribute, or there is no such audience (`data_set_id`). The unknown-attribute and
-# unknown-audience codes are not documented (UNVERIFIED): ATTRIBUTE_NOT_FOUND and
-# DATA_SET_NOT_FOUND are what the emulator answers.
+NOT_FOUND_CODE = "CONTACT_NOT_FOUND_BY_KEY"  # docs/reference/acoustic.md#errors, documented
+# The audience lacks what we name: a channel or consent group (codes from
+# docs/reference/acoustic.md#operations), or an attribute, or there is no such audience
+# (`data_set_id`). The unknown-attribute and unknown-audience codes are not documented (UNVERIFIED):
+# ATTRIBUTE_NOT_FOUND and DATA_SET_NOT_FOUND are what the emulator answers.
 MISCONFIGURED_CODES = (
     "ATTRIBUTE_NOT_FOUND",
     "CHANNEL_NOT_DEFINED",
@@ -62,7 +67,8 @@ MISCONFIGURED_CODES = (
 )
 AUTH_CODES = ("UNAUTHENTICATED", "UNAUTHORIZED", "FORBIDDEN")
 RATE_CODES = ("TOO_MANY_REQUESTS", "RATE_LIMITED", "THROTTLED")
-PROBE_QUERY = "query { dataSets { nodes { dataSetId } } }"  # §2.2: lists the audiences
+# docs/reference/acoustic.md#operations: lists the audiences
+PROBE_QUERY = "query { dataSets { nodes { dataSetId } } }"
 
 WriteOutcome = int | Written | DeliveryError
 
@@ -200,8 +206,8 @@ class AcousticClient:
             detail = _count_note(modified_count(body), len(inputs))
             return [_written(status, note, detail) for note in notes]
         if verdict is Verdict.NOT_FOUND and len(inputs) > 1:
-            # Which contacts were missing is not reliably in the answer (UNVERIFIED, §2.3):
-            # each one is written again on its own.
+            # Which contacts were missing is not reliably in the answer (UNVERIFIED,
+            # docs/reference/acoustic.md#errors): each one is written again on its own.
             error: DeliveryError = BatchPartialError(
                 f"{VENDOR} batch of {len(inputs)} partly applied", status=status, body=body
             )
@@ -215,9 +221,10 @@ class AcousticClient:
 def _count_note(count: int | None, sent: int) -> str | None:
     if count is None or count >= sent:
         return None
-    # §2.3: a smaller modifiedCount "may" mean a missing contact (UNVERIFIED); with no error
-    # it may also be a write that changed nothing. Not retried, but the answer cannot show
-    # that this contact was written (nor which of a batch was not): recorded as unverified.
+    # docs/reference/acoustic.md#errors: a smaller modifiedCount "may" mean a missing contact
+    # (UNVERIFIED); with no error it may also be a write that changed nothing. Not retried, but the
+    # answer cannot show that this contact was written (nor which of a batch was not): recorded as
+    # unverified.
     return f"modifiedCount {count} of {sent}"
 
 

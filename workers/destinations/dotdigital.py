@@ -1,18 +1,21 @@
-"""Dotdigital client: the v3 Contacts API (destinations.md §3.2; v2 "with-consent-and-
-preferences" is deprecated, §0.5).
+"""Dotdigital client: the v3 Contacts API (docs/reference/dotdigital.md#endpoints; v2
+"with-consent-and- preferences" is deprecated, docs/reference/dotdigital.md#api-versions).
 
 - Write: `PATCH /contacts/v3/email/{email}?merge-option=overwrite` (200 updated, 201 created),
-  HTTP Basic with the API user (§3.1), with `dataFields` (attribute mode) and, in
-  channel_consent mode, `channelProperties.email.status` (§3.5).
-- PATCH creates missing contacts, and a new contact without a status is *subscribed* (§3.5).
-  Attribute mode must not opt anybody in, so it first looks the contact up
-  (`GET /contacts/v3/email/{email}`: 404 `contacts:contactNotFound`, §3.2) and never creates
-  one. channel_consent mode always sends a status, so its PATCH may create the contact.
-- Errors: the v3 envelope `{"errorCode": "contacts:...", "description", "details"}` (§3.3);
-  a data field that does not exist is v2's `ERROR_DATAFIELD_NOTFOUND` (§3.3); its v3 code is
-  UNVERIFIED, so any error naming a data field counts. Rate limit: 429 with
-  `X-RateLimit-Limit/Reset/Scope` (§3.4); the flat scheme's `ERROR_APIUSAGE_EXCEEDED` comes
-  as a 400 per [D8] (UNVERIFIED).
+  HTTP Basic with the API user (docs/reference/dotdigital.md#base-url-auth-headers), with
+  `dataFields` (attribute mode) and, in channel_consent mode, `channelProperties.email.status`
+  (docs/reference/dotdigital.md#consent-values).
+- PATCH creates missing contacts, and a new contact without a status is *subscribed*
+  (docs/reference/dotdigital.md#consent-values). Attribute mode must not opt anybody in, so it first
+  looks the contact up (`GET /contacts/v3/email/{email}`: 404 `contacts:contactNotFound`,
+  docs/reference/dotdigital.md#endpoints) and never creates one. channel_consent mode always sends a
+  status, so its PATCH may create the contact.
+- Errors: the v3 envelope `{"errorCode": "contacts:...", "description", "details"}`
+  (docs/reference/dotdigital.md#errors); a data field that does not exist is v2's
+  `ERROR_DATAFIELD_NOTFOUND` (docs/reference/dotdigital.md#errors); its v3 code is UNVERIFIED, so
+  any error naming a data field counts. Rate limit: 429 with
+  `X-RateLimit-Limit/Reset/Scope` (docs/reference/dotdigital.md#rate-limits); the flat scheme's
+  `ERROR_APIUSAGE_EXCEEDED` comes as a 400 per [D8] (UNVERIFIED).
 - Consent records: v3 takes `consentRecords` (1 to 5 per request, each with the consent
   text, the ISO 8601 UTC time, the URL, the IP address and the user agent) on PATCH
   (https://developer.dotdigital.com/reference/importcontact), the v3 form of v2's
@@ -22,7 +25,8 @@ preferences" is deprecated, §0.5).
   required, the official SDK's ConsentRecord model allows null (dotmailer/dotdigital-php
   src/V3/Models/Contact/ConsentRecord.php); whether Dotdigital accepts a record without them
   is UNVERIFIED. Whether a PATCH adds to the contact's records or replaces them is UNVERIFIED.
-- Bulk import (`PUT /contacts/v3/import`, §3.2) is not used: see README "Dotdigital".
+- Bulk import (`PUT /contacts/v3/import`, docs/reference/dotdigital.md#endpoints) is not used: see
+  docs/delivery/batching.md.
 """
 
 from __future__ import annotations
@@ -61,9 +65,10 @@ def classify(status: int, body: str) -> Verdict:
     text = body.lower()
     if status == 404:
         return Verdict.NOT_FOUND if "contactnotfound" in text else Verdict.REJECTED
-    if status in (401, 403):  # v2: ERROR_APIUSER_INVALID (§3.3)
+    if status in (401, 403):  # v2: ERROR_APIUSER_INVALID (docs/reference/dotdigital.md#errors)
         return Verdict.AUTH
-    if status == 429 or "error_apiusage_exceeded" in text:  # §3.4
+    # docs/reference/dotdigital.md#rate-limits
+    if status == 429 or "error_apiusage_exceeded" in text:
         return Verdict.RATE_LIMITED
     if status >= 500 or status == 408:
         return Verdict.TRANSIENT

@@ -1,10 +1,10 @@
 """Mapp Engage client: writes the tracking-consent attributes to a contact.
 
-Vendor facts (destinations.md §1, 000_*.txt): `POST /api/rest/contact/update` with
-identifierType=EMAIL, HTTP Basic auth; a missing contact is a 400 `NO_SUCH_OBJECT`, so the
-contact is created with `POST /api/rest/contact/create`; create answers 400 "Such contact
-already exists" when another writer won the race; any 2xx is success; rate limiting is a
-500 "Database Access Limit Exceeded".
+Vendor facts (docs/reference/engage.md, docs/reference/engage.md#tracking-consent-attributes): `POST
+/api/rest/contact/update` with identifierType=EMAIL, HTTP Basic auth; a missing contact is a 400
+`NO_SUCH_OBJECT`, so the contact is created with `POST /api/rest/contact/create`; create answers 400
+"Such contact already exists" when another writer won the race; any 2xx is success; rate limiting is
+a 500 "Database Access Limit Exceeded".
 """
 
 from __future__ import annotations
@@ -91,11 +91,13 @@ class EngageClient:
 
     def probe(self) -> int:
         """An authenticated call that writes nothing, to learn whether a paused destination
-        takes our credentials again (`GET /system/getApiVersion`, destinations.md §1.1)."""
+        takes our credentials again (`GET /system/getApiVersion`,
+        docs/reference/engage.md#base-url-auth-headers)."""
         return _result(*self._call("GET", "/system/getApiVersion", None, None))
 
     def _update(self, write: ConsentWrite) -> tuple[Verdict, int, str]:
-        # requests encodes "+" as %2B and "@" as %40, as the docs require (destinations.md §1.1).
+        # requests encodes "+" as %2B and "@" as %40, as the docs require
+        # (docs/reference/engage.md#base-url-auth-headers).
         params = {"identifierType": "EMAIL", "unifiedIdentifierName": write.email}
         return self._post("/contact/update", params, _body(write))
 
@@ -110,7 +112,8 @@ class EngageClient:
     def _call(
         self, method: str, path: str, params: dict[str, str] | None, body: dict[str, Any] | None
     ) -> tuple[Verdict, int, str]:
-        self._throttle.acquire()  # every call counts toward Engage's ~10/s (§1.4)
+        # every call counts toward Engage's ~10/s (docs/reference/engage.md#rate-limits)
+        self._throttle.acquire()
         try:
             response = self._http.request(
                 method, self._base + path, params=params, json=body, timeout=self._timeout
@@ -133,7 +136,8 @@ def _result(verdict: Verdict, status: int, body: str) -> int:
 
 def _body(write: ConsentWrite) -> dict[str, Any]:
     # All three attributes every time: contact/update may clear attributes left empty
-    # (destinations.md §0.3), and a stale source_id from an older decision would be false evidence.
+    # (docs/reference/engage.md#update-may-clear-attributes), and a stale source_id from an older
+    # decision would be false evidence.
     return {
         "emailAddress": write.email,
         "attributes": [

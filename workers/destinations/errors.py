@@ -28,14 +28,16 @@ class TransientError(DeliveryError):
 
 
 class RateLimitedError(TransientError):
-    """Engage answers HTTP 500 "Database Access Limit Exceeded" (destinations.md §1.4)."""
+    """Engage answers HTTP 500 "Database Access Limit Exceeded"
+    (docs/reference/engage.md#rate-limits)."""
 
     outcome = "rate_limited"
 
 
 class NotVisibleError(TransientError):
     """NO_SUCH_OBJECT right after a create: Engage persists writes asynchronously
-    (destinations.md §1.2, contact/checkUpdateVersion), so the contact appears shortly."""
+    (docs/reference/engage.md#endpoints, contact/checkUpdateVersion), so the contact appears
+    shortly."""
 
     outcome = "not_visible"
 
@@ -53,11 +55,14 @@ class RejectedError(DeliveryError):
 
 
 class NotFoundError(RejectedError):
-    """A peer does not hold the contact: Acoustic `CONTACT_NOT_FOUND_BY_KEY` (destinations.md
-    §2.3), Dotdigital 404 `contacts:contactNotFound` (§3.3), MoEngage 400 "No users found"
-    (§4.3). The relay never creates a peer contact (that would opt the person in to e-mail:
-    §0.8, §3.5), so this is retried like a rejection (the contact may be added meanwhile),
-    then dead-lettered as `not_found`; replay it once the contact exists."""
+    """A peer does not hold the contact: Acoustic `CONTACT_NOT_FOUND_BY_KEY` (
+    docs/reference/acoustic.md#errors), Dotdigital 404 `contacts:contactNotFound`
+    (docs/reference/dotdigital.md#errors), MoEngage 400 "No users found"
+    (docs/reference/moengage.md#responses-and-errors). The relay never creates a peer contact (that
+    would opt the person in to e-mail: docs/reference/acoustic.md#implicit-opt-in,
+    docs/reference/dotdigital.md#consent-values), so this is retried like a rejection (the contact
+    may be added meanwhile), then dead-lettered as `not_found`; replay it once the contact
+    exists."""
 
     outcome = "not_found"
 
@@ -72,7 +77,7 @@ class MisconfiguredError(DeliveryError):
 
 class BatchPartialError(TransientError):
     """A batch write was applied to fewer contacts than it carried, and the answer does not
-    say which (Acoustic: per-contact errors are UNVERIFIED, destinations.md §2.3). Each
+    say which (Acoustic: per-contact errors are UNVERIFIED, docs/reference/acoustic.md#errors). Each
     contact of the batch is written again on its own."""
 
     outcome = "batch_partial"

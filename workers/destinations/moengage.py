@@ -1,30 +1,36 @@
-"""MoEngage client (destinations.md §4). HTTP Basic with `<Workspace ID>:<Data API key>` plus
-the header `MOE-APPKEY: <Workspace ID>` (§4.1).
+"""MoEngage client (docs/reference/moengage.md). HTTP Basic with `<Workspace ID>:<Data API key>`
+plus the header `MOE-APPKEY: <Workspace ID>` (docs/reference/moengage.md#base-url-auth-headers).
 
 - channel_consent mode: `PUT /v1.0/opt-in-management/user-preferences` with
   `{"user_preferences": {"email_id" | "customer_id", "opt_in_status", "channel": "email"}}`
-  (§4.2), one user per call (no bulk form, §4.2). `unknown` has no opt_in_status value
-  (§4.5): nothing is sent, and the ledger records "not written". An `email_id` updates
-  *every* user with that address, and with PII tokenization it finds nobody: the user's
+  (docs/reference/moengage.md#endpoints), one user per call (no bulk form,
+  docs/reference/moengage.md#endpoints). `unknown` has no opt_in_status value
+  (docs/reference/moengage.md#consent-values): nothing is sent, and the ledger records "not
+  written". An `email_id` updates *every* user with that address, and with PII tokenization it finds
+  nobody: the user's
   `customer_id` must be sent (https://www.moengage.com/docs/api/email-subscription/
   email-subscription-overview), and some workspaces answer 400 "customer_id is mandatory"
-  (§4.3). So when the `customer_id` template is configured it is sent *instead of* the
-  address (the address would take priority, §4.2). The feature is Early Access: 403 when it
-  is off (§0.6), which pauses the destination like any refused credentials.
+  (docs/reference/moengage.md#responses-and-errors). So when the `customer_id` template is
+  configured it is sent *instead of* the address (the address would take priority,
+  docs/reference/moengage.md#endpoints). The feature is Early Access: 403 when it is off
+  (docs/reference/moengage.md#api-paths-and-early-access), which pauses the destination like any
+  refused credentials.
 - attribute mode: custom user attributes through Track User,
   `POST /v1/customer/{workspace_id}` with `update_existing_only: true` so that nobody is
-  created (§4.2), keyed by the `customer_id` template (default: the address). It answers 200
-  "accepted and will be processed soon" before processing (§4.2,
-  https://moengage.com/docs/api/user/track-user): an unknown customer_id is dropped without
-  an error, so the write is recorded as `unverified`, never as delivered (README
-  "MoEngage" says how to check it). MoEngage creates custom attributes on first write, so
-  attribute mode has no "missing field" error.
+  created (docs/reference/moengage.md#endpoints), keyed by the `customer_id` template (default: the
+  address). It answers 200 "accepted and will be processed soon" before processing
+  (docs/reference/moengage.md#endpoints, https://moengage.com/docs/api/user/track-user): an unknown
+  customer_id is dropped without an error, so the write is recorded as `unverified`, never as
+  delivered (docs/delivery/peers.md#moengage-customer_id-unverified-writes says how to check it).
+  MoEngage creates custom attributes on first write, so attribute mode has no "missing field" error.
 
-Errors (§4.3): 400 `{"error": {"code", "message", "details": {"target", "message"}}}`, where
-"No users found ..." (target "customer_id or email_id") means the user does not exist; 401
-bad key; 403 feature off; 429 rate limited (no body); "customer_id is mandatory" means the
-config lacks `customer_id` (misconfigured); other Data APIs answer
-`{"status": "fail", "error": {"type": ...}}` with types like `RateLimitError` (§4.3).
+Errors (docs/reference/moengage.md#responses-and-errors): 400 `{"error": {"code", "message",
+"details": {"target", "message"}}}`, where "No users found ..." (target "customer_id or email_id")
+means the user does not exist; 401 bad key; 403 feature off; 429 rate limited (no body);
+"customer_id is mandatory" means the config lacks `customer_id` (misconfigured); other Data APIs
+answer
+`{"status": "fail", "error": {"type": ...}}` with types like `RateLimitError`
+(docs/reference/moengage.md#responses-and-errors).
 """
 
 from __future__ import annotations
@@ -66,7 +72,9 @@ def classify(status: int, body: str) -> Verdict:
     """The one place where a MoEngage HTTP answer is given a meaning."""
     if 200 <= status < 300:
         return Verdict.OK
-    if status in (401, 403):  # bad key / header mismatch, or the feature is off (§4.3)
+    # bad key / header mismatch, or the feature is off
+    # (docs/reference/moengage.md#responses-and-errors)
+    if status in (401, 403):
         return Verdict.AUTH
     if status == 429 or _error_type(body) == "RateLimitError":
         return Verdict.RATE_LIMITED

@@ -2,7 +2,7 @@
 that needs explaining in the ledger, the `channel_consent` mapping tables, one verdict enum
 with its error classes, and the HTTP call with its rate-limit slot and transport errors.
 
-References ("§n.m") are to the vendor research notes (README, Peer destinations).
+References are to docs/reference/ (acoustic.md, dotdigital.md, moengage.md, mapping.md).
 """
 
 from __future__ import annotations
@@ -31,16 +31,20 @@ from workers.ratelimit.pace import NoLimit, Throttle
 ATTRIBUTE, CHANNEL_CONSENT = "attribute", "channel_consent"
 VENDORS = {ACOUSTIC: "Acoustic Connect", DOTDIGITAL: "Dotdigital", MOENGAGE: "MoEngage"}
 
-# channel_consent mode: the canonical decision as the platform's e-mail channel status (§5).
-# A decision missing from a table has no value there and is not written (see `plan_channel`).
+# channel_consent mode: the canonical decision as the platform's e-mail channel status
+# (docs/reference/mapping.md#canonical-states-on-each-platform). A decision missing from a table has
+# no value there and is not written (see `plan_channel`).
 CHANNEL_STATUS: dict[str, dict[str, str | None]] = {
-    # Acoustic EMAIL channel (§2.5). `unknown` is written as null: the vendor doc lists null
-    # among the input values (002_*.txt), but whether updateContacts accepts it is UNVERIFIED.
+    # Acoustic EMAIL channel (docs/reference/acoustic.md#consent-values). `unknown` is written as
+    # null: the vendor doc lists null among the input values
+    # (docs/reference/acoustic.md#operations), but whether updateContacts accepts it is UNVERIFIED.
     ACOUSTIC: {"granted": "OPT_IN", "denied": "OPT_OUT", "withdrawn": "OPT_OUT", "unknown": None},
-    # Dotdigital v3 channelProperties.email.status (§3.5). `unknown` is not written: a status
-    # left out makes a *new* contact subscribed (§3.5), an opt-in nobody gave.
+    # Dotdigital v3 channelProperties.email.status (docs/reference/dotdigital.md#consent-values).
+    # `unknown` is not written: a status left out makes a *new* contact subscribed
+    # (docs/reference/dotdigital.md#consent-values), an opt-in nobody gave.
     DOTDIGITAL: {"granted": "subscribed", "denied": "unsubscribed", "withdrawn": "unsubscribed"},
-    # MoEngage opt_in_status (§4.5): no "unknown" or null value exists, so nothing is written.
+    # MoEngage opt_in_status (docs/reference/moengage.md#consent-values): no "unknown" or null value
+    # exists, so nothing is written.
     MOENGAGE: {"granted": "DOUBLE_OPTED_IN", "denied": "OPTED_OUT", "withdrawn": "OPTED_OUT"},
 }
 
@@ -85,7 +89,8 @@ def plan_channel(kind: str, decision: str) -> ChannelPlan:
 @dataclass(frozen=True)
 class FieldNames:
     """The custom fields of attribute mode (also written alongside in channel_consent mode,
-    where the platform can take them: §5 design note)."""
+    where the platform can take them:
+    docs/reference/mapping.md#tracking-consent-vs-marketing-opt-in)."""
 
     consent: str
     source: str

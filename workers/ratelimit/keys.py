@@ -1,7 +1,8 @@
 """Which shared pace a destination uses: vendors count their limits per *account*, not per
-configured entry (Engage per account, destinations.md §1.4; Dotdigital "tracked per account
-and per tier", §3.4; MoEngage per workspace, §4.4). Two entries on one Dotdigital account
-paced separately would together send twice its limit.
+configured entry (Engage per account, docs/reference/engage.md#rate-limits; Dotdigital "tracked per
+account and per tier", docs/reference/dotdigital.md#rate-limits; MoEngage per workspace,
+docs/reference/moengage.md#rate-limits). Two entries on one Dotdigital account paced separately
+would together send twice its limit.
 
 A destination's limiter key is its `rate_limit_key` when set (several API users of one
 account, which nothing else can tell apart), else one derived from its base URL and

@@ -1,8 +1,8 @@
 """Per-destination request pacing, shared by every worker process on every machine.
 
 Engage allows about 10 transactions per second per account; going over answers HTTP 500
-"Database Access Limit Exceeded" with no Retry-After (destinations.md §1.4). The limit is
-per account, so all Celery worker processes on all machines must share one pace: the state
+"Database Access Limit Exceeded" with no Retry-After (docs/reference/engage.md#rate-limits). The
+limit is per account, so all Celery worker processes on all machines must share one pace: the state
 lives in Redis when the broker is Redis, else in the ledger's `rate_limits` table
 (workers/ratelimit/backends.py).
 
@@ -25,8 +25,9 @@ from typing import Protocol
 from relay.config.settings import DestinationSettings
 from schemas.config import MAX_RATE_LIMIT_WAIT_SECONDS
 
-# Engage's guide: retry a 5xx after at least 30 s (destinations.md §1.4). For that long after
-# a "Database Access Limit Exceeded" the pace is halved: something else may share the account.
+# Engage's guide: retry a 5xx after at least 30 s (docs/reference/engage.md#rate-limits). For that
+# long after a "Database Access Limit Exceeded" the pace is halved: something else may share the
+# account.
 PENALTY_SECONDS = 30.0
 # A refused reservation tells the caller when to try again; never further out than this, so
 # that a very slow configured rate does not park a write for minutes on a stale estimate.

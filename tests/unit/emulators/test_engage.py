@@ -1,4 +1,4 @@
-"""The Mapp Engage emulator, exercised over real HTTP (destinations.md section 1)."""
+"""The Mapp Engage emulator, exercised over real HTTP (docs/reference/engage.md)."""
 
 from __future__ import annotations
 

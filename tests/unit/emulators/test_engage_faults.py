@@ -1,4 +1,5 @@
-"""Runtime faults of the Engage emulator, over real HTTP (destinations.md §1.3, §1.4)."""
+"""Runtime faults of the Engage emulator, over real HTTP
+(docs/reference/engage.md#responses-and-errors, docs/reference/engage.md#rate-limits)."""
 
 from __future__ import annotations
 
@@ -87,7 +88,8 @@ def hanging() -> Iterator[tuple[EmulatorServer, EngageState]]:
     server.stop()
 
 
-# --- rate limit (§1.4) -------------------------------------------------------------------------
+# --- rate limit (docs/reference/engage.md#rate-limits)
+# -------------------------------------------------------------------------
 
 
 def test_rate_limit_answers_500_database_access_limit_exceeded(
@@ -192,7 +194,8 @@ def test_latency_delays_every_request(emulator: EmulatorServer) -> None:
     assert time.monotonic() - started >= 0.15
 
 
-# --- delayed visibility (§1.2 checkUpdateVersion) ----------------------------------------------
+# --- delayed visibility (docs/reference/engage.md#endpoints checkUpdateVersion)
+# ----------------------------------------------
 
 
 def test_created_contact_is_visible_only_after_the_delay(
@@ -213,7 +216,8 @@ def test_created_contact_is_visible_only_after_the_delay(
     assert {"name": "tracking_consent", "value": "granted"} in get(emulator).json()["attributes"]
 
 
-# --- auth failures and the getApiVersion probe (§1.1, §1.3) ------------------------------------
+# --- auth failures and the getApiVersion probe (docs/reference/engage.md#base-url-auth-headers,
+# docs/reference/engage.md#responses-and-errors) ------------------------------------
 
 
 @pytest.mark.parametrize(

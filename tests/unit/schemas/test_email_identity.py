@@ -1,5 +1,5 @@
-"""Contact identity (README "Contact identity") and address masking in logs, for every
-address form the intake accepts, in any script."""
+"""Contact identity (docs/sources/standard-webhooks.md#contact-identity) and address masking in
+logs, for every address form the intake accepts, in any script."""
 
 from __future__ import annotations
 

@@ -62,10 +62,12 @@ def test_peer_kinds_load_with_their_defaults(tmp_path: Path) -> None:
     assert acoustic.options["mode"] == "attribute"
     assert acoustic.options["consent_field"] == "tracking_consent"
     assert (dotdigital.username, dotdigital.password) == ("apiuser-xxx@apiconnector.com", "p2")
-    assert dotdigital.rate_limit_per_second == 0.5  # §3.4: Basic's Low tier, 35/min
+    # docs/reference/dotdigital.md#rate-limits: Basic's Low tier, 35/min
+    assert dotdigital.rate_limit_per_second == 0.5
     assert dotdigital.options["mode"] == "channel_consent"
     assert dotdigital.options["consent_field"] == "TRACKING_CONSENT"
-    assert moengage.rate_limit_per_second == 4.0  # §4.4: 360K/day is 4.17/s
+    # docs/reference/moengage.md#rate-limits: 360K/day is 4.17/s
+    assert moengage.rate_limit_per_second == 4.0
     assert moengage.options["consent_field"] == "email_tracking_consent"
     assert "k3" not in repr(moengage) and "k1" not in repr(acoustic)
 
@@ -135,6 +137,7 @@ def test_a_moengage_customer_id_template_names_decision_fields_only(
 
 
 def test_acoustic_data_set_id_stays_optional(tmp_path: Path) -> None:
-    """Acoustic's current updateContacts reference has no dataSetId; see README "Acoustic"."""
+    """Acoustic's current updateContacts reference has no dataSetId; see
+    docs/delivery/peers.md#acoustic-connect-datasetid."""
     text = PEERS.replace('data_set_id = "4fe4136f-c007-44a3-b38f-92220xxxxxxxx"\n', "")
     assert load(tmp_path, text).destinations["acoustic"].options["data_set_id"] is None

@@ -1,4 +1,4 @@
-"""Dynamics 365 / Dataverse (webhook-sources.md C6): shared key, RemoteExecutionContext
+"""Dynamics 365 / Dataverse (docs/reference/sources/dynamics.md): shared key, RemoteExecutionContext
 fixtures -> decisions, duplicates, and the failures."""
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""HubSpot (webhook-sources.md B5, C1): signatures v1/v2/v3 and their docs vectors, workflow
-contacts -> decisions, Webhooks API events -> ignored with reasons, and the failures."""
+"""HubSpot (docs/reference/sources/hubspot.md#workflow-webhooks,
+docs/reference/sources/hubspot.md#webhooks-api): signatures v1/v2/v3 and their docs vectors,
+workflow contacts -> decisions, Webhooks API events -> ignored with reasons, and the failures."""
 
 from __future__ import annotations
 
@@ -34,7 +35,8 @@ consent = "tracking_consent"
 URL = "http://relay.example.com/webhooks/src"
 JSON = {"Content-Type": "application/json"}
 
-# webhook-sources.md §0.3 (docs vectors, HubSpot docs and HubSpot/hubspot-api-python tests).
+# docs/reference/senders.md#test-vectors (docs vectors, HubSpot docs and HubSpot/hubspot-api-python
+# tests).
 DOCS_SECRET = "yyyyyyyy-yyyy-yyyy-yyyy-yyyyyyyyyyyy"
 DOCS_BODY = (
     b'[{"eventId":1,"subscriptionId":12345,"portalId":62515,"occurredAt":1564113600000,'
@@ -112,7 +114,8 @@ def test_v3_uri_decoding_table() -> None:
 
 @pytest.mark.parametrize("signed_uri", ["decoded", "as-received"])
 def test_v3_over_an_encoded_url_is_accepted_either_way(signed_uri: str) -> None:
-    # UNVERIFIED (C1.3): HubSpot's decode table; the SDK decodes nothing.
+    # UNVERIFIED (docs/reference/sources/hubspot.md#signatures): HubSpot's decode table; the SDK
+    # decodes nothing.
     uri = "https://relay.example.com/webhooks/src?return=%2Fthanks"
     signed = decode_v3_uri(uri) if signed_uri == "decoded" else uri
     headers = {
@@ -123,7 +126,8 @@ def test_v3_over_an_encoded_url_is_accepted_either_way(signed_uri: str) -> None:
     assert verify(headers, parts, [SECRET], ["v3"], 300, now=1_700_000_000) == 1700000000000
 
 
-# --- workflow contacts (B5) -> decisions ---------------------------------------------------
+# --- workflow contacts (docs/reference/sources/hubspot.md#workflow-webhooks) -> decisions
+# ---------------------------------------------------
 
 
 def test_workflow_contact_becomes_a_granted_decision(source_world: SourceWorld) -> None:
@@ -198,7 +202,8 @@ def test_object_without_a_contact_id_is_ignored(source_world: SourceWorld) -> No
     assert source_world.ignored()[0]["delivery_id"].startswith("sha256:")
 
 
-# --- Webhooks API events (C1) -> ignored with reasons ---------------------------------------
+# --- Webhooks API events (docs/reference/sources/hubspot.md#webhooks-api) -> ignored with reasons
+# ---------------------------------------
 
 
 def test_webhooks_api_events_are_ignored_each_with_its_reason(source_world: SourceWorld) -> None:

@@ -1,4 +1,5 @@
-"""Jotform (webhook-sources.md B3): URL token, multipart fixture -> decision, and failures."""
+"""Jotform (docs/reference/sources/jotform.md): URL token, multipart fixture -> decision, and
+failures."""
 
 from __future__ import annotations
 
@@ -96,7 +97,8 @@ def test_default_email_is_the_first_address_under_an_email_key(tmp_path: Path) -
 
 
 def test_each_ticked_label_is_tried(source_world: SourceWorld) -> None:
-    # A checkbox is a list of the selected labels (UNVERIFIED, B3.7).
+    # A checkbox is a list of the selected labels (UNVERIFIED,
+    # docs/reference/sources/jotform.md#payload).
     fields = with_raw(q5_consent=["Send me a printed brochure", CONSENT_LABEL])
     assert send_fields(source_world, fields).status_code == 202
     assert source_world.events()[0]["decision"] == "granted"

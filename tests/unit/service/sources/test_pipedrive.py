@@ -1,4 +1,5 @@
-"""Pipedrive (webhook-sources.md C4): Basic auth, v2 and v1 fixtures -> decisions, failures."""
+"""Pipedrive (docs/reference/sources/pipedrive.md): Basic auth, v2 and v1 fixtures -> decisions,
+failures."""
 
 from __future__ import annotations
 

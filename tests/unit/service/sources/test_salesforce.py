@@ -1,4 +1,4 @@
-"""Salesforce Outbound Messages (webhook-sources.md C2): token + OrganizationId, SOAP
+"""Salesforce Outbound Messages (docs/reference/sources/salesforce.md): token + OrganizationId, SOAP
 notifications -> decisions, the `<Ack>true</Ack>` answer, and the failures."""
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ EXPECTED_ACK = (
     b'<notificationsResponse xmlns="http://soap.sforce.com/2005/09/outbound"><Ack>true</Ack>'
     b"</notificationsResponse></soapenv:Body></soapenv:Envelope>"
 )
-# C2.7's documented example: an Opportunity, not a person.
+# docs/reference/sources/salesforce.md#payload's documented example: an Opportunity, not a person.
 OPPORTUNITY = b"""<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" \
 xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><soapenv:Body>
 <notifications xmlns="http://soap.sforce.com/2005/09/outbound">

@@ -1,4 +1,5 @@
-"""Standard Webhooks v1 signing and verification (webhook-sources.md §0.3, §A1)."""
+"""Standard Webhooks v1 signing and verification (docs/reference/senders.md#test-vectors,
+docs/reference/standard-webhooks.md)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from service.sources.standard_webhooks import (
     verify,
 )
 
-# The docs test vector (webhook-sources.md §0.3).
+# The docs test vector (docs/reference/senders.md#test-vectors).
 VECTOR_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 VECTOR_ID = "msg_p5jXN8AQM9LWM0D4loKWxJek"
 VECTOR_TS = 1614265330

@@ -1,4 +1,5 @@
-"""Tally (webhook-sources.md B2): signature, fixture -> decision, answers, and the failures."""
+"""Tally (docs/reference/sources/tally.md): signature, fixture -> decision, answers, and the
+failures."""
 
 from __future__ import annotations
 
@@ -50,7 +51,7 @@ def consent_fields(payload: dict[str, Any]) -> tuple[dict[str, Any], dict[str, A
 
 
 def test_self_computed_vector() -> None:
-    # webhook-sources.md §0.3 (self-computed from the documented algorithm).
+    # docs/reference/senders.md#test-vectors (self-computed from the documented algorithm).
     body = b'{"eventId":"a4cb511e","eventType":"FORM_RESPONSE"}'
     assert signature("tally-secret", body) == "yw61Au6Mt/ek3DcgcyW6Y+NRZKxvxCyiSaMjV1g+b04="
 
@@ -171,7 +172,8 @@ def test_tampered_body_is_refused(source_world: SourceWorld) -> None:
 
 
 def test_prefixed_signature_is_refused() -> None:
-    # Tally sends no `sha256=` prefix (B2.2); a Typeform-style value is not accepted.
+    # Tally sends no `sha256=` prefix (docs/reference/sources/tally.md#authentication); a
+    # Typeform-style value is not accepted.
     body = b'{"eventId":"a4cb511e","eventType":"FORM_RESPONSE"}'
     with pytest.raises(SignatureError):
         verify(

@@ -1,5 +1,6 @@
-"""The generic `token` kind (webhook-sources.md C3): the canonical payload behind a token or
-Basic auth, duplicates by Idempotency-Key or body hash, and the failures."""
+"""The generic `token` kind (docs/reference/sources/salesforce.md#flow-http-callouts): the canonical
+payload behind a token or Basic auth, duplicates by Idempotency-Key or body hash, and the
+failures."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Typeform (webhook-sources.md B1): signature, fixtures -> decisions, and the failures."""
+"""Typeform (docs/reference/sources/typeform.md): signature, fixtures -> decisions, and the
+failures."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ consent = "readable_ref_legal"
 
 
 def test_self_computed_vector() -> None:
-    # webhook-sources.md §0.3 (self-computed from the documented algorithm).
+    # docs/reference/senders.md#test-vectors (self-computed from the documented algorithm).
     body = b'{"event_id":"LtWXD3crgy","event_type":"form_response"}'
     assert signature("abc123", body) == "sha256=fQ0Tf/AAVUZy1Bdk1is5tXMLH2Il2Qj36lezGX2eN6s="
 

@@ -1,5 +1,5 @@
-"""Webflow (webhook-sources.md B4): signature and millisecond timestamp, fixture -> decision,
-and the failures."""
+"""Webflow (docs/reference/sources/webflow.md): signature and millisecond timestamp, fixture ->
+decision, and the failures."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def signed_headers(body: bytes, millis: int, secret: str = SECRET) -> dict[str, 
 
 
 def test_self_computed_vector() -> None:
-    # webhook-sources.md §0.3 (self-computed from the documented algorithm).
+    # docs/reference/senders.md#test-vectors (self-computed from the documented algorithm).
     assert signature("client-secret", VECTOR_MS, VECTOR_BODY) == VECTOR_SIGNATURE
 
 
@@ -94,7 +94,8 @@ def test_documented_example_becomes_a_granted_decision(source_world: SourceWorld
     [(True, "granted"), (False, "denied"), ("on", "granted"), ("false", "denied")],
 )
 def test_checkbox_value_formats(source_world: SourceWorld, answer: object, decision: str) -> None:
-    # The checkbox's value format is UNVERIFIED (B4.7): booleans, "true"/"false" and "on".
+    # The checkbox's value format is UNVERIFIED (docs/reference/sources/webflow.md#payload):
+    # booleans, "true"/"false" and "on".
     payload = fixture_payload()
     payload["payload"]["data"]["Newsletter opt-in"] = answer
     assert source_world.send_json(payload).status_code == 202
@@ -194,7 +195,8 @@ def test_timestamp_outside_tolerance_is_refused(
 
 
 def test_seconds_timestamp_is_refused_as_too_old(source_world: SourceWorld) -> None:
-    # Webflow's timestamp is in milliseconds (B4.4); a seconds value reads as January 1970.
+    # Webflow's timestamp is in milliseconds (docs/reference/sources/webflow.md#replay); a seconds
+    # value reads as January 1970.
     body, _ = load_fixture("webflow", "form_submission")
     headers = signed_headers(body, int(time.time()))
     assert source_world.post("/webhooks/src", body, headers).get_json()["detail"] == (

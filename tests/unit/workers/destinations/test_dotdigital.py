@@ -120,7 +120,8 @@ def test_attribute_mode_writes_the_data_fields_of_an_existing_contact(
 
 
 def test_attribute_mode_never_creates_a_contact(server: EmulatorServer) -> None:
-    """A PATCH would create a *subscribed* contact (§3.5): an opt-in nobody gave."""
+    """A PATCH would create a *subscribed* contact (docs/reference/dotdigital.md#consent-values): an
+    opt-in nobody gave."""
     with pytest.raises(NotFoundError) as caught:
         client(server).write(ConsentWrite(EMAIL, "granted", "form", "1"))
     assert caught.value.status == 404 and "contactNotFound" in caught.value.body

@@ -333,7 +333,8 @@ def test_create_race_falls_back_to_update(faulty: tuple[Flask, EmulatorServer]) 
 @pytest.mark.parametrize(
     ("status", "message", "error", "outcome"),
     [
-        # Engage's rate limit is a 500 with this text, no 429 (destinations.md §1.4).
+        # Engage's rate limit is a 500 with this text, no 429
+        # (docs/reference/engage.md#rate-limits).
         (500, "Database Access Limit Exceeded", RateLimitedError, "rate_limited"),
         (502, "Bad Gateway", TransientError, "transient"),
     ],
