@@ -18,6 +18,7 @@ from marshmallow import ValidationError
 
 from relay.config.demo import DEMO_CONFIG
 from relay.config.mapping import DEFAULT_VALUES, MappingSettings, template_problems
+from relay.errors import RelayError
 from schemas.config import (
     AdminSchema,
     ConfigFileSchema,
@@ -32,8 +33,11 @@ DEFAULT_CONFIG_PATH = "consent-relay.toml"
 VAR_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
-class ConfigError(Exception):
-    """The configuration cannot be used; the message names each offending key."""
+class ConfigError(RelayError):
+    """The configuration cannot be used; the message names each offending key. Met at start-up
+    (the CLI prints it and exits 2); a request that met it would be the server's fault."""
+
+    http_status = 500
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Select, select, tuple_, update
 from sqlalchemy.orm import Session
 
+from relay.errors import RelayError
 from relay.ledger.models import Contact, DeadLetter, DeliveryAttempt, DeliveryState, Event, Outbox
 from schemas.admin import STATUS_FILTERS
 from schemas.consent import contact_key
@@ -37,8 +38,11 @@ Pair = tuple[str, int]
 _Query = TypeVar("_Query", bound=Select)  # keeps the caller's row types (variadic in 2.1)
 
 
-class ReplayRefused(ValueError):
-    """Replay was asked without ids, filters or an explicit `all`, or with ambiguous ones."""
+class ReplayRefused(RelayError, ValueError):
+    """Replay was asked without ids, filters or an explicit `all`, or with ambiguous ones
+    (the admin API answers 422 with the message; the CLI prints it)."""
+
+    http_status = 422
 
 
 @dataclass(frozen=True)

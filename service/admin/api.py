@@ -15,6 +15,7 @@ from marshmallow import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from relay.errors import ProblemError
 from relay.ledger import dead_letters
 from relay.ledger import pauses as destinations
 from relay.ledger.db import refused_values
@@ -22,7 +23,7 @@ from relay.ledger.dead_letters import DeadLetterFilters, ReplayRefused, ReplayRe
 from relay.ledger.models import utcnow
 from schemas.admin import DeadLetterQuerySchema, PauseBodySchema, ReplayBodySchema
 from service.admin.bearer import BearerGate
-from service.http.problems import problem
+from service.http.problems import problem, problem_for
 from service.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -39,12 +40,36 @@ GATE = BearerGate(
 )
 
 
-class _Refused(Exception):
-    """Carries a ready problem response out of a helper (handled below)."""
+class UnknownDeadLetterError(ProblemError):
+    http_status = 404
+    slug = "unknown-dead-letter"
+    title = "Unknown dead letter"
 
-    def __init__(self, response: Response):
-        super().__init__(response.status)
-        self.response = response
+
+class UnknownDestinationError(ProblemError):
+    http_status = 404
+    slug = "unknown-destination"
+    title = "Unknown destination"
+
+
+class BodyMediaTypeError(ProblemError):
+    http_status = 415
+    slug = "unsupported-media-type"
+    title = "Unsupported Media Type"
+
+
+class BodyJsonError(ProblemError):
+    http_status = 400
+    slug = "malformed-json"
+    title = "Malformed JSON"
+
+
+class AdminLedgerError(ProblemError):
+    """The ledger cannot be used: nothing was changed (503, retry later)."""
+
+    http_status = 503
+    slug = "ledger-unavailable"
+    title = "The ledger cannot be used"
 
 
 # --- authentication and errors ------------------------------------------------------------------
@@ -61,11 +86,6 @@ def _authenticate() -> Response | None:
     return answer
 
 
-@bp.errorhandler(_Refused)
-def _refused(exc: _Refused) -> Response:
-    return exc.response
-
-
 @bp.errorhandler(ValidationError)
 def _invalid(exc: ValidationError) -> Response:
     return _validation_problem(exc.messages)
@@ -73,7 +93,8 @@ def _invalid(exc: ValidationError) -> Response:
 
 @bp.errorhandler(ReplayRefused)
 def _replay_refused(exc: ReplayRefused) -> Response:
-    return _validation_problem({"_schema": [str(exc)]})
+    # relay/ knows no problem documents: the class carries its status, the detail is ours.
+    return _validation_problem({"_schema": [str(exc)]}, status=exc.http_status)
 
 
 @bp.errorhandler(SQLAlchemyError)
@@ -84,18 +105,16 @@ def _ledger_unavailable(exc: SQLAlchemyError) -> Response:
         log.exception("admin: the ledger refused a value that passed validation")
         return _validation_problem({"_schema": ["A value of the request cannot be stored."]})
     log.exception("admin: ledger unavailable")
-    return problem(
-        503,
-        "ledger-unavailable",
-        "The ledger cannot be used",
-        "Nothing was changed; retry later.",
-        headers={"Retry-After": LEDGER_RETRY_AFTER_SECONDS},
+    return problem_for(
+        AdminLedgerError(
+            "Nothing was changed; retry later.", headers={"Retry-After": LEDGER_RETRY_AFTER_SECONDS}
+        )
     )
 
 
-def _validation_problem(messages: Any) -> Response:
+def _validation_problem(messages: Any, status: int | None = 422) -> Response:
     return problem(
-        422,
+        status or 422,
         "validation-failed",
         "The request failed validation",
         "See errors for the message of each field.",
@@ -124,7 +143,7 @@ def show_dead_letter(dead_letter_id: int) -> Response:
     with _sessions() as session:
         detail = dead_letters.get_dead_letter(session, dead_letter_id)
     if detail is None:
-        raise _Refused(_unknown_dead_letter(dead_letter_id))
+        raise _unknown_dead_letter(dead_letter_id)
     return jsonify(detail.as_json())
 
 
@@ -132,7 +151,7 @@ def show_dead_letter(dead_letter_id: int) -> Response:
 def replay_one(dead_letter_id: int) -> Response:
     result, enqueued = _replay(ids=[dead_letter_id], filters=None, replay_all=False)
     if result.unknown:
-        raise _Refused(_unknown_dead_letter(dead_letter_id))
+        raise _unknown_dead_letter(dead_letter_id)
     return _replay_answer(result, enqueued)
 
 
@@ -177,10 +196,8 @@ def _replay_answer(result: ReplayResult, enqueued: int) -> Response:
     )
 
 
-def _unknown_dead_letter(dead_letter_id: int) -> Response:
-    return problem(
-        404, "unknown-dead-letter", "Unknown dead letter", f"No dead letter {dead_letter_id}."
-    )
+def _unknown_dead_letter(dead_letter_id: int) -> UnknownDeadLetterError:
+    return UnknownDeadLetterError(f"No dead letter {dead_letter_id}.")
 
 
 # --- destinations -------------------------------------------------------------------------------
@@ -227,9 +244,7 @@ def resume_destination(name: str) -> Response:
 
 def _require_destination(name: str) -> None:
     if name not in _runtime().settings.destinations:
-        raise _Refused(
-            problem(404, "unknown-destination", "Unknown destination", f"No destination {name!r}.")
-        )
+        raise UnknownDestinationError(f"No destination {name!r}.")
 
 
 # --- request helpers ----------------------------------------------------------------------------
@@ -258,17 +273,8 @@ def _json_body() -> Any:
     if not raw.strip():
         return {}
     if not request.is_json:
-        raise _Refused(
-            problem(
-                415,
-                "unsupported-media-type",
-                "Unsupported Media Type",
-                "The body must be application/json.",
-            )
-        )
+        raise BodyMediaTypeError("The body must be application/json.")
     try:
         return json.loads(raw)
     except (ValueError, RecursionError) as exc:  # also an integer past 4300 digits
-        raise _Refused(
-            problem(400, "malformed-json", "Malformed JSON", f"The body is not valid JSON: {exc}")
-        ) from exc
+        raise BodyJsonError(f"The body is not valid JSON: {exc}") from exc

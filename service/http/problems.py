@@ -7,6 +7,7 @@ from typing import Any
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
+from relay.errors import ProblemError
 from schemas.responses import PROBLEM_TYPE_PREFIX
 
 
@@ -31,8 +32,21 @@ def problem(
     return response
 
 
+def problem_for(exc: ProblemError) -> Response:
+    """The problem document an error class describes (relay/errors.py): status, slug and title
+    from the class, detail, headers and extra members from the instance."""
+    return problem(
+        exc.http_status or 500, exc.slug, exc.title, exc.detail, headers=exc.headers, **exc.extra
+    )
+
+
 def register_error_handlers(app: Flask) -> None:
-    """Werkzeug's own errors (404 route, 405, 413 ...) also answer as problem details."""
+    """Our errors answer by their class (relay/errors.py); Werkzeug's own (404 route, 405,
+    413 ...) also answer as problem details."""
+
+    @app.errorhandler(ProblemError)
+    def _problem_error(exc: ProblemError) -> Response:
+        return problem_for(exc)
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:

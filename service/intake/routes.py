@@ -14,7 +14,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import time
-from collections.abc import Sequence
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
@@ -22,6 +21,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from structlog.contextvars import bind_contextvars, bound_contextvars
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from relay.errors import ProblemError
 from relay.ledger.db import refused_values
 from relay.ledger.record import Incoming, Outcome, record_events, record_new_at_once
 from relay.messaging.lanes import is_urgent
@@ -29,22 +29,10 @@ from relay.telemetry import metrics
 from relay.telemetry.logs import get_logger, mask_email
 from schemas.consent import MAX_IGNORED_REASON_LENGTH
 from schemas.text import storable
-from service.http.problems import problem
+from service.http.problems import problem, problem_for
 from service.runtime import Runtime
-from service.sources import (
-    FieldsError,
-    MediaTypeError,
-    PayloadError,
-    SignatureError,
-    SourceKind,
-)
-from service.sources.base import (
-    Authenticated,
-    InboundRequest,
-    MalformedJsonError,
-    SourceEvent,
-    storable_events,
-)
+from service.sources import SignatureError, SourceKind
+from service.sources.base import Authenticated, InboundRequest, SourceEvent, storable_events
 from service.sources.mapping import resolve
 from service.sources.raw_url import received_url
 
@@ -63,26 +51,43 @@ def receive(source_name: str) -> Response:
         metrics.count_intake("unknown", "rejected", "unknown_source")
         return problem(404, "unknown-source", "Unknown source", f"No source named {source_name!r}.")
     bind_contextvars(source=source_name)
-    try:
-        inbound = _inbound(source_name)
-        auth = _authenticate(kind, inbound)
-        incoming = [_incoming(runtime, source_name, event) for event in _parse(kind, inbound, auth)]
-        outcomes = _record(runtime, source_name, auth, inbound, incoming)
-    except _Refused as refused:
-        metrics.count_intake(source_name, "rejected", refused.reason)
-        return refused.response
+    inbound = _inbound(source_name)
+    auth = _authenticate(kind, inbound)
+    events = storable_events(kind.parse(inbound, auth))
+    incoming = [_incoming(runtime, source_name, event) for event in events]
+    outcomes = _record(runtime, source_name, auth, inbound, incoming)
     for item, outcome in zip(incoming, outcomes, strict=True):
         _after(source_name, item, outcome)
     return _answer(kind, outcomes)
 
 
-class _Refused(Exception):
-    """A problem answer, and the `reason` label it is counted under."""
+@bp.errorhandler(ProblemError)
+def _refused(exc: ProblemError) -> Response:
+    """A refusal answers as its class describes it (relay/errors.py: SignatureError 401,
+    MediaTypeError 415, MalformedJsonError and PayloadError 400, FieldsError 422, and the
+    ledger's below), counted under the class's `reason`."""
+    source_name = (request.view_args or {}).get("source_name", "unknown")
+    metrics.count_intake(source_name, "rejected", exc.reason)
+    return problem_for(exc)
 
-    def __init__(self, reason: str, status: int, *problem_args: Any, **problem_kw: Any):
-        super().__init__(reason)
-        self.reason = reason
-        self.response = problem(status, *problem_args, **problem_kw)
+
+class UnstorableValueError(ProblemError):
+    """The ledger refused a value that passed validation (relay.ledger.db): a bug at the
+    boundary (schemas/), answered 422 since a retry of the same payload fails the same way."""
+
+    http_status = 422
+    slug = "unstorable-value"
+    title = "A value of the payload cannot be stored"
+    reason = "unstorable"
+
+
+class LedgerUnwritableError(ProblemError):
+    """The ledger cannot be written: nothing was recorded, the sender retries later (503)."""
+
+    http_status = 503
+    slug = "ledger-unavailable"
+    title = "The ledger cannot be written"
+    reason = "ledger_unavailable"
 
 
 def _inbound(source_name: str) -> InboundRequest:
@@ -111,35 +116,7 @@ def _authenticate(kind: SourceKind, inbound: InboundRequest) -> Authenticated:
         return kind.authenticate(inbound)
     except SignatureError as exc:
         log.info("signature rejected", reason=str(exc))
-        raise _Refused(
-            "signature", 401, "invalid-signature", "Signature verification failed", str(exc)
-        ) from None
-
-
-def _parse(kind: SourceKind, inbound: InboundRequest, auth: Authenticated) -> Sequence[SourceEvent]:
-    try:
-        return storable_events(kind.parse(inbound, auth))
-    except MediaTypeError as exc:
-        raise _Refused(
-            "media_type", 415, "unsupported-media-type", "Unsupported Media Type", str(exc)
-        ) from None
-    except MalformedJsonError as exc:
-        raise _Refused(
-            "malformed_json", 400, "malformed-json", "Malformed JSON", str(exc)
-        ) from None
-    except PayloadError as exc:
-        raise _Refused(
-            "malformed_body", 400, "malformed-body", "Malformed body", str(exc)
-        ) from None
-    except FieldsError as exc:
-        raise _Refused(
-            "validation",
-            422,
-            "validation-failed",
-            "The payload failed validation",
-            "See errors for the message of each field.",
-            errors=exc.messages,
-        ) from None
+        raise
 
 
 def _incoming(runtime: Runtime, source_name: str, event: SourceEvent) -> Incoming:
@@ -192,25 +169,17 @@ def _record_in_session(runtime: Runtime, arguments: dict[str, Any]) -> list[Outc
         return record_events(session, **arguments, at_once=False)
 
 
-def _ledger_error(exc: SQLAlchemyError) -> _Refused:
+def _ledger_error(exc: SQLAlchemyError) -> ProblemError:
     """503 only when the ledger is unreachable; a value it refused is a 422 (relay.ledger.db)."""
     if refused_values(exc):
         # Validation at the boundary (schemas/) should have refused it: logged as the bug it is.
         log.exception("ledger refused a value that passed validation")
-        return _Refused(
-            "unstorable",
-            422,
-            "unstorable-value",
-            "A value of the payload cannot be stored",
+        return UnstorableValueError(
             "Nothing was recorded; a retry of the same payload fails the same way.",
             errors={"body": ["A value cannot be stored in the ledger."]},
         )
     log.exception("ledger write failed")
-    return _Refused(
-        "ledger_unavailable",
-        503,
-        "ledger-unavailable",
-        "The ledger cannot be written",
+    return LedgerUnwritableError(
         "Nothing was recorded; retry later.",
         headers={"Retry-After": LEDGER_RETRY_AFTER_SECONDS},
     )

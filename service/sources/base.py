@@ -14,14 +14,20 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
 from relay.domain import Decision
+from relay.errors import ProblemError
 from schemas.consent import SOURCE_EVENT_SCHEMA
 
 
-class SignatureError(Exception):
+class SignatureError(ProblemError):
     """Authentication failed (401). The message is safe to return to the caller."""
 
+    http_status = 401
+    slug = "invalid-signature"
+    title = "Signature verification failed"
+    reason = "signature"
 
-class PayloadError(Exception):
+
+class PayloadError(ProblemError):
     """The body cannot be read at all (400): not the declared format, or not the kind's shape.
 
     Only for bodies that cannot be parsed. A parsed event that cannot be used (no address,
@@ -29,20 +35,39 @@ class PayloadError(Exception):
     and a 2xx, because several senders disable the hook or stop retrying on a 4xx
     (docs/reference/senders.md#answers-have-side-effects)."""
 
+    http_status = 400
+    slug = "malformed-body"
+    title = "Malformed body"
+    reason = "malformed_body"
+
 
 class MalformedJsonError(PayloadError):
     """The body is declared JSON but is not UTF-8 JSON (400 `malformed-json`)."""
+
+    slug = "malformed-json"
+    title = "Malformed JSON"
+    reason = "malformed_json"
 
 
 class MediaTypeError(PayloadError):
     """The Content-Type is not what the kind accepts (415)."""
 
+    http_status = 415
+    slug = "unsupported-media-type"
+    title = "Unsupported Media Type"
+    reason = "media_type"
 
-class FieldsError(Exception):
+
+class FieldsError(ProblemError):
     """A canonical payload failed validation (422), with marshmallow's per-field messages."""
 
+    http_status = 422
+    slug = "validation-failed"
+    title = "The payload failed validation"
+    reason = "validation"
+
     def __init__(self, messages: Any):
-        super().__init__("The payload failed validation")
+        super().__init__("See errors for the message of each field.", errors=messages)
         self.messages = messages
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from relay.errors import RelayError
+
 BODY_EXCERPT = 500
 
 
-class DeliveryError(Exception):
+class DeliveryError(RelayError):
     """A write did not succeed. `outcome` names the class in the ledger's attempt log."""
 
     outcome = "failed"

@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from relay.config.settings import DestinationSettings
+from relay.errors import RelayError
 from schemas.config import MAX_RATE_LIMIT_WAIT_SECONDS
 
 # Engage's guide: retry a 5xx after at least 30 s (docs/reference/engage.md#rate-limits). For that
@@ -66,10 +67,12 @@ def one_write(calls: int = 1, entry_wait: float = ENTRY_WAIT_SECONDS) -> Iterato
         _write.reset(token)
 
 
-class ThrottledError(Exception):
+class ThrottledError(RelayError):
     """No slot within `max_wait` (or the shared limiter is unreachable): nothing was sent and
     nothing was reserved. Not a DeliveryError: the write was not attempted; retry after
     `retry_in` seconds."""
+
+    outcome = "throttled"
 
     def __init__(self, destination: str, retry_in: float, reason: str):
         super().__init__(f"{destination}: {reason}; retry in {retry_in:.2f}s")
