@@ -18,7 +18,7 @@ import uuid
 
 from flask import Flask, Response, jsonify, request
 
-from relay.config.settings import load_settings
+from relay.config.loader import load_settings
 from relay.domain import ConsentWrite, Decision
 from relay.ledger.db import make_engine
 from relay.ledger.record_pg import record_new_decisions

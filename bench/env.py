@@ -18,7 +18,7 @@ import redis
 from sqlalchemy import create_engine, text
 
 from bench.procs import Proc, answers, free_port, wait_for, wait_http
-from relay.config.settings import web_concurrency as config_web_concurrency
+from relay.config.loader import web_concurrency as config_web_concurrency
 from relay.ledger.db import make_engine
 from relay.ledger.migrate import upgrade
 

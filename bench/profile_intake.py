@@ -20,7 +20,7 @@ from pyinstrument.frame import Frame
 
 from bench import env
 from bench.sizes import intake_bodies
-from relay.config.settings import load_settings
+from relay.config.loader import load_settings
 from service import create_app
 
 WARMUP_REQUESTS = 50

@@ -18,7 +18,7 @@ from __future__ import annotations
 import string
 from typing import Any
 
-from marshmallow import ValidationError, fields, validate, validates_schema
+from marshmallow import ValidationError, fields, missing, validate, validates_schema
 
 from schemas.base import StrictSchema
 
@@ -206,6 +206,16 @@ class DestinationField(fields.Field):
                 errors = {**exc.normalized_messages(), **errors}
             raise ValidationError(errors)
         return schema().load(value)
+
+
+def kind_defaults(kind: str) -> dict[str, Any]:
+    """The keys a destination of this kind may leave out, with the values it then gets: the
+    one place these defaults are written (relay/config/settings.py takes them from here)."""
+    return {
+        name: field.load_default
+        for name, field in SCHEMAS[kind]().fields.items()
+        if not field.required and field.load_default is not missing
+    }
 
 
 def worst_case_write_seconds(destination: dict[str, Any], max_wait: float) -> tuple[int, float]:

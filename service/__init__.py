@@ -8,7 +8,8 @@ from typing import Any
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from relay.config.settings import Settings, load_settings
+from relay.config.loader import load_settings
+from relay.config.settings import Settings
 from relay.messaging.client import create_celery_client
 from relay.telemetry.logs import configure_logging, demo_banner
 from service.admin import api as admin

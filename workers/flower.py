@@ -27,7 +27,8 @@ from relay.config.flower import (
     flower_password,
     flower_url,
 )
-from relay.config.settings import Settings, load_settings
+from relay.config.loader import load_settings
+from relay.config.settings import Settings
 
 IDLING = "Idling so that the other Procfile processes keep running."
 

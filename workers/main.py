@@ -17,7 +17,7 @@ from typing import Any
 
 from celery import signals
 
-from relay.config.settings import load_settings
+from relay.config.loader import load_settings
 from relay.telemetry import metrics
 from relay.telemetry.logs import configure_logging, demo_banner, get_logger
 from workers.celery_app import create_celery_app

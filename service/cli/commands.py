@@ -23,7 +23,8 @@ from relay.config.demo import (
     DEMO_METRICS_TOKEN,
     DEMO_PEER_PORTS,
 )
-from relay.config.settings import ConfigError, Settings, load_settings
+from relay.config.loader import ConfigError, load_settings
+from relay.config.settings import Settings
 from relay.ledger.db import make_engine
 from relay.ledger.migrate import upgrade
 from service.cli import admin as cli_admin

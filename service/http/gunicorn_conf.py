@@ -16,7 +16,7 @@ from typing import Any
 
 from gunicorn.glogging import Logger
 
-from relay.config.settings import load_settings, web_concurrency
+from relay.config.loader import load_settings, web_concurrency
 from relay.telemetry import metrics
 from relay.telemetry.logs import REQUEST_ID_HEADER, configure_logging, get_logger, json_formatter
 

@@ -29,7 +29,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from emulators.engage import EmulatorServer, create_emulator_app
-from relay.config.settings import load_settings
+from relay.config.loader import load_settings
 from relay.ledger.db import make_engine, make_session_factory
 from relay.ledger.migrate import upgrade
 from relay.ledger.models import Contact, DeadLetter, Outbox, utcnow

@@ -21,7 +21,7 @@ import pytest
 import requests
 from sqlalchemy import create_engine, func, select
 
-from relay.config.settings import normalise_database_url
+from relay.config.loader import normalise_database_url
 from relay.ledger.models import DeadLetter, Event, Outbox
 from tests.helpers.support import (
     Process,

@@ -23,7 +23,8 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from relay.config.settings import Settings, load_settings
+from relay.config.loader import load_settings
+from relay.config.settings import Settings
 from relay.ledger.db import make_engine
 from relay.ledger.migrate import upgrade
 from relay.ledger.models import DeadLetter, Event, Outbox

@@ -25,7 +25,7 @@ from sqlalchemy import select
 from urllib3 import encode_multipart_formdata
 from werkzeug.test import TestResponse
 
-from relay.config.settings import load_settings
+from relay.config.loader import load_settings
 from relay.ledger.db import make_engine
 from relay.ledger.migrate import upgrade
 from relay.ledger.models import IgnoredEvent

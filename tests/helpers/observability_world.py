@@ -17,7 +17,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from relay.config.settings import Settings, load_settings
+from relay.config.loader import load_settings
+from relay.config.settings import Settings
 from relay.ledger.migrate import upgrade
 from relay.telemetry.logs import json_formatter
 from schemas.config import decode_whsec

@@ -14,7 +14,8 @@ from flask.testing import FlaskClient
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.test import TestResponse
 
-from relay.config.settings import Settings, load_settings
+from relay.config.loader import load_settings
+from relay.config.settings import Settings
 from relay.ledger.db import make_engine, make_session_factory
 from relay.ledger.migrate import upgrade
 from service import create_app

@@ -23,7 +23,8 @@ from flask import Flask
 from sqlalchemy import select
 from werkzeug.test import TestResponse
 
-from relay.config.settings import ConfigError, Settings, load_settings
+from relay.config.loader import ConfigError, load_settings
+from relay.config.settings import Settings
 from relay.ledger.db import make_engine
 from relay.ledger.migrate import upgrade
 from relay.ledger.models import Event, IgnoredEvent

@@ -109,7 +109,7 @@ def write_config(
 def minimal_celery(tmp_path: Path, broker_url: str | None = None, queue: str | None = None) -> Any:
     """The Celery app of a minimal config (one Engage destination, one source): the embedded
     broker in `tmp_path/var/broker` unless `broker_url` is given."""
-    from relay.config.settings import load_settings
+    from relay.config.loader import load_settings
     from workers.celery_app import create_celery_app
 
     service = [f'data_dir = "{tmp_path / "var"}"']

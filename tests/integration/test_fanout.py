@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from relay.config.settings import load_settings
+from relay.config.loader import load_settings
 from relay.domain import Decision
 from relay.ledger.db import make_engine
 from relay.ledger.migrate import upgrade

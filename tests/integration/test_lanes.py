@@ -22,7 +22,7 @@ import pytest
 from sqlalchemy import func, select
 
 from emulators import dotdigital
-from relay.config.settings import load_settings
+from relay.config.loader import load_settings
 from relay.ledger.db import make_engine
 from relay.ledger.migrate import upgrade
 from relay.ledger.models import DeliveryState, Outbox

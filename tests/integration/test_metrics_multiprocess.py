@@ -20,7 +20,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from relay.config.settings import load_settings
+from relay.config.loader import load_settings
 from relay.ledger.db import make_engine
 from relay.ledger.migrate import upgrade
 from tests.helpers.support import (

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import requests
 
-from relay.config.settings import load_settings
+from relay.config.loader import load_settings
 from relay.ledger.db import make_engine
 from relay.ledger.migrate import upgrade
 from service.ops.throttle import CLIENT_LIMIT

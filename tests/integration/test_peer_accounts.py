@@ -24,7 +24,7 @@ from sqlalchemy import select
 
 from emulators import acoustic, dotdigital, moengage
 from emulators.server import EmulatorServer
-from relay.config.settings import load_settings
+from relay.config.loader import load_settings
 from relay.ledger.db import make_engine
 from relay.ledger.migrate import upgrade
 from relay.ledger.models import DeadLetter, DeliveryAttempt, Event, Outbox, RateLimitSlot

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from relay.config.settings import normalise_database_url
+from relay.config.loader import normalise_database_url
 from relay.ledger.db import make_engine
 from relay.ledger.migrate import upgrade
 from workers.ratelimit.backends import DatabaseBackend, RedisBackend, redis_client

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from relay.config.settings import load_settings
+from relay.config.loader import load_settings
 from relay.ledger.db import make_engine
 from relay.ledger.migrate import upgrade
 from service.http.web import BODY_TIMEOUT_SECONDS

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from relay.config.settings import ConfigError, Settings, load_settings
+from relay.config.loader import ConfigError, load_settings
+from relay.config.settings import Settings
 from service.cli import commands as cli
 from service.cli.procfile import derive, process_names, procfile_for_run
 from workers import flower

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from relay.config.demo import DEMO_CONFIG
-from relay.config.settings import ConfigError, Settings, load_settings
+from relay.config.loader import ConfigError, load_settings
+from relay.config.settings import Settings
 
 SOURCE = """
 [sources.signup]

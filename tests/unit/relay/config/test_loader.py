@@ -9,13 +9,8 @@ from pathlib import Path
 import pytest
 
 from relay.config.demo import DEMO_SOURCE_SECRET
-from relay.config.settings import (
-    ConfigError,
-    Settings,
-    load_settings,
-    normalise_database_url,
-    web_concurrency,
-)
+from relay.config.loader import ConfigError, load_settings, normalise_database_url, web_concurrency
+from relay.config.settings import Settings
 
 SECRET_A = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 SECRET_B = "whsec_" + base64.b64encode(b"second-secret-used-for-rotation").decode()

@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import Engine, create_engine, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from relay.config.settings import load_settings, normalise_database_url
+from relay.config.loader import load_settings, normalise_database_url
 from relay.domain import Decision
 from relay.ledger.db import make_engine, make_session_factory
 from relay.ledger.migrate import upgrade

@@ -8,7 +8,7 @@ from typing import Any
 
 from flask.testing import FlaskClient
 
-from relay.config.settings import load_settings
+from relay.config.loader import load_settings
 from relay.ledger import pauses as destinations
 from relay.ledger.db import make_engine, make_session_factory
 from relay.ledger.migrate import upgrade

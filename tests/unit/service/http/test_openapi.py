@@ -20,7 +20,7 @@ from openapi_spec_validator import validate as validate_openapi
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.test import TestResponse
 
-from relay.config.settings import load_settings
+from relay.config.loader import load_settings
 from relay.ledger import pauses as destinations
 from relay.ledger.db import make_engine, make_session_factory
 from relay.ledger.migrate import upgrade

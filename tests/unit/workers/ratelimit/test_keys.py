@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from relay.config.settings import ConfigError, DestinationSettings, load_settings
+from relay.config.loader import ConfigError, load_settings
+from relay.config.settings import DestinationSettings
 from tests.helpers.support import write_config
 from workers.ratelimit.keys import limiter_key, limiter_keys, shared_paces
 from workers.ratelimit.pace import Pace

@@ -19,7 +19,8 @@ import redis
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from relay.config.settings import DestinationSettings, load_settings, normalise_database_url
+from relay.config.loader import load_settings, normalise_database_url
+from relay.config.settings import DestinationSettings
 from relay.ledger.db import make_engine, make_session_factory
 from relay.ledger.migrate import upgrade
 from relay.ledger.models import RateLimitSlot
