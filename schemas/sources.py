@@ -17,6 +17,7 @@ from marshmallow import ValidationError, fields, validate, validates_schema
 
 from schemas.base import StrictSchema
 from schemas.consent import CONSENT_STATES, MAX_LABEL_LENGTH
+from schemas.hmac import HmacSchema
 
 # The Standard Webhooks spec asks for 24-64 random bytes; accept 16 as a floor for older senders.
 MIN_SECRET_BYTES = 16
@@ -25,7 +26,7 @@ MIN_TOKEN_CHARS = 32
 # Secrets the vendor generates or the operator types into the vendor's form.
 MIN_SHARED_SECRET_CHARS = 6
 MIN_PASSWORD_CHARS = 16
-KIND_OPTIONS = ("username", "url", "signature_versions", "organization_ids")
+KIND_OPTIONS = ("username", "url", "signature_versions", "organization_ids", "hmac")
 HUBSPOT_VERSIONS = ("v1", "v2", "v3")
 # The names each kind offers to the `source`/`source_id` templates (docs/sources/index.md); the
 # canonical kinds take their labels from the payload and offer none. The config loader checks
@@ -65,6 +66,8 @@ KIND_VARIABLES: dict[str, frozenset[str]] = {
     ),
     "typeform": frozenset({"form_id", "form_title", "response_id", "event_id"}),
     "webflow": frozenset({"form_name", "site_id", "submission_id", "form_id"}),
+    # and the names of its `[sources.<name>.hmac.variables]` (schemas/hmac.py)
+    "hmac": frozenset({"event_id", "event_type"}),
 }
 
 
@@ -87,6 +90,7 @@ KINDS: dict[str, KindRules] = {
     "salesforce": KindRules("token", required=("organization_ids",)),
     "pipedrive": KindRules("password", required=("username",)),
     "dynamics": KindRules("token"),
+    "hmac": KindRules("shared", required=("hmac",)),
 }
 SOURCE_KINDS = tuple(KINDS)
 
@@ -136,6 +140,7 @@ class SourceSchema(StrictSchema):
         fields.String(validate=validate.Regexp(r"^00D[A-Za-z0-9]{12}([A-Za-z0-9]{3})?$")),
         validate=validate.Length(min=1),
     )
+    hmac = fields.Nested(HmacSchema)
 
     @validates_schema
     def _fits_kind(self, data: dict[str, Any], **_: Any) -> None:
@@ -149,8 +154,15 @@ class SourceSchema(StrictSchema):
                 errors[key] = [f"Required by kind {data['kind']!r}."]
         if rules.canonical and data["mapping"] != MappingSchema().load({}):
             errors["mapping"] = [f"Kind {data['kind']!r} sends canonical decisions: no mapping."]
-        if not rules.canonical and data["mapping"]["consent"] is None:
-            errors["mapping"] = {"consent": [f"Required by kind {data['kind']!r}."]}
+        # The hmac kind knows no e-mail field of its own: the mapping must name it.
+        needed = ("consent", "email") if data["kind"] == "hmac" else ("consent",)
+        mapping_errors = {
+            key: [f"Required by kind {data['kind']!r}."]
+            for key in needed
+            if not rules.canonical and data["mapping"][key] is None
+        }
+        if mapping_errors:
+            errors["mapping"] = mapping_errors
         if rules.canonical and "source_id" in data:
             errors["source_id"] = [f"Kind {data['kind']!r} takes source_id from the payload."]
         secret_errors = _secret_errors(rules.secret, data["secrets"])

@@ -169,7 +169,8 @@ def _source(
         ),
         options={key: src[key] for key in KIND_OPTIONS if key in src},
     )
-    problems = template_problems(settings.kind, settings.effective_mapping)
+    configured = frozenset(src.get("hmac", {}).get("variables", {}))
+    problems = template_problems(settings.kind, settings.effective_mapping, configured)
     if problems:
         raise ConfigError(_describe({"sources": {name: problems}}, config_path))
     return settings

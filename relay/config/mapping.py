@@ -54,12 +54,16 @@ def template_fields(template: str) -> list[str]:
     return names
 
 
-def template_problems(kind: str, mapping: MappingSettings) -> dict[str, list[str]]:
+def template_problems(
+    kind: str, mapping: MappingSettings, configured: frozenset[str] = frozenset()
+) -> dict[str, list[str]]:
     """Config errors in a source's `source`/`source_id` templates, by key: a name the kind
-    does not provide would make every event ignored at run time."""
+    does not provide would make every event ignored at run time. `configured`: the names
+    the source's own config adds (the hmac kind's `variables`)."""
     variables = KIND_VARIABLES.get(kind)
     if variables is None:
         return {"kind": [f"Kind {kind!r} is not implemented."]}
+    variables = variables | configured
     problems: dict[str, list[str]] = {}
     for key in ("source", "source_id"):
         template = getattr(mapping, key)

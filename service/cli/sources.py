@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
+import re
 import secrets
 import sys
 import time
@@ -23,6 +25,7 @@ from sqlalchemy import select
 from relay.config.settings import Settings
 from relay.ledger.db import make_engine, make_session_factory
 from relay.ledger.models import IgnoredEvent
+from schemas.hmac import load_preset, preset_names
 from service.sources import build_kind
 from service.sources.fixtures import fixture_names, load_fixture
 
@@ -44,6 +47,10 @@ def add_commands(commands: Any) -> None:
     send.add_argument("--url", help="service base URL (default: http://127.0.0.1:<port>)")
     send.add_argument("--dry-run", action="store_true", help="print the request, send nothing")
     send.set_defaults(handler=_send)
+    new = sub.add_parser("new", help="print a config skeleton for a sender preset (kind hmac)")
+    new.add_argument("preset", choices=preset_names())
+    new.add_argument("--name", help="the source's name (default: the preset's)")
+    new.set_defaults(handler=_new_source)
     token = sub.add_parser("new-token", help="print a new random token for a token secret")
     token.set_defaults(handler=_new_token)
     ignored = sub.add_parser("ignored", help="recent events answered 2xx but not recorded")
@@ -65,7 +72,7 @@ def _send(settings: Settings, args: argparse.Namespace) -> int:
         print(f"no source named {args.source!r} in the config", file=sys.stderr)
         return 2
     try:
-        body, content_type = _body(source.kind, args)
+        body, content_type = _body(source, args)
     except (LookupError, OSError) as exc:
         print(str(exc), file=sys.stderr)
         return 2
@@ -84,12 +91,15 @@ def _send(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if response.ok else 1
 
 
-def _body(kind: str, args: argparse.Namespace) -> tuple[bytes, str]:
+def _body(source: Any, args: argparse.Namespace) -> tuple[bytes, str]:
     if args.body is not None:
         data = sys.stdin.buffer.read() if str(args.body) == "-" else args.body.read_bytes()
         return data, args.content_type
+    kind = source.kind
     names = fixture_names(kind)
-    name = args.fixture or (names[0] if names else None)
+    preset = source.options.get("hmac", {}).get("preset")
+    default = load_preset(preset)["example"]["fixture"] if preset else None
+    name = args.fixture or default or (names[0] if names else None)
     if name is None:
         raise LookupError(f"Kind {kind!r} has no fixtures; pass --body.")
     return load_fixture(kind, name)
@@ -99,6 +109,48 @@ def _without_query(url: str) -> str:
     """The URL without its query: a token kind's token is there, and is a secret."""
     parts = urlsplit(url)
     return urlunsplit(parts._replace(query="(token hidden)" if parts.query else ""))
+
+
+def _new_source(_settings: Settings, args: argparse.Namespace) -> int:
+    print(skeleton(args.preset, args.name or args.preset))
+    return 0
+
+
+def skeleton(preset: str, name: str) -> str:
+    """A `[sources.<name>]` table for the preset: the preset's settings shown commented out
+    (a line uncommented overrides it), and the example's labels and mapping to adapt."""
+    data = load_preset(preset)
+    example, settings = data["example"], data["hmac"]
+    lines = [
+        f"# {example['title']} (docs/sources/presets/{preset}.md)",
+        f"[sources.{_key(name)}]",
+        'kind = "hmac"',
+        f'secrets = ["${{{example["secret"]}}}"]',
+        f"source = {_toml(example['source'])}",
+    ]
+    if "source_id" in example:
+        lines.append(f"source_id = {_toml(example['source_id'])}")
+    lines += ["", f"[sources.{_key(name)}.hmac]", f'preset = "{preset}"', "# from the preset:"]
+    lines += [f"# {key} = {_toml(value)}" for key, value in settings.items()]
+    lines += ["", f"[sources.{_key(name)}.mapping]"]
+    lines += [f"{key} = {_toml(value)}" for key, value in example["mapping"].items()]
+    return "\n".join(lines)
+
+
+def _toml(value: Any) -> str:
+    """A TOML value (JSON strings are TOML basic strings)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(item) for item in value) + "]"
+    if isinstance(value, dict):
+        pairs = ", ".join(f"{_key(key)} = {_toml(item)}" for key, item in value.items())
+        return "{ " + pairs + " }"
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
 
 
 def _new_token(_settings: Settings, _args: argparse.Namespace) -> int:

@@ -16,6 +16,7 @@ from service.sources.base import (
     SourceKind,
 )
 from service.sources.dynamics import DynamicsKind
+from service.sources.hmac_kind import HmacKind
 from service.sources.hubspot import HubspotKind
 from service.sources.jotform import JotformKind
 from service.sources.pipedrive import PipedriveKind
@@ -40,6 +41,7 @@ KINDS: dict[str, type[Any]] = {
         SalesforceKind,
         PipedriveKind,
         DynamicsKind,
+        HmacKind,
     )
 }
 # Kept for the benchmark's bare verifier.

@@ -60,6 +60,8 @@ SOURCES = {
     "dynamics": 'secrets = ["dataverse-webhook-key-0123456789abcdef"]\n'
     'source = "dynamics:{organization_name}"\n'
     'mapping = { consent = "donotbulkemail", values = { "true" = "withdrawn" } }\n',
+    "hmac": 'secrets = ["hmac-shared-secret"]\nsource = "signup:{event_type}"\n'
+    'hmac = { preset = "github" }\nmapping = { email = "email", consent = "consent" }\n',
 }
 CANONICAL = {
     "email": "jane@example.com",

@@ -38,6 +38,7 @@ FIXTURES = {
     "salesforce": "contact_notifications",
     "pipedrive": "create_person",
     "dynamics": "contact_update",
+    "hmac": "example-form-submission",  # docs/sources/hmac.md's worked example
 }
 BASE_URL = "http://relay.example.com"
 FAST = {"sweep_interval_seconds": 0.5, "redispatch_after_seconds": 2}

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from emulators.server import EmulatorServer
+from relay.config.loader import load_settings
 from service.cli.commands import main
 from tests.helpers.source_world import SourceWorld
 
@@ -103,3 +104,18 @@ def test_new_token_is_long_enough_for_a_token_secret(
     assert run(source_world, "sources", "new-token") == 0
     token = capsys.readouterr().out.strip()
     assert len(token) >= 32 and token.isprintable()
+
+
+def test_new_prints_a_preset_skeleton_that_loads(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "relay").mkdir()
+    source_world = SourceWorld(tmp_path / "relay", CONFIG)
+    capsys.readouterr()
+    assert run(source_world, "sources", "new", "stripe", "--name", "shop") == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("# Stripe Checkout") and "[sources.shop.hmac]" in printed
+    config = tmp_path / "stripe.toml"
+    config.write_text(source_world.config_path.read_text() + "\n" + printed)
+    settings = load_settings(config, environ={"STRIPE_WEBHOOK_SECRET": "whsec_0123456789"})
+    assert settings.sources["shop"].options["hmac"]["header"] == "Stripe-Signature"
