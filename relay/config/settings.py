@@ -24,6 +24,7 @@ from schemas.config import (
     DeliverySchema,
     FlowerSchema,
     MetricsSchema,
+    VerificationSchema,
 )
 from schemas.destinations import COMMON_KEYS
 from schemas.sources import KIND_OPTIONS
@@ -64,6 +65,8 @@ class DestinationSettings:
     rate_limit_per_second: float = 10.0
     rate_limit_headroom: float = 0.05
     rate_limit_key: str | None = None  # None: derived (workers/ratelimit/keys.py)
+    verify_share: float = 0.1  # of the rate limit, for read-back verification
+    verify_policy: str = "repair"  # on drift: repair | report
     # Kind-specific keys (schemas/destinations.py): mode, field names, api_key, batch_size...
     options: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
@@ -74,6 +77,7 @@ _DELIVERY: dict[str, Any] = DeliverySchema().load({})
 _ADMIN: dict[str, Any] = AdminSchema().load({})
 _METRICS: dict[str, Any] = MetricsSchema().load({})
 _FLOWER: dict[str, Any] = FlowerSchema().load({})
+_VERIFICATION: dict[str, Any] = VerificationSchema().load({})
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,13 @@ class DeliverySettings:
     rate_limited_retry_seconds: float = _DELIVERY["rate_limited_retry_seconds"]
     probe_interval_seconds: float = _DELIVERY["probe_interval_seconds"]
     sweep_batch_size: int = _DELIVERY["sweep_batch_size"]
+
+
+@dataclass(frozen=True)
+class VerificationSettings:
+    enabled: bool = _VERIFICATION["enabled"]
+    after_write_seconds: float = _VERIFICATION["after_write_seconds"]
+    interval_seconds: float = _VERIFICATION["interval_seconds"]
 
 
 @dataclass(frozen=True)
@@ -122,6 +133,7 @@ class Settings:
     config_path: Path | None
     demo: bool
     trusted_proxies: int = 0  # [service] trusted_proxies: X-Forwarded-* hops to believe
+    verification: VerificationSettings = field(default_factory=VerificationSettings)
 
     @property
     def is_sqlite(self) -> bool:
@@ -228,6 +240,7 @@ def _build(data: dict[str, Any], env: Mapping[str, str], config_path: Path | Non
         config_path=config_path,
         demo=config_path is None,
         trusted_proxies=service["trusted_proxies"],
+        verification=VerificationSettings(**data["verification"]),
     )
 
 
