@@ -17,7 +17,7 @@ from collections import deque
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-CALL_NAMES = ("update", "create", "get")
+CALL_NAMES = ("update", "create", "get", "edit")
 # docs/reference/engage.md#endpoints (user/updateProfileByEmail): custom attribute values max 2000
 # chars.
 MAX_ATTRIBUTE_VALUE_LENGTH = 2000
@@ -227,6 +227,13 @@ class EngageState:
     def update_contact(self, identifier: str, attributes: dict[str, str]) -> dict[str, Any]:
         with self._lock:
             return self._apply(self._visible_contact(identifier), "update", attributes)
+
+    def edit_contact(self, email: str, attributes: dict[str, str]) -> dict[str, Any] | None:
+        """An out-of-band edit (a CSV import, an edit in Engage's UI): no API call, recorded
+        in the contact's history as `edit`. None when there is no such contact."""
+        with self._lock:
+            contact = self._contacts.get(email_key(email))
+            return None if contact is None else self._apply(contact, "edit", attributes)
 
     def get_contact(self, identifier: str) -> dict[str, Any]:
         with self._lock:

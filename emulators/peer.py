@@ -8,7 +8,9 @@ Inspection (no auth): `GET /_emulator/state` (contacts with their write history,
 definitions, request log, faults), `POST /_emulator/reset`, `POST /_emulator/contacts`
 (`{"email": ..., "channel": ..., "customer_id": ...}`: a contact that exists at the
 vendor; `customer_id` for MoEngage, whose users otherwise have their address as id), `POST
-/_emulator/fields` (`{"name": ...}`: define a custom field), `/_emulator/faults` (see
+/_emulator/fields` (`{"name": ...}`: define a custom field), `POST
+/_emulator/contacts/<email>/edit` (an out-of-band edit: `{"fields": {...}, "channel": ...}`,
+as an import or a UI edit makes it), `/_emulator/faults` (see
 engage_faults.py). With `any_contact`, every address is treated as an existing contact.
 """
 
@@ -224,6 +226,20 @@ def _seed_contact() -> tuple[Response, int]:
     return jsonify(contact), 201
 
 
+def _edit_contact(email: str) -> Response:
+    """An out-of-band edit, as an import or an edit in the vendor's UI would make it: no API
+    call, no rate limit, recorded in the contact's history as `edit`. Body: `{"fields":
+    {...}, "channel": ...}` (either)."""
+    body = request.get_json(silent=True) or {}
+    with peer_state().lock:
+        contact = peer_state().contacts.get(email.lower())
+        if contact is None:
+            raise PeerError(404, {"error": "no such contact"})
+        extra = {"channel": body["channel"]} if "channel" in body else {}
+        peer_state().apply(contact, "edit", dict(body.get("fields") or {}), **extra)
+        return jsonify(contact)
+
+
 def _define_field() -> tuple[str, int]:
     body = request.get_json(silent=True) or {}
     with peer_state().lock:
@@ -249,6 +265,9 @@ def create_peer_app(
     app.add_url_rule("/_emulator/reset", view_func=_reset, methods=["POST"])
     app.add_url_rule("/_emulator/contacts", view_func=_seed_contact, methods=["POST"])
     app.add_url_rule("/_emulator/fields", view_func=_define_field, methods=["POST"])
+    app.add_url_rule(
+        "/_emulator/contacts/<path:email>/edit", view_func=_edit_contact, methods=["POST"]
+    )
     engage_faults.register_routes(app)
     app.before_request(_preflight)
     app.after_request(_record)

@@ -72,6 +72,18 @@ class DeliverySchema(StrictSchema):
     sweep_batch_size = fields.Integer(load_default=500, validate=validate.Range(min=1))
 
 
+class VerificationSchema(StrictSchema):
+    """Read-back verification (workers/verification/): after a write, and then every
+    `interval_seconds`, read each delivered decision back from the destination."""
+
+    enabled = fields.Boolean(load_default=True)
+    # Wait this long after a write before reading it back: Engage stores writes
+    # asynchronously (docs/reference/engage.md#endpoints), so an immediate read may not show it.
+    after_write_seconds = fields.Float(load_default=60.0, validate=validate.Range(min=0.1))
+    # Read every delivered decision back again this often (a day by default).
+    interval_seconds = fields.Float(load_default=86400.0, validate=validate.Range(min=1))
+
+
 class AdminSchema(StrictSchema):
     # Bearer tokens for /admin; several at once so that a token can be rotated.
     tokens = fields.List(
@@ -116,6 +128,9 @@ class FlowerSchema(StrictSchema):
 class ConfigFileSchema(StrictSchema):
     service = fields.Nested(ServiceSchema, load_default=lambda: ServiceSchema().load({}))
     delivery = fields.Nested(DeliverySchema, load_default=lambda: DeliverySchema().load({}))
+    verification = fields.Nested(
+        VerificationSchema, load_default=lambda: VerificationSchema().load({})
+    )
     admin = fields.Nested(AdminSchema, load_default=lambda: AdminSchema().load({}))
     metrics = fields.Nested(MetricsSchema, load_default=lambda: MetricsSchema().load({}))
     flower = fields.Nested(FlowerSchema, load_default=lambda: FlowerSchema().load({}))

@@ -47,7 +47,16 @@ COMMON_KEYS = (
     "rate_limit_per_second",
     "rate_limit_headroom",
     "rate_limit_key",
+    "verify_share",
+    "verify_policy",
 )
+# Kinds whose API can read a contact's consent back (workers/verification/): Engage
+# `contact/get` (docs/reference/engage.md#endpoints), Dotdigital's look-up
+# (docs/reference/dotdigital.md#endpoints). Acoustic and MoEngage are unverifiable
+# (docs/delivery/verification.md).
+VERIFIABLE_KINDS = (ENGAGE, DOTDIGITAL)
+# What a read-back that differs from the latest decision (drift) leads to.
+VERIFY_POLICIES = ("repair", "report")
 
 
 def _decision_template(template: str) -> None:
@@ -93,6 +102,10 @@ class _DestinationSchema(StrictSchema):
             RATE_LIMIT_KEY_PATTERN, error="Use 1-48 letters, digits, '.', '_', ':' or '-'."
         ),
     )
+    # The share of the rate limit that read-back verification may spend (0: never read back).
+    verify_share = fields.Float(load_default=0.1, validate=validate.Range(min=0.0, max=0.5))
+    # Drift: `repair` re-sends the latest decision, `report` only counts, logs and shows it.
+    verify_policy = fields.String(load_default="repair", validate=validate.OneOf(VERIFY_POLICIES))
 
 
 class EngageSchema(_DestinationSchema):

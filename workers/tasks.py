@@ -11,7 +11,7 @@ from typing import Any
 
 from celery import shared_task
 
-from relay.messaging.lanes import delivery_queue
+from relay.messaging.lanes import delivery_queue, verify_queue
 from relay.messaging.messages import delivery_message
 from relay.messaging.names import (
     DELIVER_BATCH_TASK,
@@ -20,6 +20,7 @@ from relay.messaging.names import (
     PROBE_TASK,
     REQUEST_ID_TASK_HEADER,
     SWEEP_TASK,
+    VERIFY_TASK,
 )
 from relay.telemetry.logs import get_logger, task_context
 from workers.delivery.batch import deliver_batch
@@ -28,6 +29,9 @@ from workers.delivery.context import delivery_context
 from workers.delivery.fanout import fan_out
 from workers.delivery.sweeper import probe_destination, schedule_probes, sweep
 from workers.lost import LeaseFreeingRequest, lease_owner
+from workers.verification.context import verification_context
+from workers.verification.readback import verify_contacts
+from workers.verification.schedule import schedule_verifications
 
 log = get_logger(__name__)
 BUSY_RETRY_SECONDS = 1
@@ -108,8 +112,15 @@ def sweep_outbox_task(self: Any) -> int:
         def publish_probe(destination: str) -> None:
             self.app.send_task(PROBE_TASK, args=[destination])
 
+        def publish_reads(destination: str, contact_ids: list[int]) -> None:
+            self.app.send_task(
+                VERIFY_TASK, args=[destination, contact_ids], queue=verify_queue(base)
+            )
+
         schedule_probes(ctx, publish_probe)
-        return sweep(ctx, publish, publish_batch)
+        swept = sweep(ctx, publish, publish_batch)
+        schedule_verifications(verification_context(self.app), publish_reads)
+        return swept
 
 
 @shared_task(
@@ -140,3 +151,22 @@ def probe_destination_task(self: Any, destination: str) -> str:
         if destination not in ctx.writers:
             return "unknown_destination"
         return probe_destination(ctx, destination)
+
+
+@shared_task(bind=True, name=VERIFY_TASK, acks_late=True, ignore_result=True)
+def verify_contacts_task(self: Any, destination: str, contact_ids: list[int]) -> dict[str, int]:
+    """Read delivered decisions back (workers/verification/readback.py); a drift under the
+    `repair` policy goes back to the normal delivery path through `publish_repair`."""
+    with task_context(task_id=self.request.id, destination=destination):
+        ctx = verification_context(self.app)
+        if destination not in ctx.readers:
+            return {"unverifiable": len(contact_ids)}
+        base = self.app.conf.task_default_queue
+
+        def publish_repair(name: str, contact_id: int, urgent: bool) -> None:
+            queue = delivery_queue(base, name, urgent)
+            self.app.send_task(DELIVER_TASK, args=[name, contact_id], queue=queue)
+
+        outcomes = verify_contacts(ctx, destination, contact_ids, publish_repair)
+        log.info("read-backs done", contacts=len(contact_ids), **outcomes)
+        return outcomes

@@ -25,6 +25,7 @@ from relay.config.settings import (
     OpsSettings,
     Settings,
     SourceSettings,
+    VerificationSettings,
 )
 from relay.errors import RelayError
 from schemas.config import ConfigFileSchema
@@ -142,6 +143,7 @@ def _build(data: dict[str, Any], env: Mapping[str, str], config_path: Path | Non
         config_path=config_path,
         demo=config_path is None,
         trusted_proxies=service["trusted_proxies"],
+        verification=VerificationSettings(**data["verification"]),
     )
 
 

@@ -14,7 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from relay.config.mapping import MappingSettings
-from schemas.config import AdminSchema, DeliverySchema, FlowerSchema, MetricsSchema
+from schemas.config import (
+    AdminSchema,
+    DeliverySchema,
+    FlowerSchema,
+    MetricsSchema,
+    VerificationSchema,
+)
 from schemas.destinations import ENGAGE, kind_defaults
 
 # The defaults of a destination built directly: Engage's (the loader passes every key).
@@ -50,6 +56,8 @@ class DestinationSettings:
     rate_limit_headroom: float = _DESTINATION["rate_limit_headroom"]
     # None: derived (workers/ratelimit/keys.py)
     rate_limit_key: str | None = _DESTINATION["rate_limit_key"]
+    verify_share: float = _DESTINATION["verify_share"]  # of the rate limit, for read-backs
+    verify_policy: str = _DESTINATION["verify_policy"]  # on drift: repair | report
     # Kind-specific keys (schemas/destinations.py): mode, field names, api_key, batch_size...
     options: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
@@ -60,6 +68,7 @@ _DELIVERY: dict[str, Any] = DeliverySchema().load({})
 _ADMIN: dict[str, Any] = AdminSchema().load({})
 _METRICS: dict[str, Any] = MetricsSchema().load({})
 _FLOWER: dict[str, Any] = FlowerSchema().load({})
+_VERIFICATION: dict[str, Any] = VerificationSchema().load({})
 
 
 @dataclass(frozen=True)
@@ -75,6 +84,13 @@ class DeliverySettings:
     rate_limited_retry_seconds: float = _DELIVERY["rate_limited_retry_seconds"]
     probe_interval_seconds: float = _DELIVERY["probe_interval_seconds"]
     sweep_batch_size: int = _DELIVERY["sweep_batch_size"]
+
+
+@dataclass(frozen=True)
+class VerificationSettings:
+    enabled: bool = _VERIFICATION["enabled"]
+    after_write_seconds: float = _VERIFICATION["after_write_seconds"]
+    interval_seconds: float = _VERIFICATION["interval_seconds"]
 
 
 @dataclass(frozen=True)
@@ -108,6 +124,7 @@ class Settings:
     config_path: Path | None
     demo: bool
     trusted_proxies: int = 0  # [service] trusted_proxies: X-Forwarded-* hops to believe
+    verification: VerificationSettings = field(default_factory=VerificationSettings)
 
     @property
     def is_sqlite(self) -> bool:

@@ -236,3 +236,25 @@ class OpsSessionEpoch(Base):
     __tablename__ = "ops_session_epochs"
     username: Mapped[str] = mapped_column(String(64), primary_key=True)
     epoch: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Verification(Base):
+    """The last read-back of one contact's consent at one destination (workers/verification/):
+    when it was read, which decision it was compared with, what was seen and what that meant.
+
+    `status`: verified (the destination holds the decision), drift (it holds something else),
+    error (the read failed), unverifiable (the decision has no value there to read)."""
+
+    __tablename__ = "verifications"
+    __table_args__ = (Index("ix_verifications_due", "destination", "checked_at"),)
+    destination: Mapped[str] = mapped_column(String(64), primary_key=True)
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id"), primary_key=True)
+    event_id: Mapped[int | None] = mapped_column(ForeignKey("events.id"))  # compared with
+    status: Mapped[str | None] = mapped_column(String(16))
+    seen: Mapped[str | None] = mapped_column(String(64))  # the consent value read back
+    checked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)  # last read, any result
+    verified_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)  # last read that matched
+    dispatched_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)  # read enqueued
+    drifts: Mapped[int] = mapped_column(Integer, default=0)
+    last_drift_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    last_drift_seen: Mapped[str | None] = mapped_column(String(64))

@@ -15,7 +15,7 @@ from celery import Celery
 from kombu import Exchange, Queue
 
 from relay.config.settings import Settings
-from relay.messaging.lanes import delivery_lanes, recovery_queue
+from relay.messaging.lanes import delivery_lanes, recovery_queue, verify_queue
 from relay.messaging.names import SWEEP_TASK
 
 EMBEDDED_TRANSPORT = "relay.messaging.embedded_broker:Transport"
@@ -78,10 +78,17 @@ def create_celery_client(settings: Settings) -> Celery:
         broker_connection_retry_on_startup=True,
         broker_connection_timeout=3,
         task_default_queue=settings.queue,
-        # The base queue (sweeps, probes, dispatch), two lanes per destination and the lost
-        # runs' queue (relay/messaging/lanes.py); a worker consumes them all, in turn.
+        # The base queue (sweeps, probes, dispatch), two lanes per destination, the lost
+        # runs' queue and the read-backs' (relay/messaging/lanes.py); a worker consumes them
+        # all, in turn.
         task_queues=[
-            _queue(name) for name in (settings.queue, *lanes, recovery_queue(settings.queue))
+            _queue(name)
+            for name in (
+                settings.queue,
+                *lanes,
+                recovery_queue(settings.queue),
+                verify_queue(settings.queue),
+            )
         ],
         task_serializer="json",
         accept_content=["json"],

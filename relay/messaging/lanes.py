@@ -16,6 +16,10 @@ round: at the back of a busy urgent lane the lost contact would wait behind that
 backlog (measured: 7-10 s behind 20 withdrawals at 400 ms a call), although it is the most
 overdue work there is.
 
+Read-back verification (workers/verification/) has a queue of its own, `<queue>.verify`: a
+read-back never stands in a delivery lane in front of a decision, and its calls take at most
+a configured share of each destination's rate limit (workers/ratelimit/pace.py ShareThrottle).
+
 Withdrawals and denials are urgent: withdrawing must be as easy as giving consent (GDPR
 Art. 7(3), https://gdpr-info.eu/art-7-gdpr/), and while a withdrawn person still reads
 "granted" at the destination, their opens and clicks are tracked.
@@ -38,6 +42,10 @@ def delivery_queue(base: str, destination: str, urgent: bool) -> str:
 
 def recovery_queue(base: str) -> str:
     return f"{base}.recover"
+
+
+def verify_queue(base: str) -> str:
+    return f"{base}.verify"
 
 
 def delivery_lanes(base: str, destinations: Iterable[str]) -> list[str]:

@@ -49,6 +49,8 @@ class _Metrics:
     dead_lettered: Counter
     lost_runs: Counter
     ops_sign_ins: Counter
+    verifications: Counter
+    drift: Counter
     latency: Histogram
 
 
@@ -66,6 +68,14 @@ _COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "dead_lettered": ("Decisions dead-lettered", ("destination", "reason")),
     "lost_runs": ("Delivery runs whose pool process died; leases freed, work re-sent", ("task",)),
     "ops_sign_ins": ("Operator page sign-in attempts, by outcome", ("outcome",)),
+    "verifications": (
+        "Read-backs of a delivered decision, by outcome (verified, drift, error, unverifiable)",
+        ("destination", "outcome"),
+    ),
+    "drift": (
+        "Read-backs that differed from the latest decision, by action (repaired, reported)",
+        ("destination", "action"),
+    ),
 }
 
 
@@ -146,6 +156,14 @@ def count_lost_run(task: str) -> None:
 def count_ops_sign_in(outcome: str) -> None:
     """signed_in, refused, throttled_client or throttled_account."""
     _safely("ops_sign_ins", lambda: metrics().ops_sign_ins.labels(outcome).inc())
+
+
+def count_verification(destination: str, outcome: str) -> None:
+    _safely("verifications", lambda: metrics().verifications.labels(destination, outcome).inc())
+
+
+def count_drift(destination: str, action: str) -> None:
+    _safely("drift", lambda: metrics().drift.labels(destination, action).inc())
 
 
 def observe_latency(destination: str, seconds: float, state: str) -> None:

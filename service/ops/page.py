@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
-from relay.ledger import dead_letters
+from relay.ledger import dead_letters, verifications
 from relay.ledger import pauses as destinations
 from relay.ledger.db import refused_values
 from relay.ledger.dead_letters import DeadLetterFilters
@@ -165,10 +165,12 @@ def status() -> ResponseReturnValue:
     with _sessions() as session:
         counts = ops_queries.status_counts(session, names, utcnow())
         views = destinations.describe(session, names)
+        coverage = verifications.coverage(session, names)
     return render_template(
         "ops/status.html",
         counts=counts,
         destinations=views,
+        coverage=coverage,
         window=ops_queries.ATTEMPT_WINDOW,
         rejects=metrics_http.intake_rejects(_runtime()),
     )
@@ -235,11 +237,20 @@ def contacts() -> ResponseReturnValue:
 
 @bp.get("/contacts/<ledger_id:contact_id>")
 def contact(contact_id: int) -> ResponseReturnValue:
+    configured = _runtime().settings.destinations
     with _sessions() as session:
-        history = ops_queries.contact_history(session, contact_id, _runtime().settings.destinations)
+        history = ops_queries.contact_history(session, contact_id, configured)
+        verified = verifications.for_contact(session, contact_id)
     if history is None:
         abort(404, f"No contact {contact_id}.")
-    return render_template("ops/contact.html", history=history, searched=True)
+    unverifiable = {n for n, d in configured.items() if not verifications.verifiable(d)}
+    return render_template(
+        "ops/contact.html",
+        history=history,
+        searched=True,
+        verified=verified,
+        unverifiable=unverifiable,
+    )
 
 
 # --- dead letters -------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from relay.telemetry.logs import get_logger
 from workers.delivery import outcomes, policy
 from workers.destinations.errors import DeliveryError
 from workers.destinations.toolkit import Written
-from workers.ratelimit.pace import ThrottledError, one_write
+from workers.ratelimit.pace import RateLimiter, ThrottledError, one_write
 
 log = get_logger(__name__)
 MAX_ROUNDS = 5  # newer decisions that arrive while we write are picked up in the same lease
@@ -54,6 +54,8 @@ class DeliveryContext:
     clock: Callable[[], dt.datetime] = utcnow
     # Contacts one sweep may enqueue per rate-limited destination (workers/delivery/sweeper.py).
     sweep_budgets: Mapping[str, int] = field(default_factory=dict)
+    # The shared limiter the writers pace with; read-back verification takes its share of it.
+    limiter: RateLimiter | None = None
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,6 @@ def delivery_context(app: Celery) -> DeliveryContext:
         }
         budgets = sweep_budgets(settings)
         _contexts[key] = DeliveryContext(
-            runtime.sessions, writers, settings.delivery, sweep_budgets=budgets
+            runtime.sessions, writers, settings.delivery, sweep_budgets=budgets, limiter=limiter
         )
     return _contexts[key]

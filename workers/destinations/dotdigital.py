@@ -40,6 +40,7 @@ import requests
 from relay.config.settings import DestinationSettings
 from relay.domain import ConsentWrite
 from schemas.destinations import DOTDIGITAL
+from workers.destinations.reading import NO_CONTACT, Reading, shown
 from workers.destinations.toolkit import (
     CHANNEL_CONSENT,
     FieldNames,
@@ -47,6 +48,7 @@ from workers.destinations.toolkit import (
     Verdict,
     Written,
     error_for,
+    json_body,
     plan_channel,
     probe_ok,
 )
@@ -136,6 +138,30 @@ class DotdigitalClient:
         if not probe_ok(verdict):
             raise error_for(VENDOR, verdict, response.status_code, response.text)
         return response.status_code
+
+    def read(self, write: ConsentWrite) -> Reading | None:
+        """Read the contact back (`GET /contacts/v3/email/{email}`, 404 when missing:
+        docs/reference/dotdigital.md#endpoints): the consent data field in attribute mode,
+        the e-mail channel status in channel_consent mode (None when the decision has no
+        status there, docs/reference/dotdigital.md#consent-values)."""
+        expected = write.tracking_consent
+        if self._mode == CHANNEL_CONSENT:
+            plan = plan_channel(DOTDIGITAL, write.tracking_consent)
+            if not plan.write or plan.status is None:
+                return None
+            expected = plan.status
+        response = self._call("GET", write.email, None)
+        verdict = self._judge(response)
+        if verdict is Verdict.NOT_FOUND:
+            return Reading(NO_CONTACT, expected)
+        if verdict is not Verdict.OK:
+            raise error_for(VENDOR, verdict, response.status_code, response.text)
+        contact = json_body(response.text) or {}
+        if self._mode == CHANNEL_CONSENT:
+            channel = ((contact.get("channelProperties") or {}).get("email") or {}).get("status")
+            return Reading(shown(channel), expected)
+        data = {str(k).upper(): v for k, v in (contact.get("dataFields") or {}).items()}
+        return Reading(shown(data.get(self._fields.consent.upper())), expected)
 
     def _ensure_exists(self, email: str) -> None:
         response = self._call("GET", email, None)

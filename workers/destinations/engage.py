@@ -24,6 +24,7 @@ from workers.destinations.errors import (
     RejectedError,
     TransientError,
 )
+from workers.destinations.reading import NO_CONTACT, Reading, shown
 from workers.ratelimit.pace import NoLimit, Throttle
 
 
@@ -94,6 +95,20 @@ class EngageClient:
         takes our credentials again (`GET /system/getApiVersion`,
         docs/reference/engage.md#base-url-auth-headers)."""
         return _result(*self._call("GET", "/system/getApiVersion", None, None))
+
+    def read(self, write: ConsentWrite) -> Reading:
+        """Read the contact's `tracking_consent` back (`POST /contact/get`, a missing contact
+        is a 400 NO_SUCH_OBJECT: docs/reference/engage.md#endpoints)."""
+        body = {"type": "EMAIL", "value": write.email}
+        verdict, status, text = self._post("/contact/get", None, body)
+        if verdict is Verdict.CONTACT_MISSING:
+            return Reading(NO_CONTACT, write.tracking_consent)
+        _result(verdict, status, text)  # raises unless 2xx
+        attributes = _error_fields(text).get("attributes") or []
+        values = {
+            item.get("name"): item.get("value") for item in attributes if isinstance(item, dict)
+        }
+        return Reading(shown(values.get("tracking_consent")), write.tracking_consent)
 
     def _update(self, write: ConsentWrite) -> tuple[Verdict, int, str]:
         # requests encodes "+" as %2B and "@" as %40, as the docs require

@@ -195,6 +195,50 @@ class DestinationThrottle:
         self.backend.penalise(self.destination, self.pace.penalty_seconds)
 
 
+# The suffix of the key that counts a destination's read-backs (workers/verification/).
+VERIFY_KEY_SUFFIX = ":verify"
+
+
+class ShareThrottle:
+    """Read-back verification's handle on a destination's pace: each read takes slots of the
+    destination's own shared pace (so reads and writes together never exceed the vendor's
+    limit), and at most `share` of that pace (a second GCRA state, `<key>:verify`). A read
+    never waits for its share: when it is spent the read is refused (ThrottledError) and
+    tried at a later sweep; nothing was reserved on the shared pace then.
+
+    A read reserves as many intervals as one write of the destination takes (`calls`):
+    a write's calls go together at the start of its reservation (`one_write`), so slots
+    handed out in other sizes could bunch more calls than the pace into one second."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        destination: str,
+        pace: Pace,
+        share: float,
+        sleep: Callable[[float], None] = time.sleep,
+        calls: int = 1,
+    ):
+        if not 0 < share <= 1:
+            raise ValueError(f"verification share must be in (0, 1], not {share}")
+        self.backend = backend
+        self.destination = destination
+        step = pace.interval * max(calls, 1)
+        self.pace = replace(pace, interval=step, max_wait=min(ENTRY_WAIT_SECONDS, pace.max_wait))
+        self.share_pace = Pace(step / share, max_wait=0.0)
+        self._sleep = sleep
+
+    def acquire(self) -> Reservation:
+        self.backend.reserve(self.destination + VERIFY_KEY_SUFFIX, self.share_pace)
+        reservation = self.backend.reserve(self.destination, self.pace)
+        if reservation.wait > 0:
+            self._sleep(reservation.wait)
+        return reservation
+
+    def slow_down(self) -> None:
+        self.backend.penalise(self.destination, self.pace.penalty_seconds)
+
+
 class NoLimit:
     """A throttle that never waits: for destinations and tests without a rate limit."""
 
@@ -227,3 +271,11 @@ class RateLimiter:
             raise KeyError(f"no rate limit configured for destination {name!r}")
         key = self.keys.get(name, name)
         return DestinationThrottle(self.backend, key, self.paces[name], self._sleep)
+
+    def for_verification(self, name: str, share: float, calls: int = 1) -> ShareThrottle:
+        """The read-backs' throttle of a destination: `share` of its pace, within it; each
+        read reserves `calls` intervals, as one write of the destination does."""
+        if name not in self.paces:
+            raise KeyError(f"no rate limit configured for destination {name!r}")
+        key = self.keys.get(name, name)
+        return ShareThrottle(self.backend, key, self.paces[name], share, self._sleep, calls)

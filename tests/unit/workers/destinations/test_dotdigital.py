@@ -236,3 +236,47 @@ def test_the_emulator_refuses_an_incomplete_record(server: EmulatorServer) -> No
     assert response.status_code == 400
     assert response.json()["errorCode"] == "contacts:invalidConsentRecords"
     assert classify(response.status_code, response.text) is Verdict.REJECTED
+
+
+# --- read-back (workers/verification/) --------------------------------------------------------
+
+
+def test_read_back_in_attribute_mode_finds_an_out_of_band_edit(server: EmulatorServer) -> None:
+    seed(server)
+    writer, throttle = client(server), Counting()
+    writer.write(write("denied"))
+    reader = client(server, throttle=throttle)
+    reading = reader.read(write("denied"))
+    assert reading is not None and reading.matches and reading.seen == "denied"
+    assert throttle.acquired == 1  # one look-up, paced like any call
+    edited = requests.post(
+        f"{server.url}/_emulator/contacts/{EMAIL}/edit",
+        json={"fields": {"TRACKING_CONSENT": "granted"}},
+        timeout=5,
+    )
+    assert edited.status_code == 200
+    drift = reader.read(write("denied"))
+    assert drift is not None and not drift.matches
+    assert (drift.seen, drift.expected) == ("granted", "denied")
+    assert stored(server)["history"][-1]["call"] == "edit"
+
+
+def test_read_back_in_channel_mode_compares_the_email_status(server: EmulatorServer) -> None:
+    seed(server, channel="subscribed")
+    reader = client(server, mode="channel_consent")
+    reader.write(write("withdrawn"))
+    reading = reader.read(write("withdrawn"))
+    assert reading is not None and (reading.seen, reading.expected) == (
+        "unsubscribed",
+        "unsubscribed",
+    )
+    assert reader.read(write("unknown")) is None  # no status for unknown: nothing to verify
+
+
+def test_read_back_of_a_missing_contact(server: EmulatorServer) -> None:
+    reading = client(server).read(write("granted"))
+    assert reading is not None and reading.seen == "(no contact)" and not reading.matches
+
+
+def write(consent: str) -> ConsentWrite:
+    return ConsentWrite(EMAIL, consent, "form", None)

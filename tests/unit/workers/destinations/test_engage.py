@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import requests
 from flask import Flask, request
 
 from emulators.engage import EmulatorServer, create_emulator_app
@@ -233,7 +234,7 @@ def test_existing_contact_is_updated(
     }
     new_requests = state["requests"][before:]
     assert [(r["path"], r["status"]) for r in new_requests] == [("/api/rest/contact/update", 200)]
-    assert state["counts"] == {"update": 1, "create": 1, "get": 0}
+    assert state["counts"] == {"update": 1, "create": 1, "get": 0, "edit": 0}
 
 
 def test_existing_contact_is_found_whatever_the_case(
@@ -385,3 +386,31 @@ def test_read_timeout_raises_transient_error(faulty: tuple[Flask, EmulatorServer
     with pytest.raises(TransientError, match="timed out") as caught:
         EngageClient(destination(server.url, read_timeout=0.2)).write(consent())
     assert caught.value.status is None
+
+
+# --- read-back (workers/verification/) --------------------------------------------------------
+
+
+def test_read_back_finds_the_value_and_an_out_of_band_edit(
+    engage_settings: Any, emulator: Any
+) -> None:
+    client = EngageClient(engage_settings())
+    client.write(ConsentWrite("Reader@Example.com", "denied", "form", None))
+    reading = client.read(ConsentWrite("Reader@Example.com", "denied", "form", None))
+    assert reading.matches and reading.seen == "denied"
+    edited = requests.post(
+        f"{emulator.url}/_emulator/contacts/reader@example.com/edit",
+        json={"attributes": {"tracking_consent": "granted"}},
+        timeout=5,
+    )
+    assert edited.status_code == 200
+    drift = client.read(ConsentWrite("Reader@Example.com", "denied", "form", None))
+    assert (drift.seen, drift.expected, drift.matches) == ("granted", "denied", False)
+    missing = client.read(ConsentWrite("nobody@example.com", "granted", "form", None))
+    assert missing.seen == "(no contact)"
+    unknown = requests.post(
+        f"{emulator.url}/_emulator/contacts/nobody@example.com/edit",
+        json={"attributes": {"tracking_consent": "x"}},
+        timeout=5,
+    )
+    assert unknown.status_code == 404

@@ -1,0 +1,1 @@
+"""Read-back verification and drift repair (docs/delivery/verification.md)."""
