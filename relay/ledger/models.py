@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any
 
 from sqlalchemy import (
@@ -19,6 +20,8 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from relay.domain import EVIDENCE_FIELDS, Evidence, evidence_of
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -50,6 +53,13 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+def evidence_columns(evidence: Evidence) -> dict[str, Any]:
+    """An Evidence as the events table's columns (purposes as a JSON list, NULL when none)."""
+    values = evidence.as_json()
+    values["purposes"] = json.dumps(values["purposes"]) if values["purposes"] else None
+    return values
 
 
 class Base(DeclarativeBase):
@@ -87,6 +97,19 @@ class Event(Base):
     occurred_at_given: Mapped[bool] = mapped_column(default=False)
     webhook_timestamp: Mapped[int] = mapped_column(BigInteger)  # attempt time, evidence only
     received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Evidence of how consent was given (relay.domain.Evidence); NULL when not given.
+    notice_version: Mapped[str | None] = mapped_column(String(255))
+    notice_url: Mapped[str | None] = mapped_column(String(2000))
+    purposes: Mapped[str | None] = mapped_column(Text)  # a JSON list of labels
+    collection_method: Mapped[str | None] = mapped_column(String(16))
+    lawful_basis: Mapped[str | None] = mapped_column(String(32))
+    jurisdiction: Mapped[str | None] = mapped_column(String(64))
+    language: Mapped[str | None] = mapped_column(String(35))
+
+    @property
+    def evidence(self) -> Evidence:
+        values = {name: getattr(self, name) for name in EVIDENCE_FIELDS if name != "purposes"}
+        return evidence_of({**values, "purposes": json.loads(self.purposes or "[]")})
 
 
 class IgnoredEvent(Base):

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from relay.domain import Decision
 from relay.ledger.db import insert_ignoring_conflicts
-from relay.ledger.models import Contact, Event, IgnoredEvent, Outbox, utcnow
+from relay.ledger.models import Contact, Event, IgnoredEvent, Outbox, evidence_columns, utcnow
 from relay.ledger.record_pg import record_new_decisions
 from schemas.consent import contact_key
 
@@ -222,6 +222,7 @@ def _insert_event(
         occurred_at_given=decision.occurred_at is not None,
         webhook_timestamp=webhook_timestamp,
         received_at=now,
+        **evidence_columns(decision.evidence),
     )
     session.add(event)
     session.flush()

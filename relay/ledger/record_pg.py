@@ -24,7 +24,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, StatementError
 
 from relay.domain import Decision
-from relay.ledger.models import utcnow
+from relay.ledger.models import evidence_columns, utcnow
 from schemas.consent import contact_key
 
 RECORD_DECISION = """
@@ -41,11 +41,14 @@ WITH found AS (
     INSERT INTO events (
         public_id, source_name, delivery_id, body_sha256, contact_id, email, decision,
         consent_source, consent_source_id, occurred_at, occurred_at_given, webhook_timestamp,
-        received_at
+        received_at, notice_version, notice_url, purposes, collection_method, lawful_basis,
+        jurisdiction, language
     )
     SELECT %(public_id)s, %(source_name)s, %(delivery_id)s, %(body_sha256)s, contact.id,
         %(email)s, %(decision)s, %(consent_source)s, %(consent_source_id)s, %(occurred_at)s,
-        %(occurred_at_given)s, %(webhook_timestamp)s, %(now)s
+        %(occurred_at_given)s, %(webhook_timestamp)s, %(now)s, %(notice_version)s,
+        %(notice_url)s, %(purposes)s, %(collection_method)s, %(lawful_basis)s,
+        %(jurisdiction)s, %(language)s
     FROM contact
     ON CONFLICT (source_name, delivery_id) DO NOTHING
     RETURNING id, contact_id
@@ -141,4 +144,5 @@ def _decision_params(decision: Decision, now: dt.datetime) -> dict[str, Any]:
         # (docs/reference/standard-webhooks.md#the-specification).
         "occurred_at": _naive_utc(decision.occurred_at or now),
         "occurred_at_given": decision.occurred_at is not None,
+        **evidence_columns(decision.evidence),
     }
