@@ -4,7 +4,9 @@ evidence constants and a Typeform source with evidence templates; a real worker 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import io
 import time
 import uuid
 from pathlib import Path
@@ -20,12 +22,14 @@ from relay.ledger.db import make_engine
 from relay.ledger.migrate import upgrade
 from relay.ledger.models import Event
 from service import create_app
+from service.cli.commands import main
 from service.sources.fixtures import load_fixture
 from tests.helpers.input_world import ADMIN_TOKEN, OPS_PASSWORD, csrf
 from tests.helpers.support import Process, celery_worker, decision, signed_headers, write_config
 
 BASE_URL = "http://relay.example.com"
 TYPEFORM_SECRET = "typeform-secret-" + "x" * 24
+METRICS_TOKEN = "metrics-" + "m" * 32
 PSEUDONYM_KEY = "pseudonym-key-" + "k" * 32
 EXTRA = f"""
 [sources.signup.evidence]
@@ -49,6 +53,9 @@ purposes = ["newsletter"]
 collection_method = "form"
 lawful_basis = "consent"
 language = "en"
+
+[metrics]
+token = "{METRICS_TOKEN}"
 
 [admin]
 tokens = ["{ADMIN_TOKEN}"]
@@ -118,6 +125,21 @@ class EvidenceWorld:
         form = {"username": "operator", "password": OPS_PASSWORD, "csrf_token": csrf(client)}
         assert client.post("/ops/login", data=form).status_code == 303
         return client
+
+    def cli(self, *argv: str) -> tuple[int, str, str]:
+        """`consent-relay --config <ours> argv...`, in-process: (exit code, stdout, stderr)."""
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                main(["--config", str(self.config), *argv])
+                code = 0
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else 1
+        return code, out.getvalue(), err.getvalue()
+
+    def metrics(self) -> str:
+        headers = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+        return self.client.get("/metrics", headers=headers).get_data(as_text=True)
 
     def worker(self) -> Process:
         return celery_worker(self.config, self.workdir)
