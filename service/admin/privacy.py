@@ -12,9 +12,10 @@ from flask import Blueprint, Response, current_app, jsonify
 from marshmallow import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
-from relay.ledger import chain_store, people
-from schemas.admin import ContactChoiceSchema
+from relay.ledger import chain_store, export, people
+from schemas.admin import ContactChoiceSchema, ExportQuerySchema
 from service.admin import api as admin_api
+from service.http.downloads import record_download
 from service.http.problems import problem
 
 log = logging.getLogger(__name__)
@@ -41,12 +42,26 @@ def verify_chain() -> Response:
     return jsonify(result.as_json())
 
 
+@bp.get("/contacts/<ledger_id:contact_id>/export")
+def export_contact(contact_id: int) -> Response:
+    """One person's record: JSON (verifiable offline) or CSV (`?format=csv`)."""
+    wanted = ExportQuerySchema().load(admin_api._query_args())["format"]
+    with _sessions() as session:
+        record = export.export_record(session, contact_id)
+    if record is None:
+        raise admin_api._Refused(_unknown_contact())
+    log.info("admin: record exported contact_id=%d format=%s", contact_id, wanted)
+    return record_download(record, wanted, contact_id)
+
+
+def _unknown_contact() -> Response:
+    return problem(404, "unknown-contact", "Unknown contact", "No such contact in the ledger.")
+
+
 def _contact(session: Any, choice: dict[str, Any]) -> int:
     found = people.chosen_contact(session, choice.get("contact_id"), choice.get("email"))
     if found is None:
-        raise admin_api._Refused(
-            problem(404, "unknown-contact", "Unknown contact", "No such contact in the ledger.")
-        )
+        raise admin_api._Refused(_unknown_contact())
     return found
 
 

@@ -21,6 +21,7 @@ from schemas import responses as bodies
 from schemas.admin import (
     ContactChoiceSchema,
     DeadLetterQuerySchema,
+    ExportQuerySchema,
     PauseBodySchema,
     ReplayBodySchema,
 )
@@ -330,3 +331,18 @@ def _admin_ledger(spec: APISpec) -> None:
         **_json_body(ContactChoiceSchema, required=False),
     )
     spec.path(path="/admin/ledger/verify", operations={"post": verify})
+    contact_id = _param(
+        "path",
+        "contact_id",
+        {"type": "integer", "minimum": 1, "maximum": MAX_BIGINT},
+        "A contact's id (any other integer is not found: 404).",
+    )
+    record = _json(_OBJECT, "The record (docs: Data protection, export).")
+    record["content"]["text/csv"] = {"schema": {"type": "string"}}
+    exported = _admin(
+        "Export one person's record: decisions, evidence, deliveries, erasures, chain values",
+        {"200": record, "404": "UnknownContact", "422": "ValidationFailed"},
+        parameters=[contact_id, {"in": "query", "schema": ExportQuerySchema}],
+        operationId="exportContact",
+    )
+    spec.path(path="/admin/contacts/{contact_id}/export", operations={"get": exported})
