@@ -89,3 +89,29 @@ class ContactLookupSchema(StrictSchema):
     """The operator page's contact search (`POST /ops/contacts`)."""
 
     email = PlainText(required=True, max_length=MAX_EMAIL_LENGTH)
+
+
+class ContactChoiceSchema(StrictSchema):
+    """Which contact: `contact_id`, or `email` (compared as the intake compares it). An empty
+    body, where a command allows it, means every contact."""
+
+    contact_id = BigId(strict=True)
+    email = PlainText(max_length=MAX_EMAIL_LENGTH)
+
+    @validates_schema
+    def _one(self, data: dict[str, Any], **_: Any) -> None:
+        if "contact_id" in data and "email" in data:
+            raise ValidationError("Give contact_id or email, not both.", "_schema")
+
+
+class ExportQuerySchema(StrictSchema):
+    """`GET /admin/contacts/<id>/export?format=json|csv`."""
+
+    format = fields.String(load_default="json", validate=validate.OneOf(["json", "csv"]))
+
+
+class ErasureBodySchema(StrictSchema):
+    """`POST /admin/contacts/<id>/erase`: why (required, kept in the ledger) and for whom."""
+
+    reason = PlainText(required=True, max_length=MAX_REASON_LENGTH)
+    requested_by = PlainText(max_length=255)

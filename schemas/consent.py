@@ -34,12 +34,46 @@ MAX_EVENT_ID_LENGTH = 255
 MAX_EVENT_TYPE_LENGTH = 128
 MAX_IGNORED_REASON_LENGTH = 500
 
+# Evidence of how consent was given (docs/reference/consent-records.md#the-fields): the
+# Kantara receipt's `collectionMethod` is free text; ours is one of a few words so that a
+# report can count them.
+COLLECTION_METHODS = ("form", "crm", "import", "api", "operator")
+# GDPR Art. 6(1)(a)-(f), the ISO/IEC TS 27560 record's lawful basis
+# (docs/reference/consent-records.md#lawful-basis).
+LAWFUL_BASES = (
+    "consent",
+    "contract",
+    "legal_obligation",
+    "vital_interests",
+    "public_task",
+    "legitimate_interests",
+)
+MAX_URL_LENGTH = 2000
+MAX_PURPOSES = 20
+MAX_JURISDICTION_LENGTH = 64
+# A BCP 47 language tag (RFC 5646), as the Kantara receipt's `language`; 35 characters is the
+# longest tag RFC 5646 section 4.4.1 asks implementations to support.
+MAX_LANGUAGE_LENGTH = 35
+LANGUAGE_TAG = r"^[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8})*$"
+EVIDENCE_KEYS = (
+    "notice_version",
+    "notice_url",
+    "purposes",
+    "collection_method",
+    "lawful_basis",
+    "jurisdiction",
+    "language",
+)
+
 
 def _printable(value: str) -> None:
     # PostgreSQL rejects NUL in text, and control characters have no place in a label; refusing
     # them here keeps a bad payload a 422 instead of a ledger error.
     if not value.isprintable():
         raise ValidationError("Must not contain control characters.")
+
+
+_label = validate.Length(min=1, max=MAX_LABEL_LENGTH)
 
 
 class ConsentDecisionSchema(Schema):
@@ -55,6 +89,25 @@ class ConsentDecisionSchema(Schema):
     source = fields.String(validate=[validate.Length(min=1, max=MAX_LABEL_LENGTH), _printable])
     source_id = fields.String(validate=[validate.Length(min=1, max=MAX_LABEL_LENGTH), _printable])
     occurred_at = fields.AwareDateTime(format="iso")
+    # Evidence fields: optional, a payload without them is as valid as before.
+    notice_version = fields.String(validate=[_label, _printable])
+    notice_url = fields.Url(
+        schemes={"http", "https"},
+        require_tld=False,
+        validate=[validate.Length(max=MAX_URL_LENGTH), _printable],
+    )
+    purposes = fields.List(
+        fields.String(validate=[_label, _printable]),
+        validate=validate.Length(min=1, max=MAX_PURPOSES),
+    )
+    collection_method = fields.String(validate=validate.OneOf(COLLECTION_METHODS))
+    lawful_basis = fields.String(validate=validate.OneOf(LAWFUL_BASES))
+    jurisdiction = fields.String(
+        validate=[validate.Length(min=1, max=MAX_JURISDICTION_LENGTH), _printable]
+    )
+    language = fields.String(
+        validate=[validate.Length(max=MAX_LANGUAGE_LENGTH), validate.Regexp(LANGUAGE_TAG)]
+    )
 
     def __init__(self, *, max_future_skew: dt.timedelta = dt.timedelta(minutes=5), **kwargs: Any):
         super().__init__(**kwargs)

@@ -185,3 +185,29 @@ class DestinationListSchema(Schema):
 
 class ResumedDestinationSchema(DestinationSchema):
     was_paused = fields.Boolean(required=True)
+
+
+class ChainBreakSchema(Schema):
+    contact_id = fields.Integer(required=True)
+    seq = fields.Integer(
+        required=True, allow_none=True, metadata={"description": "the link's position, or null"}
+    )
+    ref = fields.String(
+        required=True, metadata={"description": "`event <id>`, `erasure <id>` or `head`"}
+    )
+    reason = fields.String(required=True)
+
+
+class ChainVerificationSchema(Schema):
+    """`POST /admin/ledger/verify`: what one verification of the chain found."""
+
+    scope = fields.String(required=True, metadata={"description": "`all` or `contact <id>`"})
+    ok = fields.Boolean(required=True)
+    contacts = fields.Integer(required=True)
+    links = fields.Integer(required=True)
+    broken = fields.List(
+        fields.Nested(ChainBreakSchema),
+        required=True,
+        metadata={"description": "the first broken link of each broken contact"},
+    )
+    finished_at = fields.String(required=True)

@@ -16,7 +16,7 @@ from typing import Any
 from marshmallow import ValidationError, fields, validate, validates_schema
 
 from schemas.base import StrictSchema
-from schemas.consent import CONSENT_STATES, MAX_LABEL_LENGTH
+from schemas.consent import CONSENT_STATES, MAX_LABEL_LENGTH, MAX_PURPOSES, MAX_URL_LENGTH
 from schemas.hmac import HmacSchema
 
 # The Standard Webhooks spec asks for 24-64 random bytes; accept 16 as a floor for older senders.
@@ -121,6 +121,22 @@ class MappingSchema(StrictSchema):
     )
 
 
+class EvidenceSchema(StrictSchema):
+    """`[sources.<name>.evidence]`: templates over the kind's variables, or constants, for the
+    evidence fields (schemas/consent.py); a canonical payload's own values take precedence."""
+
+    notice_version = fields.String(validate=validate.Length(min=1, max=MAX_LABEL_LENGTH))
+    notice_url = fields.String(validate=validate.Length(min=1, max=MAX_URL_LENGTH))
+    purposes = fields.List(
+        fields.String(validate=validate.Length(min=1, max=MAX_LABEL_LENGTH)),
+        validate=validate.Length(min=1, max=MAX_PURPOSES),
+    )
+    collection_method = fields.String(validate=validate.Length(min=1, max=MAX_LABEL_LENGTH))
+    lawful_basis = fields.String(validate=validate.Length(min=1, max=MAX_LABEL_LENGTH))
+    jurisdiction = fields.String(validate=validate.Length(min=1, max=MAX_LABEL_LENGTH))
+    language = fields.String(validate=validate.Length(min=1, max=MAX_LABEL_LENGTH))
+
+
 class SourceSchema(StrictSchema):
     kind = fields.String(required=True, validate=validate.OneOf(SOURCE_KINDS))
     secrets = fields.List(fields.String(), required=True, validate=validate.Length(min=1))
@@ -129,6 +145,7 @@ class SourceSchema(StrictSchema):
     source_id = fields.String(validate=validate.Length(min=1, max=MAX_LABEL_LENGTH))
     timestamp_tolerance_seconds = fields.Integer(validate=validate.Range(min=1))
     mapping = fields.Nested(MappingSchema, load_default=lambda: MappingSchema().load({}))
+    evidence = fields.Nested(EvidenceSchema, load_default=dict)
     username = fields.String(validate=validate.Length(min=1, max=255))
     # The URL as configured at HubSpot (v2/v3 sign it); default: the URL as received.
     url = fields.Url(schemes={"http", "https"}, require_tld=False)

@@ -13,6 +13,7 @@ from relay.config.settings import Settings
 from relay.messaging.client import create_celery_client
 from relay.telemetry.logs import configure_logging, demo_banner
 from service.admin import api as admin
+from service.admin import privacy as admin_privacy
 from service.health import metrics_http
 from service.health import probes as health
 from service.http import openapi, request_ids
@@ -49,6 +50,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(intake.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(admin.bp)
+    app.register_blueprint(admin_privacy.bp)
     app.register_blueprint(openapi.bp)  # GET /openapi.json
     ops.register(app)
     demo_banner(settings)

@@ -168,6 +168,10 @@ def _source(
                 else dict(DEFAULT_VALUES)
             ),
             when_missing=mapping["when_missing"],
+            evidence={
+                key: tuple(value) if isinstance(value, list) else value
+                for key, value in src["evidence"].items()
+            },
         ),
         options={key: src[key] for key in KIND_OPTIONS if key in src},
     )

@@ -10,7 +10,11 @@ import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from schemas.consent import ConsentDecisionSchema
 from schemas.sources import KIND_VARIABLES
+
+# A template per evidence field (`purposes`: a list of them), from `[sources.<name>.evidence]`.
+EvidenceTemplates = Mapping[str, "str | tuple[str, ...]"]
 
 # Answers as forms send them: booleans, yes/no, checkbox "on", 1/0, and our own words.
 DEFAULT_VALUES: Mapping[str, str] = {
@@ -39,6 +43,14 @@ class MappingSettings:
     consent: str | None = None
     values: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_VALUES))
     when_missing: str = "ignore"
+    evidence: EvidenceTemplates = field(default_factory=dict)
+
+    def templates(self) -> list[tuple[str, str]]:
+        """(key, template) of every template: `source`, `source_id` and the evidence ones."""
+        found = [(key, getattr(self, key)) for key in ("source", "source_id")]
+        for key, value in self.evidence.items():
+            found.extend((f"evidence.{key}", item) for item in _items(value))
+        return [(key, template) for key, template in found if template is not None]
 
 
 def template_fields(template: str) -> list[str]:
@@ -57,18 +69,16 @@ def template_fields(template: str) -> list[str]:
 def template_problems(
     kind: str, mapping: MappingSettings, configured: frozenset[str] = frozenset()
 ) -> dict[str, list[str]]:
-    """Config errors in a source's `source`/`source_id` templates, by key: a name the kind
-    does not provide would make every event ignored at run time. `configured`: the names
-    the source's own config adds (the hmac kind's `variables`)."""
+    """Config errors in a source's templates, by key: a name the kind does not provide would
+    make every event ignored at run time, and so would a constant evidence value that the
+    canonical payload's rules refuse. `configured`: the names the source's own config adds
+    (the hmac kind's `variables`)."""
     variables = KIND_VARIABLES.get(kind)
     if variables is None:
         return {"kind": [f"Kind {kind!r} is not implemented."]}
     variables = variables | configured
     problems: dict[str, list[str]] = {}
-    for key in ("source", "source_id"):
-        template = getattr(mapping, key)
-        if template is None:
-            continue
+    for key, template in mapping.templates():
         try:
             unknown = sorted(set(template_fields(template)) - variables)
         except ValueError as exc:
@@ -77,4 +87,32 @@ def template_problems(
         if unknown:
             offered = ", ".join(sorted(variables)) or "none (a literal label)"
             problems[key] = [f"Unknown template field(s) {unknown}; {kind} offers: {offered}."]
+    problems.update(_constant_problems(mapping))
     return problems
+
+
+def _constant_problems(mapping: MappingSettings) -> dict[str, list[str]]:
+    """Evidence values without a template field, checked now as a payload's would be."""
+    constants = {
+        key: list(value) if isinstance(value, tuple) else value
+        for key, value in mapping.evidence.items()
+        if not any(template_fields(item) for item in _items(value))
+    }
+    errors = _EVIDENCE_CHECK.validate(constants, partial=True)
+    return {
+        f"evidence.{key}": [str(message) for message in _flat(found)]
+        for key, found in errors.items()
+    }
+
+
+def _items(value: str | tuple[str, ...]) -> tuple[str, ...]:
+    return (value,) if isinstance(value, str) else value
+
+
+def _flat(found: object) -> list[object]:
+    if isinstance(found, dict):
+        return [item for nested in found.values() for item in _flat(nested)]
+    return list(found) if isinstance(found, list) else [found]
+
+
+_EVIDENCE_CHECK = ConsentDecisionSchema()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any
 
 from sqlalchemy import (
@@ -19,6 +20,9 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from relay.domain import EVIDENCE_FIELDS, Evidence, evidence_of
+from relay.ledger.chain import GENESIS
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -52,6 +56,13 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def evidence_columns(evidence: Evidence) -> dict[str, Any]:
+    """An Evidence as the events table's columns (purposes as a JSON list, NULL when none)."""
+    values = evidence.as_json()
+    values["purposes"] = json.dumps(values["purposes"]) if values["purposes"] else None
+    return values
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 
@@ -63,6 +74,10 @@ class Contact(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     email_key: Mapped[str] = mapped_column(String(320), unique=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The head of the contact's chain (relay/ledger/chain.py): its last position and hash.
+    chain_seq: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    chain_head: Mapped[str] = mapped_column(String(64), default=GENESIS, server_default=GENESIS)
+    erased_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
 
 class Event(Base):
@@ -87,6 +102,54 @@ class Event(Base):
     occurred_at_given: Mapped[bool] = mapped_column(default=False)
     webhook_timestamp: Mapped[int] = mapped_column(BigInteger)  # attempt time, evidence only
     received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Evidence of how consent was given (relay.domain.Evidence); NULL when not given.
+    notice_version: Mapped[str | None] = mapped_column(String(255))
+    notice_url: Mapped[str | None] = mapped_column(String(2000))
+    purposes: Mapped[str | None] = mapped_column(Text)  # a JSON list of labels
+    collection_method: Mapped[str | None] = mapped_column(String(16))
+    lawful_basis: Mapped[str | None] = mapped_column(String(32))
+    jurisdiction: Mapped[str | None] = mapped_column(String(64))
+    language: Mapped[str | None] = mapped_column(String(35))
+    # The event's link in its contact's chain; the salt is deleted when the contact is erased.
+    chain_seq: Mapped[int | None] = mapped_column(Integer)
+    chain_hash: Mapped[str | None] = mapped_column(String(64))
+    subject_digest: Mapped[str | None] = mapped_column(String(64))
+    subject_salt: Mapped[str | None] = mapped_column(String(32))
+
+    @property
+    def evidence(self) -> Evidence:
+        values = {name: getattr(self, name) for name in EVIDENCE_FIELDS if name != "purposes"}
+        return evidence_of({**values, "purposes": json.loads(self.purposes or "[]")})
+
+
+class Erasure(Base):
+    """One person erased (GDPR Art. 17): who asked, when, why; a link of the contact's chain."""
+
+    __tablename__ = "erasures"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    public_id: Mapped[str] = mapped_column(String(36), unique=True)
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id"), index=True)
+    erased_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    requested_by: Mapped[str] = mapped_column(String(255))
+    reason: Mapped[str] = mapped_column(String(500))
+    decisions: Mapped[int] = mapped_column(Integer)  # decisions whose address was removed
+    pseudonymised: Mapped[bool] = mapped_column(default=False)
+    settled_deliveries: Mapped[int] = mapped_column(Integer, default=0)
+    chain_seq: Mapped[int] = mapped_column(Integer)
+    chain_hash: Mapped[str] = mapped_column(String(64))
+
+
+class ChainVerification(Base):
+    """The outcome of one `ledger verify` run (the metrics read the newest)."""
+
+    __tablename__ = "chain_verifications"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    finished_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
+    scope: Mapped[str] = mapped_column(String(32))  # all | contact <id>
+    contacts: Mapped[int] = mapped_column(Integer)
+    links: Mapped[int] = mapped_column(Integer)
+    broken: Mapped[int] = mapped_column(Integer)  # contacts with a broken chain
+    first_break: Mapped[str | None] = mapped_column(Text)
 
 
 class IgnoredEvent(Base):

@@ -12,8 +12,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from relay.domain import Decision
+from relay.ledger.chain import content_hash, new_salt, subject_digest
+from relay.ledger.chain_store import advance, event_content
 from relay.ledger.db import insert_ignoring_conflicts
-from relay.ledger.models import Contact, Event, IgnoredEvent, Outbox, utcnow
+from relay.ledger.models import Contact, Event, IgnoredEvent, Outbox, evidence_columns, utcnow
 from relay.ledger.record_pg import record_new_decisions
 from schemas.consent import contact_key
 
@@ -205,6 +207,7 @@ def _insert_event(
 ) -> Event:
     now = utcnow()
     contact_id = _contact_id(session, contact_key(decision.email), now)
+    salt = new_salt()
     event = Event(
         public_id=str(uuid.uuid4()),
         source_name=source_name,
@@ -222,6 +225,12 @@ def _insert_event(
         occurred_at_given=decision.occurred_at is not None,
         webhook_timestamp=webhook_timestamp,
         received_at=now,
+        subject_salt=salt,
+        subject_digest=subject_digest(salt, decision.email),
+        **evidence_columns(decision.evidence),
+    )
+    event.chain_seq, event.chain_hash = advance(
+        session, contact_id, content_hash(event_content(event))
     )
     session.add(event)
     session.flush()

@@ -24,28 +24,46 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, StatementError
 
 from relay.domain import Decision
-from relay.ledger.models import utcnow
+from relay.ledger.chain import (
+    GENESIS,
+    content_hash,
+    decision_content,
+    link_hash,
+    new_salt,
+    subject_digest,
+)
+from relay.ledger.models import evidence_columns, utcnow
 from schemas.consent import contact_key
 
 RECORD_DECISION = """
 WITH found AS (
     SELECT id FROM contacts WHERE email_key = %(email_key)s
 ), made AS (
-    INSERT INTO contacts (email_key, created_at)
-    SELECT %(email_key)s, %(now)s WHERE NOT EXISTS (SELECT 1 FROM found)
+    INSERT INTO contacts (email_key, created_at, chain_seq, chain_head)
+    SELECT %(email_key)s, %(now)s, 1, %(first_link)s WHERE NOT EXISTS (SELECT 1 FROM found)
     ON CONFLICT (email_key) DO NOTHING
-    RETURNING id
+    RETURNING id, chain_seq, chain_head
+), moved AS (
+    UPDATE contacts SET chain_seq = contacts.chain_seq + 1, chain_head = encode(
+        sha256(decode(contacts.chain_head, 'hex') || decode(%(content_hash)s, 'hex')), 'hex')
+    WHERE id IN (SELECT id FROM found)
+    RETURNING id, chain_seq, chain_head
 ), contact AS (
-    SELECT id FROM found UNION ALL SELECT id FROM made
+    SELECT id, chain_seq, chain_head FROM made
+    UNION ALL SELECT id, chain_seq, chain_head FROM moved
 ), event AS (
     INSERT INTO events (
         public_id, source_name, delivery_id, body_sha256, contact_id, email, decision,
         consent_source, consent_source_id, occurred_at, occurred_at_given, webhook_timestamp,
-        received_at
+        received_at, notice_version, notice_url, purposes, collection_method, lawful_basis,
+        jurisdiction, language, chain_seq, chain_hash, subject_digest, subject_salt
     )
     SELECT %(public_id)s, %(source_name)s, %(delivery_id)s, %(body_sha256)s, contact.id,
         %(email)s, %(decision)s, %(consent_source)s, %(consent_source_id)s, %(occurred_at)s,
-        %(occurred_at_given)s, %(webhook_timestamp)s, %(now)s
+        %(occurred_at_given)s, %(webhook_timestamp)s, %(now)s, %(notice_version)s,
+        %(notice_url)s, %(purposes)s, %(collection_method)s, %(lawful_basis)s,
+        %(jurisdiction)s, %(language)s, contact.chain_seq, contact.chain_head,
+        %(subject_digest)s, %(subject_salt)s
     FROM contact
     ON CONFLICT (source_name, delivery_id) DO NOTHING
     RETURNING id, contact_id
@@ -91,7 +109,9 @@ def record_new_decisions(
         for delivery_id, decision in decisions:
             public_id = str(uuid.uuid4())
             params = {**delivery, **_decision_params(decision, now), "public_id": public_id}
-            cursor.execute(RECORD_DECISION, params | {"delivery_id": delivery_id})
+            params["delivery_id"] = delivery_id
+            params.update(_chain_params(params, now))
+            cursor.execute(RECORD_DECISION, params)
             row = cursor.fetchone()
             if row is None:
                 connection.rollback()
@@ -129,6 +149,36 @@ def _wrapped(engine: Engine, connection: Any, exc: Any) -> StatementError:
     )
 
 
+def _chain_params(params: dict[str, Any], now: dt.datetime) -> dict[str, Any]:
+    """The link of this event (relay/ledger/chain.py): its content's hash, and its hash when it
+    is the contact's first link (the statement chains it to the head otherwise, in SQL, with the
+    contact row locked by the UPDATE)."""
+    salt = new_salt()
+    digest = subject_digest(salt, params["email"])
+    content = decision_content(
+        event_id=params["public_id"],
+        source_name=params["source_name"],
+        delivery_id=params["delivery_id"],
+        payload_sha256=params["body_sha256"],
+        subject=digest,
+        decision=params["decision"],
+        source=params["consent_source"],
+        source_id=params["consent_source_id"],
+        occurred_at=params["occurred_at"].replace(tzinfo=dt.UTC),
+        occurred_at_given=params["occurred_at_given"],
+        webhook_timestamp=params["webhook_timestamp"],
+        received_at=now,
+        evidence=params["evidence"],
+    )
+    own = content_hash(content)
+    return {
+        "subject_salt": salt,
+        "subject_digest": digest,
+        "content_hash": own,
+        "first_link": link_hash(GENESIS, own),
+    }
+
+
 def _decision_params(decision: Decision, now: dt.datetime) -> dict[str, Any]:
     return {
         "email_key": contact_key(decision.email),
@@ -141,4 +191,6 @@ def _decision_params(decision: Decision, now: dt.datetime) -> dict[str, Any]:
         # (docs/reference/standard-webhooks.md#the-specification).
         "occurred_at": _naive_utc(decision.occurred_at or now),
         "occurred_at_given": decision.occurred_at is not None,
+        **evidence_columns(decision.evidence),
+        "evidence": decision.evidence.as_json(),
     }

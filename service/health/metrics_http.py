@@ -18,8 +18,9 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from relay.ledger import chain_store
 from relay.ledger import pauses as destinations
-from relay.ledger.models import DeadLetter, Outbox, utcnow
+from relay.ledger.models import ChainVerification, DeadLetter, Outbox, utcnow
 from relay.telemetry import metrics
 from relay.telemetry.logs import get_logger
 from service.admin.bearer import BearerGate
@@ -51,6 +52,7 @@ class LedgerSnapshot:
     oldest: dict[str, dt.datetime] = field(default_factory=dict)
     dead_letters: dict[str, int] = field(default_factory=dict)
     paused: set[str] = field(default_factory=set)
+    verification: ChainVerification | None = None  # the last `ledger verify`
 
     def names(self, configured: Iterable[str]) -> list[str]:
         return sorted({*configured, *self.pending, *self.dead_letters, *self.paused})
@@ -74,6 +76,9 @@ def read_snapshot(session: Session) -> LedgerSnapshot:
     )
     snapshot.dead_letters = {name: int(count) for name, count in dead}
     snapshot.paused = destinations.paused_names(session)
+    snapshot.verification = chain_store.last_verification(session)
+    if snapshot.verification is not None:
+        session.expunge(snapshot.verification)  # read after the caller's rollback
     return snapshot
 
 
@@ -126,6 +131,31 @@ class LedgerCollector:
             families["dead"].add_metric([name], snapshot.dead_letters.get(name, 0))
             families["paused"].add_metric([name], 1 if name in snapshot.paused else 0)
         yield from families.values()
+        yield from _verification_gauges(snapshot.verification)
+
+
+def _verification_gauges(last: ChainVerification | None) -> Iterator[Metric]:
+    """The last `ledger verify` (CLI or admin API): when it finished and what it found; no
+    series before the first one."""
+    from prometheus_client.core import GaugeMetricFamily
+
+    if last is None:
+        return
+    values = {
+        "ledger_verify_last_timestamp_seconds": (
+            "When the last chain verification finished (Unix time)",
+            last.finished_at.timestamp(),
+        ),
+        "ledger_verify_last_broken_contacts": (
+            "Contacts whose chain the last verification found broken",
+            last.broken,
+        ),
+        "ledger_verify_last_links": ("Links the last verification checked", last.links),
+    }
+    for name, (doc, value) in values.items():
+        family = GaugeMetricFamily(P + name, doc)
+        family.add_metric([], float(value))
+        yield family
 
 
 _GAUGES = {

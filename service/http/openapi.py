@@ -18,7 +18,13 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Blueprint, Response
 
 from schemas import responses as bodies
-from schemas.admin import DeadLetterQuerySchema, PauseBodySchema, ReplayBodySchema
+from schemas.admin import (
+    ContactChoiceSchema,
+    DeadLetterQuerySchema,
+    ExportQuerySchema,
+    PauseBodySchema,
+    ReplayBodySchema,
+)
 from schemas.config import NAME_PATTERN
 from schemas.consent import ConsentDecisionSchema
 from schemas.text import MAX_BIGINT
@@ -61,6 +67,7 @@ def openapi_document() -> dict[str, Any]:
     _health(spec)
     _admin_dead_letters(spec)
     _admin_destinations(spec)
+    _admin_ledger(spec)
     spec.path(
         path="/openapi.json",
         operations={"get": _operation("meta", "This document", {"200": _json(_OBJECT, "OpenAPI")})},
@@ -158,6 +165,7 @@ def _shared_answers() -> dict[str, dict[str, Any]]:
         "AdminDisabled": _problem("`admin-api-disabled`: no `[admin] tokens` are configured."),
         "UnknownDeadLetter": _problem("`unknown-dead-letter`: no dead letter with this id."),
         "UnknownDestination": _problem("`unknown-destination`: no destination with this name."),
+        "UnknownContact": _problem("`unknown-contact`: no such contact in the ledger."),
     }
 
 
@@ -307,3 +315,34 @@ def _admin_destinations(spec: APISpec) -> None:
     spec.path(path="/admin/destinations", operations={"get": listing})
     spec.path(path="/admin/destinations/{name}/pause", operations={"post": pause})
     spec.path(path="/admin/destinations/{name}/resume", operations={"post": resume})
+
+
+def _admin_ledger(spec: APISpec) -> None:
+    verify = _admin(
+        "Verify the tamper-evident chain of every contact (empty body) or of one",
+        {
+            "200": _json(bodies.ChainVerificationSchema, "What the verification found."),
+            "400": "MalformedJson",
+            "404": "UnknownContact",
+            "415": "UnsupportedMediaType",
+            "422": "ValidationFailed",
+        },
+        operationId="verifyLedger",
+        **_json_body(ContactChoiceSchema, required=False),
+    )
+    spec.path(path="/admin/ledger/verify", operations={"post": verify})
+    contact_id = _param(
+        "path",
+        "contact_id",
+        {"type": "integer", "minimum": 1, "maximum": MAX_BIGINT},
+        "A contact's id (any other integer is not found: 404).",
+    )
+    record = _json(_OBJECT, "The record (docs: Data protection, export).")
+    record["content"]["text/csv"] = {"schema": {"type": "string"}}
+    exported = _admin(
+        "Export one person's record: decisions, evidence, deliveries, erasures, chain values",
+        {"200": record, "404": "UnknownContact", "422": "ValidationFailed"},
+        parameters=[contact_id, {"in": "query", "schema": ExportQuerySchema}],
+        operationId="exportContact",
+    )
+    spec.path(path="/admin/contacts/{contact_id}/export", operations={"get": exported})

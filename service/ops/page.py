@@ -29,13 +29,14 @@ from sqlalchemy.orm import Session
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
-from relay.ledger import dead_letters, verifications
+from relay.ledger import dead_letters, export, verifications
 from relay.ledger import pauses as destinations
 from relay.ledger.db import refused_values
 from relay.ledger.dead_letters import DeadLetterFilters
 from relay.ledger.models import utcnow
 from schemas.admin import STATUS_FILTERS, ContactLookupSchema, PauseBodySchema
 from service.health import metrics_http
+from service.http.downloads import record_download
 from service.ops import auth as ops_auth
 from service.ops import queries as ops_queries
 from service.runtime import Runtime
@@ -251,6 +252,16 @@ def contact(contact_id: int) -> ResponseReturnValue:
         verified=verified,
         unverifiable=unverifiable,
     )
+
+
+@bp.get("/contacts/<ledger_id:contact_id>/export.<any(json, csv):wanted>")
+def contact_export(contact_id: int, wanted: str) -> ResponseReturnValue:
+    """The contact's record as a download (docs/data-protection.md#export)."""
+    with _sessions() as session:
+        record = export.export_record(session, contact_id)
+    if record is None:
+        abort(404, f"No contact {contact_id}.")
+    return record_download(record, wanted, contact_id)
 
 
 # --- dead letters -------------------------------------------------------------------------------

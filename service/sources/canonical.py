@@ -8,7 +8,7 @@ import datetime as dt
 
 from marshmallow import ValidationError
 
-from relay.domain import Decision
+from relay.domain import Decision, evidence_of
 from schemas.consent import decision_schema
 from service.sources.base import FieldsError, InboundRequest
 from service.sources.payloads import read_json
@@ -28,4 +28,5 @@ def canonical_decision(
         source=fields.get("source") or default_source,
         source_id=fields.get("source_id"),
         occurred_at=fields.get("occurred_at"),
+        evidence=evidence_of(fields),
     )

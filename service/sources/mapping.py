@@ -9,12 +9,13 @@ in the config file (docs/sources/index.md). Anything that cannot become a valid 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from relay.config.mapping import MappingSettings, template_fields
-from relay.domain import Decision
+from relay.domain import Decision, Evidence, evidence_of
 from schemas.consent import decision_schema
 from service.sources.base import SourceEvent
 
@@ -38,7 +39,9 @@ def resolve(
     if event.ignored is not None:
         return event.ignored
     if event.decision is not None:
-        return event.decision
+        if not settings.evidence:  # already checked by the canonical schema
+            return event.decision
+        return _with_evidence(event.decision, settings, event.variables, max_future_skew)
     email = event.answers.get(settings.email) if settings.email else event.email
     if not isinstance(email, str) or not email.strip():
         where = f"answer {settings.email!r}" if settings.email else "e-mail field"
@@ -54,8 +57,36 @@ def resolve(
     except LookupError as exc:
         return str(exc)
     candidate = Decision(email.strip(), consent, source, source_id, event.occurred_at)
-    problems = _invalid(candidate, max_future_skew)
-    return problems or candidate
+    return _with_evidence(candidate, settings, event.variables, max_future_skew)
+
+
+def _with_evidence(
+    decision: Decision,
+    settings: MappingSettings,
+    variables: Mapping[str, Any],
+    max_future_skew: dt.timedelta,
+) -> Decision | str:
+    """The decision with the source's evidence templates filling what it does not carry
+    (a canonical payload's own values win), checked like a canonical payload."""
+    if settings.evidence:
+        try:
+            configured = render_evidence(settings.evidence, variables)
+        except LookupError as exc:
+            return str(exc)
+        decision = dataclasses.replace(decision, evidence=decision.evidence.merged(configured))
+    return _invalid(decision, max_future_skew) or decision
+
+
+def render_evidence(
+    templates: Mapping[str, str | tuple[str, ...]], variables: Mapping[str, Any]
+) -> Evidence:
+    rendered: dict[str, Any] = {}
+    for key, template in templates.items():
+        if isinstance(template, str):
+            rendered[key] = render(template, variables)
+        else:
+            rendered[key] = [render(item, variables) for item in template]
+    return evidence_of(rendered)
 
 
 def _consent(answer: Any, settings: MappingSettings) -> tuple[str | None, str]:
@@ -94,6 +125,9 @@ def _invalid(decision: Decision, skew: dt.timedelta) -> str | None:
         payload["source_id"] = decision.source_id
     if decision.occurred_at is not None:
         payload["occurred_at"] = decision.occurred_at.isoformat()
+    for key, value in decision.evidence.as_json().items():
+        if value:
+            payload[key] = value
     errors = decision_schema(skew).validate(payload)
     if not errors:
         return None

@@ -1,7 +1,7 @@
 """verifications: the last read-back of each contact's consent at each destination
 
 Revision ID: 0006
-Revises: 0004 (re-chained onto 0005 at merge)
+Revises: 0005
 Create Date: 2026-12-20
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0006"
-down_revision = "0004"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 

@@ -182,6 +182,7 @@ ENGAGE_PAUSE, ENGAGE_RESUME = (
     "/admin/destinations/engage/pause",
     "/admin/destinations/engage/resume",
 )
+VERIFY, EXPORT = "/admin/ledger/verify", "/admin/contacts/{contact_id}/export"
 REPLAY_BODY = {"json": {"ids": [1]}}
 BAD_JSON = {"data": "{", "content_type": "application/json"}
 # (method, documented path, status, how to get that answer from the app)
@@ -238,6 +239,20 @@ CASES: list[tuple[str, str, int, Call]] = [
     ("post", RESUME, 403, disabled("POST", ENGAGE_RESUME)),
     ("post", RESUME, 404, admin("POST", "/admin/destinations/nowhere/resume")),
     ("post", RESUME, 503, broken(admin("POST", ENGAGE_RESUME))),
+    ("post", VERIFY, 200, admin("POST", VERIFY)),
+    ("post", VERIFY, 400, admin("POST", VERIFY, **BAD_JSON)),
+    ("post", VERIFY, 401, admin("POST", VERIFY, token=None)),
+    ("post", VERIFY, 403, disabled("POST", VERIFY)),
+    ("post", VERIFY, 404, admin("POST", VERIFY, json={"contact_id": 999})),
+    ("post", VERIFY, 415, admin("POST", VERIFY, data={"contact_id": "1"})),
+    ("post", VERIFY, 422, admin("POST", VERIFY, json={"contact_id": -1})),
+    ("post", VERIFY, 503, broken(admin("POST", VERIFY))),
+    ("get", EXPORT, 200, with_dead_letter(admin("GET", "/admin/contacts/1/export"))),
+    ("get", EXPORT, 401, admin("GET", "/admin/contacts/1/export", token=None)),
+    ("get", EXPORT, 403, disabled("GET", "/admin/contacts/1/export")),
+    ("get", EXPORT, 404, admin("GET", "/admin/contacts/999/export")),
+    ("get", EXPORT, 422, admin("GET", "/admin/contacts/1/export?format=xml")),
+    ("get", EXPORT, 503, broken(admin("GET", "/admin/contacts/1/export"))),
 ]
 
 

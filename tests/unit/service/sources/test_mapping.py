@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from relay.config.loader import load_settings
 from relay.config.mapping import DEFAULT_VALUES, MappingSettings
-from relay.domain import Decision
+from relay.domain import Decision, Evidence
 from service.sources.base import SourceEvent
 from service.sources.mapping import render, resolve
-from tests.helpers.source_world import config_error
+from tests.helpers.source_world import config_error, world_config
 
 SKEW = dt.timedelta(minutes=5)
 WHEN = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
@@ -163,3 +164,100 @@ TYPEFORM = 'kind = "typeform"\nsecrets = ["typeform-secret"]\n'
 )
 def test_config_errors_name_the_key(tmp_path: Path, source_toml: str, expected: str) -> None:
     assert expected in config_error(tmp_path, source_toml, name="forms")
+
+
+# --- evidence fields (issue 17, section 1) -------------------------------------------------------
+
+EVIDENCE_TEMPLATES = {
+    "notice_version": "form-{form_id}-v2",
+    "notice_url": "https://example.com/privacy/{form_id}",
+    "purposes": ("newsletter", "profiling:{form_id}"),
+    "collection_method": "form",
+    "lawful_basis": "consent",
+    "jurisdiction": "EU",
+    "language": "de-DE",
+}
+
+
+def test_evidence_templates_render_from_the_events_variables() -> None:
+    decision = resolve(event(agree=True), mapping(evidence=EVIDENCE_TEMPLATES), None, SKEW)
+    assert isinstance(decision, Decision)
+    assert decision.evidence == Evidence(
+        notice_version="form-F1-v2",
+        notice_url="https://example.com/privacy/F1",
+        purposes=("newsletter", "profiling:F1"),
+        collection_method="form",
+        lawful_basis="consent",
+        jurisdiction="EU",
+        language="de-DE",
+    )
+
+
+def test_without_evidence_templates_a_decision_carries_none() -> None:
+    decision = resolve(event(agree=True), mapping(), None, SKEW)
+    assert isinstance(decision, Decision) and decision.evidence == Evidence()
+
+
+def test_a_canonical_payloads_own_evidence_wins_over_the_config() -> None:
+    own = Decision(
+        "ann@example.com",
+        "granted",
+        "api",
+        None,
+        WHEN,
+        Evidence(notice_version="v9", purposes=("ads",)),
+    )
+    canonical = SourceEvent("evt_2", "decision", decision=own)
+    settings = mapping(evidence={"notice_version": "v1", "jurisdiction": "EU"})
+    decision = resolve(canonical, settings, None, SKEW)
+    assert isinstance(decision, Decision)
+    assert decision.evidence == Evidence(notice_version="v9", purposes=("ads",), jurisdiction="EU")
+
+
+def test_an_evidence_template_that_renders_invalid_ignores_the_event() -> None:
+    settings = mapping(evidence={"notice_url": "not a url {form_id}"})
+    reason = resolve(event(agree=True), settings, None, SKEW)
+    assert isinstance(reason, str) and "notice_url" in reason
+
+
+def test_an_evidence_template_needing_an_absent_variable_ignores_the_event() -> None:
+    settings = mapping(evidence={"notice_version": "{response_id}"})
+    bare = SourceEvent(
+        "e", "f", email="a@example.com", answers={"agree": True}, variables={"form_id": "F"}
+    )
+    reason = resolve(bare, settings, None, SKEW)
+    assert reason == "Template '{response_id}' needs response_id, absent here."
+
+
+@pytest.mark.parametrize(
+    ("evidence_toml", "expected"),
+    [
+        ('collection_method = "carrier-pigeon"', "sources.forms.evidence.collection_method"),
+        ('lawful_basis = "because"', "sources.forms.evidence.lawful_basis"),
+        ('notice_url = "ftp://example.com/x"', "sources.forms.evidence.notice_url"),
+        ('language = "not a tag"', "sources.forms.evidence.language"),
+        ('notice_version = "{nope}"', "sources.forms.evidence.notice_version: Unknown template"),
+        ('purposes = ["a", "{nope}"]', "sources.forms.evidence.purposes: Unknown template"),
+        ('colour = "red"', "sources.forms.evidence.colour: Unknown field."),
+    ],
+)
+def test_evidence_config_errors_name_the_key(
+    tmp_path: Path, evidence_toml: str, expected: str
+) -> None:
+    source_toml = (
+        TYPEFORM
+        + 'source = "tf"\n[sources.forms.mapping]\nconsent = "c"\n[sources.forms.evidence]\n'
+        + evidence_toml
+    )
+    assert expected in config_error(tmp_path, source_toml, name="forms")
+
+
+def test_canonical_kinds_take_evidence_constants(tmp_path: Path) -> None:
+    source_toml = (
+        'kind = "token"\nsecrets = ["' + "t" * 40 + '"]\nsource = "s"\n'
+        '[sources.forms.evidence]\ncollection_method = "api"\npurposes = ["newsletter"]'
+    )
+    path = tmp_path / "consent-relay.toml"
+    path.write_text(world_config(tmp_path / "data", "forms", source_toml))
+    mapping_settings = load_settings(path, environ={}).sources["forms"].effective_mapping
+    assert mapping_settings.evidence == {"collection_method": "api", "purposes": ("newsletter",)}

@@ -1,0 +1,70 @@
+"""`/admin/ledger/...` and `/admin/contacts/...`: the chain's verification, one person's export
+and erasure (docs/data-protection.md). Same bearer tokens and problem answers as the rest of
+the admin API (service/admin/api.py); no address is ever logged, only contact ids.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify
+from marshmallow import ValidationError
+from sqlalchemy.exc import SQLAlchemyError
+
+from relay.errors import ProblemError
+from relay.ledger import chain_store, export, people
+from schemas.admin import ContactChoiceSchema, ExportQuerySchema
+from service.admin import api as admin_api
+from service.http.downloads import record_download
+
+log = logging.getLogger(__name__)
+bp = Blueprint("admin_privacy", __name__, url_prefix="/admin")
+bp.before_request(admin_api._authenticate)
+bp.register_error_handler(ValidationError, admin_api._invalid)
+bp.register_error_handler(SQLAlchemyError, admin_api._ledger_unavailable)
+
+
+@bp.post("/ledger/verify")
+def verify_chain() -> Response:
+    """Every contact's chain, or one contact's (`contact_id` or `email` in the body)."""
+    choice = ContactChoiceSchema().load(admin_api._json_body())
+    with _sessions() as session:
+        contact_id = _contact(session, choice) if choice else None
+        result = chain_store.verify(session, contact_id)
+    log.info(
+        "admin: chain verified scope=%s contacts=%d broken=%d",
+        result.scope,
+        result.contacts,
+        len(result.breaks),
+    )
+    return jsonify(result.as_json())
+
+
+@bp.get("/contacts/<ledger_id:contact_id>/export")
+def export_contact(contact_id: int) -> Response:
+    """One person's record: JSON (verifiable offline) or CSV (`?format=csv`)."""
+    wanted = ExportQuerySchema().load(admin_api._query_args())["format"]
+    with _sessions() as session:
+        record = export.export_record(session, contact_id)
+    if record is None:
+        raise UnknownContactError("No such contact in the ledger.")
+    log.info("admin: record exported contact_id=%d format=%s", contact_id, wanted)
+    return record_download(record, wanted, contact_id)
+
+
+class UnknownContactError(ProblemError):
+    http_status = 404
+    slug = "unknown-contact"
+    title = "Unknown contact"
+
+
+def _contact(session: Any, choice: dict[str, Any]) -> int:
+    found = people.chosen_contact(session, choice.get("contact_id"), choice.get("email"))
+    if found is None:
+        raise UnknownContactError("No such contact in the ledger.")
+    return found
+
+
+def _sessions() -> Any:
+    return current_app.extensions["consent_relay"].sessions()

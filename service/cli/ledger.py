@@ -1,0 +1,96 @@
+"""`consent-relay ledger verify`: check the tamper-evident chain of every contact, or of one
+(docs/data-protection.md#chain). Exit codes: 0 intact, 1 a broken link or a ledger error, 2 usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from relay.config.settings import Settings
+from relay.ledger import chain_store, export, people
+from schemas.admin import ContactLookupSchema
+from service.cli.admin import Subcommands, _checked, _err, _guarded, _ledger, _positive
+
+
+def add_commands(commands: Subcommands[argparse.ArgumentParser]) -> None:
+    group = commands.add_parser("ledger", help="the ledger's tamper-evident chain")
+    sub = group.add_subparsers(required=True, metavar="action")
+    verify = sub.add_parser("verify", help="verify every contact's chain, or one contact's")
+    who = verify.add_mutually_exclusive_group()
+    who.add_argument("--contact-id", type=_positive, metavar="ID")
+    email = _checked(ContactLookupSchema(), "email")
+    who.add_argument("--email", type=email, metavar="ADDRESS", help="as the intake compares it")
+    verify.add_argument("--json", action="store_true", help="the admin API's answer")
+    verify.set_defaults(handler=_guarded(_verify))
+    offline = sub.add_parser(
+        "verify-export", help="verify an exported record (JSON) without the database"
+    )
+    offline.add_argument("file", type=Path)
+    offline.set_defaults(handler=_verify_export)
+    people_group = commands.add_parser("contacts", help="one person's record")
+    actions = people_group.add_subparsers(required=True, metavar="action")
+    out = actions.add_parser("export", help="every decision, delivery and erasure of a person")
+    target = out.add_mutually_exclusive_group(required=True)
+    target.add_argument("--contact-id", type=_positive, metavar="ID")
+    target.add_argument("--email", type=email, metavar="ADDRESS", help="as the intake compares it")
+    out.add_argument("--format", choices=("json", "csv"), default="json")
+    out.add_argument("--output", type=Path, help="a file (default: standard output)")
+    out.set_defaults(handler=_guarded(_export))
+
+
+def _verify(settings: Settings, args: argparse.Namespace) -> int:
+    with _ledger(settings) as session:
+        contact_id = None
+        if args.contact_id is not None or args.email is not None:
+            contact_id = people.chosen_contact(session, args.contact_id, args.email)
+            if contact_id is None:
+                _err("no such contact in the ledger")
+                return 1
+        result = chain_store.verify(session, contact_id)
+    if args.json:
+        print(json.dumps(result.as_json()))
+    else:
+        print(f"verified {result.contacts} contact(s), {result.links} link(s): ", end="")
+        print("intact" if result.ok else f"{len(result.breaks)} broken")
+        for contact_id, found in sorted(result.breaks.items()):
+            where = f"link {found.seq}" if found.seq is not None else "unplaced"
+            print(f"contact {contact_id}: first broken {where} ({found.ref}): {found.reason}")
+    return 0 if result.ok else 1
+
+
+def _export(settings: Settings, args: argparse.Namespace) -> int:
+    with _ledger(settings) as session:
+        contact_id = people.chosen_contact(session, args.contact_id, args.email)
+        record = export.export_record(session, contact_id) if contact_id else None
+    if record is None:
+        _err("no such contact in the ledger")
+        return 1
+    text = export.as_csv(record) if args.format == "csv" else json.dumps(record, indent=2) + "\n"
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        args.output.write_text(text, encoding="utf-8")
+    return 0
+
+
+def _verify_export(_settings: Settings, args: argparse.Namespace) -> int:
+    """Needs only the file: the same check as `ledger verify`, from the exported values."""
+    try:
+        record = json.loads(args.file.read_text(encoding="utf-8"))
+        found = export.verify_export(record)
+    except OSError as exc:
+        _err(f"cannot read {args.file}: {exc.strerror}")
+        return 1
+    except (ValueError, TypeError, AttributeError, KeyError) as exc:
+        _err(f"{args.file} is not a consent-relay export: {type(exc).__name__}")
+        return 1
+    if found is not None:
+        where = f"link {found.seq}" if found.seq is not None else "unplaced"
+        print(f"broken: first broken {where} ({found.ref}): {found.reason}")
+        return 1
+    links = len(record["decisions"]) + len(record["erasures"])
+    print(f"intact: {links} link(s) up to head {record['chain']['head_hash']}")
+    return 0
