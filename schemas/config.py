@@ -84,6 +84,21 @@ class VerificationSchema(StrictSchema):
     interval_seconds = fields.Float(load_default=86400.0, validate=validate.Range(min=1))
 
 
+class TracingSchema(StrictSchema):
+    """OpenTelemetry traces (relay/telemetry/tracing.py), exported over OTLP/HTTP when enabled:
+    one trace per decision, from the webhook to each destination's HTTP call."""
+
+    enabled = fields.Boolean(load_default=False)
+    # The collector's OTLP/HTTP traces endpoint (the OTLP default port for HTTP is 4318).
+    endpoint = fields.String(
+        load_default="http://127.0.0.1:4318/v1/traces",
+        validate=validate.URL(schemes={"http", "https"}, require_tld=False),
+    )
+    service_name = fields.String(load_default="consent-relay", validate=validate.Length(min=1))
+    # Finished spans are sent in batches at most this long after they end.
+    export_delay_seconds = fields.Float(load_default=5.0, validate=validate.Range(min=0.05, max=60))
+
+
 class AdminSchema(StrictSchema):
     # Bearer tokens for /admin; several at once so that a token can be rotated.
     tokens = fields.List(
@@ -131,6 +146,7 @@ class ConfigFileSchema(StrictSchema):
     verification = fields.Nested(
         VerificationSchema, load_default=lambda: VerificationSchema().load({})
     )
+    tracing = fields.Nested(TracingSchema, load_default=lambda: TracingSchema().load({}))
     admin = fields.Nested(AdminSchema, load_default=lambda: AdminSchema().load({}))
     metrics = fields.Nested(MetricsSchema, load_default=lambda: MetricsSchema().load({}))
     flower = fields.Nested(FlowerSchema, load_default=lambda: FlowerSchema().load({}))

@@ -12,6 +12,7 @@ from relay.config.loader import load_settings
 from relay.config.settings import Settings
 from relay.messaging.client import create_celery_client
 from relay.telemetry.logs import configure_logging, demo_banner
+from relay.telemetry.tracing import configure_tracing
 from service.admin import api as admin
 from service.admin import privacy as admin_privacy
 from service.health import metrics_http
@@ -30,6 +31,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     overrides = dict(test_config or {})
     settings: Settings = overrides.pop("SETTINGS", None) or load_settings()
     configure_logging(settings.log_level)
+    configure_tracing(settings.tracing, role="web")  # off unless [tracing] enabled
     app = Flask(__name__)
     app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes)
     app.config.update(overrides)

@@ -8,6 +8,8 @@ Logs: Celery leaves logging alone once a `setup_logging` receiver exists, so wor
 Metrics: the worker's main process sets up PROMETHEUS_MULTIPROC_DIR before its pool forks
 (nothing imports prometheus_client earlier); each child writes its own files there, and
 marks itself dead when it shuts down. Beat, Flower and `celery inspect` write no metrics.
+Traces: each pool child sets up its exporter after the fork (its batching thread is its own)
+and flushes it when it shuts down (relay/telemetry/tracing.py; off unless configured).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 from celery import signals
 
 from relay.config.loader import load_settings
-from relay.telemetry import metrics
+from relay.telemetry import metrics, tracing
 from relay.telemetry.logs import configure_logging, demo_banner, get_logger
 from workers.celery_app import create_celery_app
 
@@ -42,9 +44,15 @@ def _worker_init(**_kwargs: Any) -> None:
         log.info("metrics shared in the multiprocess directory", path=str(path))
 
 
+@signals.worker_process_init.connect
+def _worker_process_init(**_kwargs: Any) -> None:
+    tracing.configure_tracing(settings.tracing, role="worker")
+
+
 @signals.worker_process_shutdown.connect
 def _worker_process_shutdown(pid: int | None = None, **_kwargs: Any) -> None:
     metrics.mark_process_dead(pid or os.getpid())
+    tracing.shutdown_tracing()
 
 
 @signals.worker_shutdown.connect

@@ -2,6 +2,7 @@
 
 Tasks carry ids only (destination name, contact id): no e-mail address in the broker or Flower.
 Retry and ack policy is declared here; long retries live in the ledger, not in the broker.
+Each task run is a span (relay/telemetry/tracing.py), continuing the trace its message carries.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import uuid
 from typing import Any
 
 from celery import shared_task
+from opentelemetry.trace import SpanKind
 
 from relay.messaging.lanes import delivery_queue, verify_queue
 from relay.messaging.messages import delivery_message
@@ -22,6 +24,7 @@ from relay.messaging.names import (
     SWEEP_TASK,
     VERIFY_TASK,
 )
+from relay.telemetry import tracing
 from relay.telemetry.logs import get_logger, task_context
 from workers.delivery.batch import deliver_batch
 from workers.delivery.contact import deliver_contact
@@ -49,12 +52,16 @@ BUSY_MAX_RETRIES = 10
 def deliver_contact_task(self: Any, destination: str, contact_id: int) -> str:
     owner = _owner(self.request)
     context = {"destination": destination, "contact_id": contact_id}
-    with task_context(task_id=self.request.id, request_id=_request_id(self.request), **context):
+    with (
+        task_context(task_id=self.request.id, request_id=_request_id(self.request), **context),
+        _task_span(self.request, DELIVER_TASK, context) as span,
+    ):
         ctx = delivery_context(self.app)
         if destination not in ctx.writers:
             log.error("unknown destination (configuration changed?)")
             return "unknown_destination"
         outcome = deliver_contact(ctx, destination, contact_id, owner)
+        tracing.annotate(span, {"consent_relay.outcome": outcome})
         if outcome == "busy" and self.request.retries < BUSY_MAX_RETRIES:
             # Another task holds this contact; it re-checks for newer decisions before it lets
             # go, so a short retry is enough (and the sweeper is the backstop).
@@ -70,9 +77,20 @@ def _owner(request: Any) -> str:
 
 def _request_id(request: Any) -> str | None:
     """The intake request that enqueued the task (a message header; none from the sweeper)."""
-    value = (getattr(request, "headers", None) or {}).get(REQUEST_ID_TASK_HEADER)
-    value = value or getattr(request, REQUEST_ID_TASK_HEADER, None)
+    return _header(request, REQUEST_ID_TASK_HEADER)
+
+
+def _header(request: Any, name: str) -> str | None:
+    value = (getattr(request, "headers", None) or {}).get(name)
+    value = value or getattr(request, name, None)
     return value if isinstance(value, str) else None
+
+
+def _task_span(request: Any, name: str, context: dict[str, Any]) -> Any:
+    """This run's span: a child of the message's `traceparent` (none: a trace of its own)."""
+    attributes = {f"consent_relay.{key}": value for key, value in context.items()}
+    parent = _header(request, tracing.TRACEPARENT)
+    return tracing.span(name, kind=SpanKind.CONSUMER, parent=parent, attributes=attributes)
 
 
 @shared_task(bind=True, name=DISPATCH_TASK, acks_late=True, ignore_result=True)
@@ -82,10 +100,12 @@ def dispatch_task(self: Any, deliveries: list[list[Any]]) -> int:
     with task_context(task_id=self.request.id):
         with self.app.producer_or_acquire() as producer:
 
-            def publish(destination: str, contact_id: int, request_id: str | None) -> None:
+            def publish(
+                destination: str, contact_id: int, request_id: str | None, trace: str | None
+            ) -> None:
                 base = self.app.conf.task_default_queue
                 name, args, headers, queue = delivery_message(
-                    base, destination, contact_id, request_id
+                    base, destination, contact_id, request_id, trace=trace
                 )
                 self.app.send_task(name, args=args, headers=headers, queue=queue, producer=producer)
 
@@ -134,7 +154,11 @@ def deliver_batch_task(self: Any, destination: str, contact_ids: list[int]) -> d
     """Many contacts of a batching destination in one call (workers/delivery/batch.py). A contact
     skipped as busy is delivered by its lease holder; anything left is swept again."""
     owner = _owner(self.request)
-    with task_context(task_id=self.request.id, destination=destination):
+    context = {"destination": destination, "contacts": len(contact_ids)}
+    with (
+        task_context(task_id=self.request.id, destination=destination),
+        _task_span(self.request, DELIVER_BATCH_TASK, context),
+    ):
         ctx = delivery_context(self.app)
         if destination not in ctx.writers:
             log.error("unknown destination (configuration changed?)")
@@ -157,7 +181,11 @@ def probe_destination_task(self: Any, destination: str) -> str:
 def verify_contacts_task(self: Any, destination: str, contact_ids: list[int]) -> dict[str, int]:
     """Read delivered decisions back (workers/verification/readback.py); a drift under the
     `repair` policy goes back to the normal delivery path through `publish_repair`."""
-    with task_context(task_id=self.request.id, destination=destination):
+    context = {"destination": destination, "contacts": len(contact_ids)}
+    with (
+        task_context(task_id=self.request.id, destination=destination),
+        _task_span(self.request, VERIFY_TASK, context),
+    ):
         ctx = verification_context(self.app)
         if destination not in ctx.readers:
             return {"unverifiable": len(contact_ids)}

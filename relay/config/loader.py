@@ -25,6 +25,7 @@ from relay.config.settings import (
     OpsSettings,
     Settings,
     SourceSettings,
+    TracingSettings,
     VerificationSettings,
 )
 from relay.errors import RelayError
@@ -144,6 +145,7 @@ def _build(data: dict[str, Any], env: Mapping[str, str], config_path: Path | Non
         demo=config_path is None,
         trusted_proxies=service["trusted_proxies"],
         verification=VerificationSettings(**data["verification"]),
+        tracing=TracingSettings(**data["tracing"]),
     )
 
 

@@ -19,6 +19,7 @@ from schemas.config import (
     DeliverySchema,
     FlowerSchema,
     MetricsSchema,
+    TracingSchema,
     VerificationSchema,
 )
 from schemas.destinations import ENGAGE, kind_defaults
@@ -69,6 +70,7 @@ _ADMIN: dict[str, Any] = AdminSchema().load({})
 _METRICS: dict[str, Any] = MetricsSchema().load({})
 _FLOWER: dict[str, Any] = FlowerSchema().load({})
 _VERIFICATION: dict[str, Any] = VerificationSchema().load({})
+_TRACING: dict[str, Any] = TracingSchema().load({})
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,14 @@ class VerificationSettings:
     enabled: bool = _VERIFICATION["enabled"]
     after_write_seconds: float = _VERIFICATION["after_write_seconds"]
     interval_seconds: float = _VERIFICATION["interval_seconds"]
+
+
+@dataclass(frozen=True)
+class TracingSettings:
+    enabled: bool = _TRACING["enabled"]
+    endpoint: str = _TRACING["endpoint"]
+    service_name: str = _TRACING["service_name"]
+    export_delay_seconds: float = _TRACING["export_delay_seconds"]
 
 
 @dataclass(frozen=True)
@@ -125,6 +135,7 @@ class Settings:
     demo: bool
     trusted_proxies: int = 0  # [service] trusted_proxies: X-Forwarded-* hops to believe
     verification: VerificationSettings = field(default_factory=VerificationSettings)
+    tracing: TracingSettings = field(default_factory=TracingSettings)
 
     @property
     def is_sqlite(self) -> bool:

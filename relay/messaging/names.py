@@ -2,7 +2,8 @@
 
 DELIVER_TASK = "consent_relay.deliver_contact"
 DELIVER_BATCH_TASK = "consent_relay.deliver_batch"  # (destination, [contact ids]): ids only
-# [[destination, contact id, request id], ...] from a web process's background publisher
+# [[destination, contact id, request id, traceparent], ...] from a web process's background
+# publisher (entries of three, without the traceparent, are still read)
 DISPATCH_TASK = "consent_relay.dispatch"
 SWEEP_TASK = "consent_relay.sweep_outbox"
 PROBE_TASK = "consent_relay.probe_destination"

@@ -23,6 +23,7 @@ from structlog.contextvars import bound_contextvars
 
 from relay.messaging.messages import Message, delivery_message
 from relay.messaging.names import DISPATCH_TASK
+from relay.telemetry import tracing
 from relay.telemetry.logs import current_request_id, get_logger
 
 log = get_logger(__name__)
@@ -49,12 +50,14 @@ class Publisher:
         """Enqueue one delivery; False when skipped or failed (the sweeper will deliver).
 
         The task carries ids only; the request id (when this runs in a request) rides along
-        as a message header so the worker's log lines for this delivery carry it too."""
+        as a message header so the worker's log lines for this delivery carry it too, and so
+        does the current trace (relay/telemetry/tracing.py)."""
         where = {"destination": destination, "contact_id": contact_id, "event_id": event_id}
         if self._clock() < self._paused_until:
             log.info("broker paused after a failure; leaving it to the sweeper", **where)
             return False
-        message = delivery_message(self._base, destination, contact_id, current_request_id())
+        request_id, trace = current_request_id(), tracing.traceparent()
+        message = delivery_message(self._base, destination, contact_id, request_id, trace=trace)
         return self._send(message, where)
 
     def publish_queued(self, items: Sequence[Queued]) -> int:
@@ -71,13 +74,13 @@ class Publisher:
         if len(bulk) == 1:
             messages.append(self._single(bulk[0]))
         elif bulk:
-            deliveries = [[i.destination, i.contact_id, i.request_id] for i in bulk]
+            deliveries = [_entry(i) for i in bulk]
             messages.append((DISPATCH_TASK, [deliveries], None, None))
         return sum(self._send(message, {"count": len(items)}) for message in messages)
 
     def _single(self, item: Queued) -> Message:
         return delivery_message(
-            self._base, item.destination, item.contact_id, item.request_id, item.urgent
+            self._base, item.destination, item.contact_id, item.request_id, item.urgent, item.trace
         )
 
     def _send(self, message: Message, where: dict[str, Any]) -> bool:
@@ -101,6 +104,7 @@ class Queued:
     contact_id: int
     request_id: str | None = None
     urgent: bool = False  # a withdrawal or denial: its own message, in its urgent lane
+    trace: str | None = None  # the intake span's `traceparent` (none when not traced)
 
 
 class BackgroundPublisher:
@@ -136,7 +140,11 @@ class BackgroundPublisher:
         if self._queue.qsize() >= self._capacity:
             log.warning("publish queue full; leaving it to the sweeper", contact_id=contact_id)
             return False
-        self._queue.put(Queued(destination, contact_id, current_request_id(), urgent))
+        # The trace is taken here, in the request: the thread that publishes has none.
+        queued = Queued(
+            destination, contact_id, current_request_id(), urgent, tracing.traceparent()
+        )
+        self._queue.put(queued)
         return True
 
     def flush(self, timeout: float = 5.0) -> bool:
@@ -194,6 +202,14 @@ class BackgroundPublisher:
             except queue.Empty:
                 break
         return batch
+
+
+def _entry(item: Queued) -> list[Any]:
+    """A dispatch entry keeps its own request id and, when traced, its own traceparent
+    (workers/delivery/fanout.py). Untraced, it stays three long, as workers before traces
+    read it."""
+    entry: list[Any] = [item.destination, item.contact_id, item.request_id]
+    return [*entry, item.trace] if item.trace else entry
 
 
 def _common_request_id(items: Sequence[Queued]) -> dict[str, str]:

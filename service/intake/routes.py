@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
+from opentelemetry.trace import SpanKind
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from structlog.contextvars import bind_contextvars, bound_contextvars
 from werkzeug.exceptions import RequestEntityTooLarge
@@ -25,7 +26,7 @@ from relay.errors import ProblemError
 from relay.ledger.db import refused_values
 from relay.ledger.record import Incoming, Outcome, record_events, record_new_at_once
 from relay.messaging.lanes import is_urgent
-from relay.telemetry import metrics
+from relay.telemetry import metrics, tracing
 from relay.telemetry.logs import get_logger, mask_email
 from schemas.consent import MAX_IGNORED_REASON_LENGTH
 from schemas.text import storable
@@ -44,6 +45,18 @@ FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 
 @bp.post("/webhooks/<source_name>")
 def receive(source_name: str) -> Response:
+    """The request's span is the root of each decision's trace: the deliveries it enqueues
+    carry it to the workers (relay/telemetry/tracing.py)."""
+    attributes = {"http.request.method": "POST", "http.route": "/webhooks/<source_name>"}
+    with tracing.span(
+        "POST /webhooks/<source_name>", kind=SpanKind.SERVER, attributes=attributes
+    ) as span:
+        response = _receive(source_name, span)
+        tracing.annotate(span, {"http.response.status_code": response.status_code})
+        return response
+
+
+def _receive(source_name: str, span: Any) -> Response:
     runtime: Runtime = current_app.extensions["consent_relay"]
     kind = runtime.kinds.get(source_name)
     if kind is None:
@@ -51,6 +64,7 @@ def receive(source_name: str) -> Response:
         metrics.count_intake("unknown", "rejected", "unknown_source")
         return problem(404, "unknown-source", "Unknown source", f"No source named {source_name!r}.")
     bind_contextvars(source=source_name)
+    tracing.annotate(span, {"consent_relay.source": source_name})
     inbound = _inbound(source_name)
     auth = _authenticate(kind, inbound)
     events = storable_events(kind.parse(inbound, auth))
@@ -58,6 +72,8 @@ def receive(source_name: str) -> Response:
     outcomes = _record(runtime, source_name, auth, inbound, incoming)
     for item, outcome in zip(incoming, outcomes, strict=True):
         _after(source_name, item, outcome)
+    contacts = sorted({o.recorded.contact_id for o in outcomes if o.recorded is not None})
+    tracing.annotate(span, {"consent_relay.contact_ids": contacts})
     return _answer(kind, outcomes)
 
 

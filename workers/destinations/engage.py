@@ -16,6 +16,7 @@ import requests
 
 from relay.config.settings import DestinationSettings
 from relay.domain import ConsentWrite, Verdict
+from relay.telemetry import tracing
 from workers.destinations.errors import (
     AuthError,
     DeliveryError,
@@ -74,6 +75,7 @@ class EngageClient:
         session: requests.Session | None = None,
         throttle: Throttle | None = None,
     ):
+        self._name = settings.name
         self._base = settings.base_url.rstrip("/") + "/api/rest"
         self._throttle = throttle or NoLimit()
         self._timeout = (settings.connect_timeout_seconds, settings.read_timeout_seconds)
@@ -129,18 +131,26 @@ class EngageClient:
     ) -> tuple[Verdict, int, str]:
         # every call counts toward Engage's ~10/s (docs/reference/engage.md#rate-limits)
         self._throttle.acquire()
+        # The span names the path only: the address rides in the query string (update).
+        with tracing.destination_call(self._name, method, "/api/rest" + path) as span:
+            response = self._send(method, path, params, body)
+            tracing.annotate(span, {"http.response.status_code": response.status_code})
+        verdict = classify(response.status_code, response.text)
+        if verdict is Verdict.RATE_LIMITED:
+            self._throttle.slow_down()  # shared by every worker: all of them back off
+        return verdict, response.status_code, response.text
+
+    def _send(
+        self, method: str, path: str, params: dict[str, str] | None, body: dict[str, Any] | None
+    ) -> requests.Response:
         try:
-            response = self._http.request(
+            return self._http.request(
                 method, self._base + path, params=params, json=body, timeout=self._timeout
             )
         except requests.Timeout as exc:
             raise TransientError(f"Engage timed out on {path}") from exc
         except requests.RequestException as exc:
             raise TransientError(f"Engage unreachable on {path}: {type(exc).__name__}") from exc
-        verdict = classify(response.status_code, response.text)
-        if verdict is Verdict.RATE_LIMITED:
-            self._throttle.slow_down()  # shared by every worker: all of them back off
-        return verdict, response.status_code, response.text
 
 
 def _result(verdict: Verdict, status: int, body: str) -> int:

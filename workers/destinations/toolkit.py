@@ -16,6 +16,7 @@ import requests
 
 from relay.config.settings import DestinationSettings
 from relay.domain import ConsentWrite, Verdict
+from relay.telemetry import tracing
 from schemas.destinations import ACOUSTIC, DOTDIGITAL, MOENGAGE
 from workers.destinations.errors import (
     AuthError,
@@ -148,6 +149,7 @@ class Http:
         throttle: Throttle | None,
     ) -> None:
         self.vendor = vendor
+        self.destination = settings.name
         self.throttle = throttle or NoLimit()
         self.timeout = (settings.connect_timeout_seconds, settings.read_timeout_seconds)
         self.session = session or requests.Session()
@@ -155,6 +157,13 @@ class Http:
 
     def call(self, method: str, url: str, path: str, **kwargs: Any) -> requests.Response:
         self.throttle.acquire()  # every call counts toward the vendor's limit
+        # `path` is the template (Dotdigital's URL holds the address): the span's only URL.
+        with tracing.destination_call(self.destination, method, path) as span:
+            response = self._send(method, url, path, **kwargs)
+            tracing.annotate(span, {"http.response.status_code": response.status_code})
+            return response
+
+    def _send(self, method: str, url: str, path: str, **kwargs: Any) -> requests.Response:
         try:
             return self.session.request(method, url, timeout=self.timeout, **kwargs)
         except requests.Timeout as exc:

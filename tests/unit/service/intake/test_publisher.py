@@ -144,7 +144,7 @@ def test_closing_publishes_what_is_still_queued(tmp_path: Path) -> None:
 def test_fan_out_publishes_each_well_formed_entry_and_skips_the_rest(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    published: list[tuple[str, int, str | None]] = []
+    published: list[tuple[str, int, str | None, str | None]] = []
     entries: Any = [
         ["engage", 1, "req-1"],
         ["engage", 2, None],
@@ -153,10 +153,16 @@ def test_fan_out_publishes_each_well_formed_entry_and_skips_the_rest(
         ["engage", 4],  # too short
         "engage:5",
         ["acoustic", 6, 7],  # a request id that is not text is dropped, the delivery kept
+        ["engage", 8, None, "tp", "extra"],  # too long
     ]
     caplog.set_level(logging.ERROR, logger="workers.delivery.fanout")
     count = fan_out(entries, lambda *args: published.append(args))
     assert count == 3
-    assert published == [("engage", 1, "req-1"), ("engage", 2, None), ("acoustic", 6, None)]
-    assert caplog.text.count("malformed dispatch entry") == 4
+    # Untraced (no traceparent in the entry, tracing off): the fourth value stays None.
+    assert published == [
+        ("engage", 1, "req-1", None),
+        ("engage", 2, None, None),
+        ("acoustic", 6, None, None),
+    ]
+    assert caplog.text.count("malformed dispatch entry") == 5
     assert fan_out({"not": "a list"}, lambda *args: published.append(args)) == 0
