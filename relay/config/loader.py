@@ -23,6 +23,7 @@ from relay.config.settings import (
     DeliverySettings,
     DestinationSettings,
     OpsSettings,
+    PrivacySettings,
     Settings,
     SourceSettings,
     VerificationSettings,
@@ -144,6 +145,7 @@ def _build(data: dict[str, Any], env: Mapping[str, str], config_path: Path | Non
         demo=config_path is None,
         trusted_proxies=service["trusted_proxies"],
         verification=VerificationSettings(**data["verification"]),
+        privacy=PrivacySettings(**data["privacy"]),
     )
 
 

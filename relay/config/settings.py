@@ -19,6 +19,7 @@ from schemas.config import (
     DeliverySchema,
     FlowerSchema,
     MetricsSchema,
+    PrivacySchema,
     VerificationSchema,
 )
 from schemas.destinations import ENGAGE, kind_defaults
@@ -69,6 +70,7 @@ _ADMIN: dict[str, Any] = AdminSchema().load({})
 _METRICS: dict[str, Any] = MetricsSchema().load({})
 _FLOWER: dict[str, Any] = FlowerSchema().load({})
 _VERIFICATION: dict[str, Any] = VerificationSchema().load({})
+_PRIVACY: dict[str, Any] = PrivacySchema().load({})
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,13 @@ class OpsSettings:
 
 
 @dataclass(frozen=True)
+class PrivacySettings:
+    """Erasure (relay/ledger/erasure.py): the key of the pseudonym an erased contact keeps."""
+
+    pseudonym_key: str | None = field(default=_PRIVACY["pseudonym_key"], repr=False)
+
+
+@dataclass(frozen=True)
 class Settings:
     port: int
     database_url: str = field(repr=False)  # may carry credentials
@@ -125,6 +134,7 @@ class Settings:
     demo: bool
     trusted_proxies: int = 0  # [service] trusted_proxies: X-Forwarded-* hops to believe
     verification: VerificationSettings = field(default_factory=VerificationSettings)
+    privacy: PrivacySettings = field(default_factory=PrivacySettings)
 
     @property
     def is_sqlite(self) -> bool:
