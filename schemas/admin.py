@@ -111,7 +111,8 @@ class ExportQuerySchema(StrictSchema):
 
 
 class ErasureBodySchema(StrictSchema):
-    """`POST /admin/contacts/<id>/erase`: why (required, kept in the ledger) and for whom."""
+    """`POST /admin/contacts/<id>/erase`: who asked and why (both kept in the ledger, in the
+    chain: write no personal data here, e.g. a ticket number rather than the person's name)."""
 
     reason = PlainText(required=True, max_length=MAX_REASON_LENGTH)
-    requested_by = PlainText(max_length=255)
+    requested_by = PlainText(required=True, max_length=255)

@@ -140,6 +140,15 @@ class FlowerSchema(StrictSchema):
     )
 
 
+class PrivacySchema(StrictSchema):
+    # Erasure keeps an HMAC-SHA-256 of the address under this key (relay/ledger/erasure.py):
+    # only its holder can link a later decision to the erased person. None: no pseudonym.
+    # Put it in the environment (${VAR} in the file) and keep it apart from the database.
+    pseudonym_key = fields.String(
+        load_default=None, allow_none=True, validate=validate.Length(min=MIN_ADMIN_TOKEN_CHARS)
+    )
+
+
 class ConfigFileSchema(StrictSchema):
     service = fields.Nested(ServiceSchema, load_default=lambda: ServiceSchema().load({}))
     delivery = fields.Nested(DeliverySchema, load_default=lambda: DeliverySchema().load({}))
@@ -150,6 +159,7 @@ class ConfigFileSchema(StrictSchema):
     admin = fields.Nested(AdminSchema, load_default=lambda: AdminSchema().load({}))
     metrics = fields.Nested(MetricsSchema, load_default=lambda: MetricsSchema().load({}))
     flower = fields.Nested(FlowerSchema, load_default=lambda: FlowerSchema().load({}))
+    privacy = fields.Nested(PrivacySchema, load_default=lambda: PrivacySchema().load({}))
     sources = fields.Dict(
         keys=fields.String(validate=validate.Regexp(NAME_PATTERN)),
         values=fields.Nested(SourceSchema),

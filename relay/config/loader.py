@@ -23,6 +23,7 @@ from relay.config.settings import (
     DeliverySettings,
     DestinationSettings,
     OpsSettings,
+    PrivacySettings,
     Settings,
     SourceSettings,
     TracingSettings,
@@ -146,6 +147,7 @@ def _build(data: dict[str, Any], env: Mapping[str, str], config_path: Path | Non
         trusted_proxies=service["trusted_proxies"],
         verification=VerificationSettings(**data["verification"]),
         tracing=TracingSettings(**data["tracing"]),
+        privacy=PrivacySettings(**data["privacy"]),
     )
 
 

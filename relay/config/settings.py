@@ -19,6 +19,7 @@ from schemas.config import (
     DeliverySchema,
     FlowerSchema,
     MetricsSchema,
+    PrivacySchema,
     TracingSchema,
     VerificationSchema,
 )
@@ -71,6 +72,7 @@ _METRICS: dict[str, Any] = MetricsSchema().load({})
 _FLOWER: dict[str, Any] = FlowerSchema().load({})
 _VERIFICATION: dict[str, Any] = VerificationSchema().load({})
 _TRACING: dict[str, Any] = TracingSchema().load({})
+_PRIVACY: dict[str, Any] = PrivacySchema().load({})
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,13 @@ class OpsSettings:
 
 
 @dataclass(frozen=True)
+class PrivacySettings:
+    """Erasure (relay/ledger/erasure.py): the key of the pseudonym an erased contact keeps."""
+
+    pseudonym_key: str | None = field(default=_PRIVACY["pseudonym_key"], repr=False)
+
+
+@dataclass(frozen=True)
 class Settings:
     port: int
     database_url: str = field(repr=False)  # may carry credentials
@@ -136,6 +145,7 @@ class Settings:
     trusted_proxies: int = 0  # [service] trusted_proxies: X-Forwarded-* hops to believe
     verification: VerificationSettings = field(default_factory=VerificationSettings)
     tracing: TracingSettings = field(default_factory=TracingSettings)
+    privacy: PrivacySettings = field(default_factory=PrivacySettings)
 
     @property
     def is_sqlite(self) -> bool:

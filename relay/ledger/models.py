@@ -78,6 +78,9 @@ class Contact(Base):
     chain_seq: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     chain_head: Mapped[str] = mapped_column(String(64), default=GENESIS, server_default=GENESIS)
     erased_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # Set on erasure when [privacy] pseudonym_key is configured: HMAC of the address, so that
+    # only the key's holder can tell a later contact is the same person (relay/ledger/erasure.py).
+    pseudonym: Mapped[str | None] = mapped_column(String(64), index=True)
 
 
 class Event(Base):
@@ -185,6 +188,7 @@ class Outbox(Base):
     destination: Mapped[str] = mapped_column(String(64))
     contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id"))
     # pending | delivered | unverified | superseded | dead_lettered (workers/delivery/outcomes.py)
+    # | erased (settled by the contact's erasure, never sent: relay/ledger/erasure.py)
     status: Mapped[str] = mapped_column(String(16), default="pending")
     settled_by_event_id: Mapped[int | None] = mapped_column(ForeignKey("events.id"))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -13,8 +13,8 @@ from marshmallow import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
 from relay.errors import ProblemError
-from relay.ledger import chain_store, export, people
-from schemas.admin import ContactChoiceSchema, ExportQuerySchema
+from relay.ledger import chain_store, erasure, export, people
+from schemas.admin import ContactChoiceSchema, ErasureBodySchema, ExportQuerySchema
 from service.admin import api as admin_api
 from service.http.downloads import record_download
 
@@ -51,6 +51,30 @@ def export_contact(contact_id: int) -> Response:
         raise UnknownContactError("No such contact in the ledger.")
     log.info("admin: record exported contact_id=%d format=%s", contact_id, wanted)
     return record_download(record, wanted, contact_id)
+
+
+@bp.post("/contacts/<ledger_id:contact_id>/erase")
+def erase_contact(contact_id: int) -> Response:
+    """Erase one person, keeping the proof (docs/data-protection.md#erasure)."""
+    body = ErasureBodySchema().load(admin_api._json_body())
+    runtime = current_app.extensions["consent_relay"]
+    request = erasure.ErasureRequest(contact_id, body["requested_by"], body["reason"])
+    with _sessions() as session:
+        result = erasure.erase_contact(
+            session,
+            request,
+            pseudonym_key=runtime.settings.privacy.pseudonym_key,
+            lease_seconds=runtime.settings.delivery.lease_seconds,
+        )
+    if result is None:
+        raise UnknownContactError("No such contact in the ledger.")
+    log.info(
+        "admin: contact erased contact_id=%d erasure=%s settled=%d",
+        contact_id,
+        result.erasure_id,
+        result.settled_deliveries,
+    )
+    return jsonify(result.as_json())
 
 
 class UnknownContactError(ProblemError):

@@ -8,10 +8,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from relay.config.settings import Settings
-from relay.ledger import chain_store, export, people
-from schemas.admin import ContactLookupSchema
+from relay.errors import ProblemError
+from relay.ledger import chain_store, erasure, export, people
+from schemas.admin import ContactLookupSchema, ErasureBodySchema
 from service.cli.admin import Subcommands, _checked, _err, _guarded, _ledger, _positive
 
 
@@ -39,6 +41,24 @@ def add_commands(commands: Subcommands[argparse.ArgumentParser]) -> None:
     out.add_argument("--format", choices=("json", "csv"), default="json")
     out.add_argument("--output", type=Path, help="a file (default: standard output)")
     out.set_defaults(handler=_guarded(_export))
+    _add_erase(actions, email)
+
+
+def _add_erase(actions: Subcommands[argparse.ArgumentParser], email: Any) -> None:
+    erase = actions.add_parser(
+        "erase", help="erase a person's address from the ledger, keeping the proof"
+    )
+    target = erase.add_mutually_exclusive_group(required=True)
+    target.add_argument("--contact-id", type=_positive, metavar="ID")
+    target.add_argument("--email", type=email, metavar="ADDRESS", help="as the intake compares it")
+    body = ErasureBodySchema(partial=True)
+    erase.add_argument(
+        "--by", required=True, type=_checked(body, "requested_by"), help="who asked (kept)"
+    )
+    erase.add_argument("--reason", required=True, type=_checked(body, "reason"), help="why (kept)")
+    erase.add_argument("--yes", action="store_true", help="confirm: an erasure cannot be undone")
+    erase.add_argument("--json", action="store_true", help="the admin API's answer")
+    erase.set_defaults(handler=_guarded(_erase))
 
 
 def _verify(settings: Settings, args: argparse.Namespace) -> int:
@@ -73,6 +93,39 @@ def _export(settings: Settings, args: argparse.Namespace) -> int:
         sys.stdout.write(text)
     else:
         args.output.write_text(text, encoding="utf-8")
+    return 0
+
+
+def _erase(settings: Settings, args: argparse.Namespace) -> int:
+    if not args.yes:
+        _err("an erasure cannot be undone: add --yes to confirm")
+        return 2
+    with _ledger(settings) as session:
+        contact_id = people.chosen_contact(session, args.contact_id, args.email)
+        try:
+            result = None
+            if contact_id is not None:
+                request = erasure.ErasureRequest(contact_id, args.by, args.reason)
+                result = erasure.erase_contact(
+                    session,
+                    request,
+                    pseudonym_key=settings.privacy.pseudonym_key,
+                    lease_seconds=settings.delivery.lease_seconds,
+                )
+        except ProblemError as exc:
+            _err(str(exc))
+            return 1
+    if result is None:
+        _err("no such contact in the ledger")
+        return 1
+    if args.json:
+        print(json.dumps(result.as_json()))
+    else:
+        print(
+            f"erased contact {result.contact_id}: {result.decisions} decision(s) kept without "
+            f"the address, {result.settled_deliveries} pending delivery(ies) settled, "
+            f"erasure {result.erasure_id} is link {result.chain_seq}"
+        )
     return 0
 
 

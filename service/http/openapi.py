@@ -21,6 +21,7 @@ from schemas import responses as bodies
 from schemas.admin import (
     ContactChoiceSchema,
     DeadLetterQuerySchema,
+    ErasureBodySchema,
     ExportQuerySchema,
     PauseBodySchema,
     ReplayBodySchema,
@@ -346,3 +347,21 @@ def _admin_ledger(spec: APISpec) -> None:
         operationId="exportContact",
     )
     spec.path(path="/admin/contacts/{contact_id}/export", operations={"get": exported})
+    erased = _admin(
+        "Erase one person, keeping the proof (docs: Data protection, erasure)",
+        {
+            "200": _json(_OBJECT, "The erasure: id, time, counts and its chain link."),
+            "400": "MalformedJson",
+            "404": "UnknownContact",
+            "409": _problem(
+                "`already-erased`, or `delivery-in-flight` (nothing changed: retry after its "
+                "`Retry-After`)."
+            ),
+            "415": "UnsupportedMediaType",
+            "422": "ValidationFailed",
+        },
+        parameters=[contact_id],
+        operationId="eraseContact",
+        **_json_body(ErasureBodySchema, required=True),
+    )
+    spec.path(path="/admin/contacts/{contact_id}/erase", operations={"post": erased})

@@ -38,6 +38,7 @@ from schemas.admin import STATUS_FILTERS, ContactLookupSchema, PauseBodySchema
 from service.health import metrics_http
 from service.http.downloads import record_download
 from service.ops import auth as ops_auth
+from service.ops import privacy as ops_privacy
 from service.ops import queries as ops_queries
 from service.runtime import Runtime
 
@@ -47,6 +48,7 @@ bp = Blueprint(
 )
 PAGE_SIZE = 50
 PUBLIC_ENDPOINTS = {"ops.login"}
+ops_privacy.add_routes(bp)
 
 
 def register(app: Flask) -> None:
@@ -242,6 +244,7 @@ def contact(contact_id: int) -> ResponseReturnValue:
     with _sessions() as session:
         history = ops_queries.contact_history(session, contact_id, configured)
         verified = verifications.for_contact(session, contact_id)
+        erasures = ops_queries.erasures(session, contact_id)
     if history is None:
         abort(404, f"No contact {contact_id}.")
     unverifiable = {n for n, d in configured.items() if not verifications.verifiable(d)}
@@ -251,6 +254,7 @@ def contact(contact_id: int) -> ResponseReturnValue:
         searched=True,
         verified=verified,
         unverifiable=unverifiable,
+        erasures=erasures,
     )
 
 

@@ -15,7 +15,15 @@ from dataclasses import dataclass, field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from relay.ledger.models import Contact, DeadLetter, DeliveryAttempt, DeliveryState, Event, Outbox
+from relay.ledger.models import (
+    Contact,
+    DeadLetter,
+    DeliveryAttempt,
+    DeliveryState,
+    Erasure,
+    Event,
+    Outbox,
+)
 from schemas.consent import contact_key
 
 # `unverified`: accepted by a destination whose answer cannot show the write was applied
@@ -285,3 +293,9 @@ def dead_letter_contacts(session: Session, ids: Sequence[int]) -> dict[int, int]
         select(DeadLetter.id, DeadLetter.contact_id).where(DeadLetter.id.in_(ids))
     )
     return {dead_id: contact_id for dead_id, contact_id in rows}
+
+
+def erasures(session: Session, contact_id: int) -> list[Erasure]:
+    """The contact's erasures (at most one today), oldest first."""
+    query = select(Erasure).where(Erasure.contact_id == contact_id).order_by(Erasure.id)
+    return list(session.scalars(query))

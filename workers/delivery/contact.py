@@ -22,6 +22,7 @@ from structlog.contextvars import bound_contextvars
 
 from relay.config.settings import DeliverySettings
 from relay.domain import ConsentWrite
+from relay.ledger import erasure
 from relay.ledger import pauses as destinations
 from relay.ledger.db import insert_ignoring_conflicts
 from relay.ledger.models import DeliveryState, Event, Outbox, utcnow
@@ -78,7 +79,7 @@ def deliver_contact(ctx: DeliveryContext, destination: str, contact_id: int, own
     """Deliver until the destination holds the latest decision, or a write fails.
 
     Returns an outcome: paused, busy, nothing, up_to_date, waiting, delivered, failed,
-    throttled, dead_lettered, lease_lost.
+    throttled, dead_lettered, erased, lease_lost.
     """
     job = Job(destination, contact_id, owner)
     with ctx.sessions() as session:
@@ -184,7 +185,12 @@ def _already_settled(
     session: Session, job: Job, latest: Event, state: DeliveryState, now: dt.datetime
 ) -> str | None:
     """up_to_date when the destination holds `latest`; dead_lettered when `latest` was given
-    up on (an older decision must not be written in its place). Settles older rows."""
+    up on (an older decision must not be written in its place); erased when the contact was
+    erased (nothing is ever sent for the person again). Settles older rows."""
+    if erasure.is_erased(session, job.contact_id):
+        # Checked under the lease, which the erasure also takes: no write can overlap it.
+        erasure.settle_erased(session, job.destination, job.contact_id, now)
+        return "erased"
     if state.delivered_event_id == latest.id:
         outcomes.settle_outbox(session, job.destination, latest, now)
         return "up_to_date"

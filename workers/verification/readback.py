@@ -22,6 +22,7 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from relay.domain import ConsentWrite
+from relay.ledger import erasure
 from relay.ledger.models import DeliveryState, Outbox, Verification
 from relay.messaging.lanes import is_urgent
 from relay.telemetry import metrics
@@ -96,6 +97,8 @@ def _target(session: Session, destination: str, contact_id: int) -> Target | Non
     latest = latest_event(session, destination, contact_id)
     state = session.get(DeliveryState, (destination, contact_id))
     if latest is None or state is None or state.lease_owner is not None:
+        return None
+    if erasure.is_erased(session, contact_id):  # nothing is read for an erased person
         return None
     if state.delivered_event_id != latest.id:
         return None

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from relay.ledger import pauses
 from relay.ledger.db import insert_ignoring_conflicts
-from relay.ledger.models import DeliveryState, Verification
+from relay.ledger.models import Contact, DeliveryState, Verification
 from workers.verification.context import VerificationContext
 
 PublishReads = Callable[[str, list[int]], None]  # destination, contact ids
@@ -50,6 +50,7 @@ def due_reads(
     check = Verification.checked_at
     query = (
         select(DeliveryState.contact_id)
+        .join(Contact, Contact.id == DeliveryState.contact_id)
         .outerjoin(
             Verification,
             and_(
@@ -62,6 +63,7 @@ def due_reads(
             DeliveryState.delivered_event_id.is_not(None),
             DeliveryState.delivered_at <= written_before,
             DeliveryState.lease_owner.is_(None),
+            Contact.erased_at.is_(None),  # an erased person is never read back
             or_(Verification.dispatched_at.is_(None), Verification.dispatched_at <= redispatch),
             or_(
                 check.is_(None),

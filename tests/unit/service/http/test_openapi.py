@@ -183,6 +183,16 @@ ENGAGE_PAUSE, ENGAGE_RESUME = (
     "/admin/destinations/engage/resume",
 )
 VERIFY, EXPORT = "/admin/ledger/verify", "/admin/contacts/{contact_id}/export"
+ERASE, ERASE_ONE = "/admin/contacts/{contact_id}/erase", "/admin/contacts/1/erase"
+WHO = {"json": {"requested_by": "ticket 1", "reason": "Art. 17"}}
+
+
+def erased_twice(api: Api) -> TestResponse:
+    api.dead_letter()
+    assert api.admin("POST", ERASE_ONE, **WHO).status_code == 200
+    return api.admin("POST", ERASE_ONE, **WHO)
+
+
 REPLAY_BODY = {"json": {"ids": [1]}}
 BAD_JSON = {"data": "{", "content_type": "application/json"}
 # (method, documented path, status, how to get that answer from the app)
@@ -253,6 +263,15 @@ CASES: list[tuple[str, str, int, Call]] = [
     ("get", EXPORT, 404, admin("GET", "/admin/contacts/999/export")),
     ("get", EXPORT, 422, admin("GET", "/admin/contacts/1/export?format=xml")),
     ("get", EXPORT, 503, broken(admin("GET", "/admin/contacts/1/export"))),
+    ("post", ERASE, 200, with_dead_letter(admin("POST", ERASE_ONE, **WHO))),
+    ("post", ERASE, 400, admin("POST", ERASE_ONE, **BAD_JSON)),
+    ("post", ERASE, 401, admin("POST", ERASE_ONE, token=None, **WHO)),
+    ("post", ERASE, 403, disabled("POST", ERASE_ONE)),
+    ("post", ERASE, 404, admin("POST", "/admin/contacts/999/erase", **WHO)),
+    ("post", ERASE, 409, erased_twice),
+    ("post", ERASE, 415, admin("POST", ERASE_ONE, data={"reason": "x"})),
+    ("post", ERASE, 422, admin("POST", ERASE_ONE, json={"reason": "x"})),
+    ("post", ERASE, 503, broken(admin("POST", ERASE_ONE, **WHO))),
 ]
 
 
