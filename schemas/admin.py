@@ -110,6 +110,14 @@ class ExportQuerySchema(StrictSchema):
     format = fields.String(load_default="json", validate=validate.OneOf(["json", "csv"]))
 
 
+class AuditQuerySchema(StrictSchema):
+    """`GET /admin/audit?format=json|csv&limit=&offset=`: the audit log, newest first."""
+
+    format = fields.String(load_default="json", validate=validate.OneOf(["json", "csv"]))
+    limit = fields.Integer(load_default=1000, validate=validate.Range(min=1, max=10000))
+    offset = fields.Integer(load_default=0, validate=validate.Range(min=0, max=2**31 - 1))
+
+
 class ErasureBodySchema(StrictSchema):
     """`POST /admin/contacts/<id>/erase`: who asked and why (both kept in the ledger, in the
     chain: write no personal data here, e.g. a ticket number rather than the person's name)."""

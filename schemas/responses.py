@@ -210,4 +210,46 @@ class ChainVerificationSchema(Schema):
         required=True,
         metadata={"description": "the first broken link of each broken contact"},
     )
+    audit = fields.Nested(
+        "AuditVerificationSchema",
+        required=True,
+        metadata={"description": "the audit log's chain (checked when verifying everything)"},
+    )
     finished_at = fields.String(required=True)
+
+
+class AuditBreakSchema(Schema):
+    seq = fields.Integer(required=True, allow_none=True)
+    ref = fields.String(required=True, metadata={"description": "`audit <seq>` or `audit head`"})
+    reason = fields.String(required=True)
+
+
+class AuditVerificationSchema(Schema):
+    entries = fields.Integer(required=True)
+    ok = fields.Boolean(required=True)
+    broken = fields.Nested(AuditBreakSchema, required=True, allow_none=True)
+
+
+class AuditEntrySchema(Schema):
+    """One operator action (docs: Data protection, audit log)."""
+
+    v = fields.Integer(required=True)
+    type = fields.String(required=True)
+    seq = fields.Integer(required=True)
+    at = fields.String(required=True)
+    actor_kind = fields.String(required=True)
+    actor = fields.String(required=True)
+    client = fields.String(required=True, allow_none=True)
+    channel = fields.String(required=True)
+    action = fields.String(required=True)
+    targets = fields.List(fields.String(), required=True)
+    outcome = fields.String(required=True)
+    chain_hash = fields.String(required=True)
+
+
+class AuditLogSchema(Schema):
+    """`GET /admin/audit`: the audit log, newest first."""
+
+    entries = fields.List(fields.Nested(AuditEntrySchema), required=True)
+    limit = fields.Integer(required=True)
+    offset = fields.Integer(required=True)

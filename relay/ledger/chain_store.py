@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from relay.ledger import chain
+from relay.ledger import audit, chain
 from relay.ledger.models import ChainVerification, Contact, Erasure, Event, utcnow
 
 VERIFY_BATCH = 500  # contacts per query when verifying everything
@@ -91,10 +91,12 @@ class Verification:
     links: int = 0
     breaks: dict[int, chain.Break] = field(default_factory=dict)
     finished_at: dt.datetime | None = None
+    audit_entries: int = 0  # the audit log's chain, checked when verifying everything
+    audit_break: chain.Break | None = None
 
     @property
     def ok(self) -> bool:
-        return not self.breaks
+        return not self.breaks and self.audit_break is None
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -106,6 +108,11 @@ class Verification:
                 {"contact_id": contact_id, **found.as_json()}
                 for contact_id, found in sorted(self.breaks.items())
             ],
+            "audit": {
+                "entries": self.audit_entries,
+                "ok": self.audit_break is None,
+                "broken": None if self.audit_break is None else self.audit_break.as_json(),
+            },
             "finished_at": chain.timestamp(self.finished_at) if self.finished_at else None,
         }
 
@@ -122,6 +129,8 @@ def verify(session: Session, contact_id: int | None = None) -> Verification:
         if found is not None:
             result.breaks[contact.id] = found
     result.breaks.update(_orphans(session, contact_id))
+    if contact_id is None:
+        result.audit_entries, result.audit_break = audit.verify(session)
     result.finished_at = utcnow()
     _record(session, result)
     return result
@@ -164,14 +173,17 @@ def _orphans(session: Session, contact_id: int | None) -> dict[int, chain.Break]
 
 def _record(session: Session, result: Verification) -> None:
     first = next(iter(sorted(result.breaks.items())), None)
+    found = None if first is None else f"contact {first[0]}: {first[1].reason}"
+    if result.audit_break is not None:  # the audit log counts as one more broken chain
+        found = found or f"audit log: {result.audit_break.reason}"
     session.add(
         ChainVerification(
             finished_at=result.finished_at,
             scope=result.scope,
             contacts=result.contacts,
             links=result.links,
-            broken=len(result.breaks),
-            first_break=None if first is None else f"contact {first[0]}: {first[1].reason}",
+            broken=len(result.breaks) + (result.audit_break is not None),
+            first_break=found,
         )
     )
     session.commit()

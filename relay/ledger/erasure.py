@@ -32,7 +32,7 @@ from sqlalchemy import CursorResult, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from relay.errors import ProblemError
-from relay.ledger import chain, chain_store
+from relay.ledger import audit, chain, chain_store
 from relay.ledger.db import insert_ignoring_conflicts
 from relay.ledger.models import (
     Contact,
@@ -106,6 +106,7 @@ def erase_contact(
     lease_seconds: float,
     clock: Callable[[], dt.datetime] = utcnow,
     sleep: Callable[[float], None] = time.sleep,
+    actor: audit.Actor | None = None,
 ) -> ErasureResult | None:
     """Erase the contact; None when there is no such contact."""
     contact = session.get(Contact, request.contact_id)
@@ -128,7 +129,7 @@ def erase_contact(
             headers={"Retry-After": "5"},
         )
     try:
-        return _erase(session, request, public_id, pseudonym_key, clock())
+        return _erase(session, request, public_id, pseudonym_key, clock(), actor)
     finally:
         _release_leases(session, request.contact_id, owner)
 
@@ -178,6 +179,7 @@ def _erase(
     public_id: str,
     key: str | None,
     now: dt.datetime,
+    actor: audit.Actor | None = None,
 ) -> ErasureResult:
     cid = request.contact_id
     # The guard and the lock in one statement: of two erasures, one finds erased_at set.
@@ -214,6 +216,11 @@ def _erase(
     )
     erasure.chain_seq, erasure.chain_hash = seq, link
     session.add(erasure)
+    if actor is not None:  # in the erasure's transaction: neither is committed without the other
+        outcome = f"erased: {erasure.decisions} decision(s), {settled} delivery(ies) settled"
+        audit.record(
+            session, actor, "erasure", [f"contact {cid}", f"erasure {public_id}"], outcome, now=now
+        )
     session.commit()
     return ErasureResult(
         public_id, cid, now, erasure.decisions, erasure.pseudonymised, settled, seq, link

@@ -325,3 +325,31 @@ class Verification(Base):
     drifts: Mapped[int] = mapped_column(Integer, default=0)
     last_drift_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     last_drift_seen: Mapped[str | None] = mapped_column(String(64))
+
+
+class AuditEntry(Base):
+    """One operator action (pause, resume, replay, export, erasure, reprocess): who, when, from
+    where, what and with what outcome. Never updated; a link of the audit chain
+    (relay/ledger/audit.py), so that a changed or removed entry is caught by `ledger verify`."""
+
+    __tablename__ = "audit_entries"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, unique=True)
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
+    actor_kind: Mapped[str] = mapped_column(String(16))  # admin-token | operator | cli
+    actor: Mapped[str] = mapped_column(String(255))
+    client: Mapped[str | None] = mapped_column(String(64))  # the client address; none for cli
+    channel: Mapped[str] = mapped_column(String(16))  # admin-api | ops-page | cli
+    action: Mapped[str] = mapped_column(String(32))
+    targets: Mapped[str] = mapped_column(Text)  # a JSON list of ids or names
+    outcome: Mapped[str] = mapped_column(String(500))
+    chain_hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditHead(Base):
+    """The audit chain's head (one row), so that removing the newest entry is detected too."""
+
+    __tablename__ = "audit_head"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    head: Mapped[str] = mapped_column(String(64), default=GENESIS, server_default=GENESIS)

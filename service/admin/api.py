@@ -16,13 +16,14 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from relay.errors import ProblemError
-from relay.ledger import dead_letters
+from relay.ledger import audit, dead_letters
 from relay.ledger import pauses as destinations
 from relay.ledger.db import refused_values
 from relay.ledger.dead_letters import DeadLetterFilters, ReplayRefused, ReplayResult
 from relay.ledger.models import utcnow
 from schemas.admin import DeadLetterQuerySchema, PauseBodySchema, ReplayBodySchema
 from service.admin.bearer import BearerGate
+from service.http.actors import admin_actor
 from service.http.problems import problem, problem_for
 from service.runtime import Runtime
 
@@ -172,6 +173,7 @@ def _replay(
         result = dead_letters.replay(
             session, ids=ids, filters=filters, replay_all=replay_all, now=utcnow()
         )
+        replay_audit(session, admin_actor(), result)
         session.commit()
     # After the commit, so that a worker never picks the task up before the rows are pending.
     enqueued = dead_letters.enqueue(result.pairs, current_app.extensions["publisher"].publish)
@@ -183,6 +185,20 @@ def _replay(
         enqueued,
     )
     return result, enqueued
+
+
+def replay_audit(session: Session, actor: audit.Actor, result: ReplayResult) -> None:
+    """The replay's audit entry, in its transaction: the dead letters replayed, and counts."""
+    outcome = (
+        f"replayed={len(result.replayed)} skipped={len(result.skipped)} "
+        f"unknown={len(result.unknown)}"
+    )
+    targets = [f"dead-letter {dead_id}" for dead_id in result.replayed]
+    audit.record(session, actor, "replay", targets, outcome)
+
+
+def resume_outcome(was_paused: bool) -> str:
+    return "resumed" if was_paused else "was not paused: nothing changed"
 
 
 def _replay_answer(result: ReplayResult, enqueued: int) -> Response:
@@ -224,6 +240,7 @@ def pause_destination(name: str) -> Response:
             now=utcnow(),
             probe_in=None,
         )
+        audit.record(session, admin_actor(), "pause", [name], f"paused: {body['reason']}")
         session.commit()
         [view] = destinations.describe(session, [name])
     log.info("admin paused destination=%s", name)
@@ -235,6 +252,7 @@ def resume_destination(name: str) -> Response:
     _require_destination(name)
     with _sessions() as session:
         was_paused = destinations.resume(session, name, by="operator", now=utcnow())
+        audit.record(session, admin_actor(), "resume", [name], resume_outcome(was_paused))
         session.commit()
         [view] = destinations.describe(session, [name])
     # Nothing is enqueued here: the sweeper picks the destination's pending work up.

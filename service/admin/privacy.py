@@ -8,14 +8,20 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify
+from flask import Blueprint, Response, current_app, jsonify, make_response
 from marshmallow import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
 from relay.errors import ProblemError
-from relay.ledger import chain_store, erasure, export, people
-from schemas.admin import ContactChoiceSchema, ErasureBodySchema, ExportQuerySchema
+from relay.ledger import audit, chain_store, erasure, export, people
+from schemas.admin import (
+    AuditQuerySchema,
+    ContactChoiceSchema,
+    ErasureBodySchema,
+    ExportQuerySchema,
+)
 from service.admin import api as admin_api
+from service.http.actors import admin_actor
 from service.http.downloads import record_download
 
 log = logging.getLogger(__name__)
@@ -33,10 +39,11 @@ def verify_chain() -> Response:
         contact_id = _contact(session, choice) if choice else None
         result = chain_store.verify(session, contact_id)
     log.info(
-        "admin: chain verified scope=%s contacts=%d broken=%d",
+        "admin: chain verified scope=%s contacts=%d broken=%d audit_intact=%s",
         result.scope,
         result.contacts,
         len(result.breaks),
+        result.audit_break is None,
     )
     return jsonify(result.as_json())
 
@@ -47,6 +54,11 @@ def export_contact(contact_id: int) -> Response:
     wanted = ExportQuerySchema().load(admin_api._query_args())["format"]
     with _sessions() as session:
         record = export.export_record(session, contact_id)
+        if record is not None:
+            audit.record(
+                session, admin_actor(), "export", [f"contact {contact_id}"], f"as {wanted}"
+            )
+            session.commit()
     if record is None:
         raise UnknownContactError("No such contact in the ledger.")
     log.info("admin: record exported contact_id=%d format=%s", contact_id, wanted)
@@ -65,6 +77,7 @@ def erase_contact(contact_id: int) -> Response:
             request,
             pseudonym_key=runtime.settings.privacy.pseudonym_key,
             lease_seconds=runtime.settings.delivery.lease_seconds,
+            actor=admin_actor(),
         )
     if result is None:
         raise UnknownContactError("No such contact in the ledger.")
@@ -75,6 +88,21 @@ def erase_contact(contact_id: int) -> Response:
         result.settled_deliveries,
     )
     return jsonify(result.as_json())
+
+
+@bp.get("/audit")
+def audit_log() -> Response:
+    """The operator audit log, newest first: JSON (`entries`) or CSV (`?format=csv`)."""
+    query = AuditQuerySchema().load(admin_api._query_args())
+    with _sessions() as session:
+        entries = audit.recent(session, query["limit"], query["offset"])
+        if query["format"] == "csv":
+            answer = make_response(audit.as_csv(entries))
+            answer.mimetype = "text/csv"
+            answer.headers["Content-Disposition"] = 'attachment; filename="audit-log.csv"'
+            return answer
+        body = [audit.as_json(entry) for entry in entries]
+    return jsonify({"entries": body, "limit": query["limit"], "offset": query["offset"]})
 
 
 class UnknownContactError(ProblemError):

@@ -20,7 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from relay.config.settings import Settings
-from relay.ledger import dead_letters
+from relay.ledger import audit, dead_letters
 from relay.ledger import pauses as destinations
 from relay.ledger.db import make_engine, make_session_factory
 from relay.ledger.dead_letters import DeadLetterFilters, DeadLetterView, Pair
@@ -29,6 +29,7 @@ from relay.messaging.client import create_celery_client as create_celery_app
 from relay.messaging.names import DELIVER_TASK
 from schemas.admin import STATUS_FILTERS, ContactLookupSchema, PauseBodySchema
 from schemas.text import printable
+from service.http.actors import cli_actor
 
 Handler = Callable[[Settings, argparse.Namespace], int]
 LIST_HEADERS = (
@@ -264,6 +265,11 @@ def _replay(settings: Settings, args: argparse.Namespace) -> int:
         result = dead_letters.replay(
             session, ids=args.ids, filters=filters, replay_all=args.all, now=utcnow()
         )
+        outcome = f"replayed={len(result.replayed)} skipped={len(result.skipped)}"
+        targets = [f"dead-letter {dead_id}" for dead_id in result.replayed]
+        audit.record(
+            session, cli_actor(), "replay", targets, f"{outcome} unknown={len(result.unknown)}"
+        )
         session.commit()
     print(f"replayed {len(result.replayed)}: {' '.join(map(str, result.replayed)) or '-'}")
     for dead_id, reason in result.skipped.items():
@@ -337,6 +343,7 @@ def _pause(settings: Settings, args: argparse.Namespace) -> int:
             now=utcnow(),
             probe_in=None,
         )
+        audit.record(session, cli_actor(), "pause", [args.name], f"paused: {args.reason}")
         session.commit()
     print(f"paused {args.name}: nothing is sent to it until `destinations resume {args.name}`")
     return 0
@@ -348,6 +355,8 @@ def _resume(settings: Settings, args: argparse.Namespace) -> int:
         return 1
     with _ledger(settings) as session:
         was_paused = destinations.resume(session, args.name, by="operator", now=utcnow())
+        outcome = "resumed" if was_paused else "was not paused: nothing changed"
+        audit.record(session, cli_actor(), "resume", [args.name], outcome)
         session.commit()
     if was_paused:
         print(f"resumed {args.name}: the sweeper delivers its pending work")

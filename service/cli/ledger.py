@@ -12,9 +12,12 @@ from typing import Any
 
 from relay.config.settings import Settings
 from relay.errors import ProblemError
-from relay.ledger import chain_store, erasure, export, people
+from relay.ledger import audit, chain_store, erasure, export, people
 from schemas.admin import ContactLookupSchema, ErasureBodySchema
 from service.cli.admin import Subcommands, _checked, _err, _guarded, _ledger, _positive
+from service.http.actors import cli_actor
+
+AUDIT_EXPORT_LIMIT = 10_000_000  # everything, in practice: an audit log grows by hand
 
 
 def add_commands(commands: Subcommands[argparse.ArgumentParser]) -> None:
@@ -42,6 +45,12 @@ def add_commands(commands: Subcommands[argparse.ArgumentParser]) -> None:
     out.add_argument("--output", type=Path, help="a file (default: standard output)")
     out.set_defaults(handler=_guarded(_export))
     _add_erase(actions, email)
+    log = commands.add_parser("audit", help="the operator audit log")
+    log_actions = log.add_subparsers(required=True, metavar="action")
+    dump = log_actions.add_parser("export", help="every entry, oldest first (JSON or CSV)")
+    dump.add_argument("--format", choices=("json", "csv"), default="json")
+    dump.add_argument("--output", type=Path, help="a file (default: standard output)")
+    dump.set_defaults(handler=_guarded(_audit_export))
 
 
 def _add_erase(actions: Subcommands[argparse.ArgumentParser], email: Any) -> None:
@@ -78,6 +87,8 @@ def _verify(settings: Settings, args: argparse.Namespace) -> int:
         for contact_id, found in sorted(result.breaks.items()):
             where = f"link {found.seq}" if found.seq is not None else "unplaced"
             print(f"contact {contact_id}: first broken {where} ({found.ref}): {found.reason}")
+        if contact_id is None:
+            print(_audit_line(result))
     return 0 if result.ok else 1
 
 
@@ -85,6 +96,10 @@ def _export(settings: Settings, args: argparse.Namespace) -> int:
     with _ledger(settings) as session:
         contact_id = people.chosen_contact(session, args.contact_id, args.email)
         record = export.export_record(session, contact_id) if contact_id else None
+        if record is not None:
+            target = [f"contact {contact_id}"]
+            audit.record(session, cli_actor(), "export", target, f"as {args.format}")
+            session.commit()
     if record is None:
         _err("no such contact in the ledger")
         return 1
@@ -111,6 +126,7 @@ def _erase(settings: Settings, args: argparse.Namespace) -> int:
                     request,
                     pseudonym_key=settings.privacy.pseudonym_key,
                     lease_seconds=settings.delivery.lease_seconds,
+                    actor=cli_actor(),
                 )
         except ProblemError as exc:
             _err(str(exc))
@@ -146,4 +162,26 @@ def _verify_export(_settings: Settings, args: argparse.Namespace) -> int:
         return 1
     links = len(record["decisions"]) + len(record["erasures"])
     print(f"intact: {links} link(s) up to head {record['chain']['head_hash']}")
+    return 0
+
+
+def _audit_line(result: chain_store.Verification) -> str:
+    found = result.audit_break
+    if found is None:
+        return f"audit log: {result.audit_entries} entry(ies), intact"
+    return f"audit log: first broken entry {found.seq} ({found.ref}): {found.reason}"
+
+
+def _audit_export(settings: Settings, args: argparse.Namespace) -> int:
+    """The whole log, oldest first (what `ledger verify` checks, in its order)."""
+    with _ledger(settings) as session:
+        entries = list(reversed(audit.recent(session, limit=AUDIT_EXPORT_LIMIT)))
+        if args.format == "csv":
+            text = audit.as_csv(entries)
+        else:
+            text = json.dumps([audit.as_json(entry) for entry in entries], indent=2) + "\n"
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        args.output.write_text(text, encoding="utf-8")
     return 0

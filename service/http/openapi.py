@@ -19,6 +19,7 @@ from flask import Blueprint, Response
 
 from schemas import responses as bodies
 from schemas.admin import (
+    AuditQuerySchema,
     ContactChoiceSchema,
     DeadLetterQuerySchema,
     ErasureBodySchema,
@@ -332,6 +333,15 @@ def _admin_ledger(spec: APISpec) -> None:
         **_json_body(ContactChoiceSchema, required=False),
     )
     spec.path(path="/admin/ledger/verify", operations={"post": verify})
+    log = _json(bodies.AuditLogSchema, "The audit log, newest first (docs: audit log).")
+    log["content"]["text/csv"] = {"schema": {"type": "string"}}
+    audit = _admin(
+        "The operator audit log: who paused, resumed, replayed, exported, erased, reprocessed",
+        {"200": log, "422": "ValidationFailed"},
+        parameters=[{"in": "query", "schema": AuditQuerySchema}],
+        operationId="auditLog",
+    )
+    spec.path(path="/admin/audit", operations={"get": audit})
     contact_id = _param(
         "path",
         "contact_id",

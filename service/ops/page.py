@@ -29,13 +29,15 @@ from sqlalchemy.orm import Session
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
-from relay.ledger import dead_letters, export, verifications
+from relay.ledger import audit, dead_letters, export, verifications
 from relay.ledger import pauses as destinations
 from relay.ledger.db import refused_values
 from relay.ledger.dead_letters import DeadLetterFilters
 from relay.ledger.models import utcnow
 from schemas.admin import STATUS_FILTERS, ContactLookupSchema, PauseBodySchema
+from service.admin.api import replay_audit, resume_outcome
 from service.health import metrics_http
+from service.http.actors import operator_actor
 from service.http.downloads import record_download
 from service.ops import auth as ops_auth
 from service.ops import privacy as ops_privacy
@@ -198,6 +200,8 @@ def pause_destination(name: str) -> ResponseReturnValue:
             now=utcnow(),
             probe_in=None,
         )
+        actor = operator_actor(ops_auth.operator())
+        audit.record(session, actor, "pause", [name], f"paused: {body['reason']}")
         session.commit()
     log.info("ops: operator paused destination=%s", name)
     flash(f"{name} is paused: nothing is sent to it until you resume it.", "ok")
@@ -209,6 +213,8 @@ def resume_destination(name: str) -> ResponseReturnValue:
     _require_destination(name)
     with _sessions() as session:
         was_paused = destinations.resume(session, name, by="operator", now=utcnow())
+        actor = operator_actor(ops_auth.operator())
+        audit.record(session, actor, "resume", [name], resume_outcome(was_paused))
         session.commit()
     log.info("ops: operator resumed destination=%s was_paused=%s", name, was_paused)
     if was_paused:
@@ -263,6 +269,10 @@ def contact_export(contact_id: int, wanted: str) -> ResponseReturnValue:
     """The contact's record as a download (docs/data-protection.md#export)."""
     with _sessions() as session:
         record = export.export_record(session, contact_id)
+        if record is not None:
+            actor = operator_actor(ops_auth.operator())
+            audit.record(session, actor, "export", [f"contact {contact_id}"], f"as {wanted}")
+            session.commit()
     if record is None:
         abort(404, f"No contact {contact_id}.")
     return record_download(record, wanted, contact_id)
@@ -325,6 +335,8 @@ def dead_letter(dead_letter_id: int) -> ResponseReturnValue:
 def replay_dead_letter(dead_letter_id: int) -> ResponseReturnValue:
     with _sessions() as session:
         result = dead_letters.replay(session, ids=[dead_letter_id], now=utcnow())
+        if not result.unknown:
+            replay_audit(session, operator_actor(ops_auth.operator()), result)
         session.commit()
     if result.unknown:
         abort(404, f"No dead letter {dead_letter_id}.")

@@ -9,16 +9,28 @@ from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, abort, current_app, flash, redirect, request, url_for
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from flask.typing import ResponseReturnValue
 from marshmallow import ValidationError
 
 from relay.errors import ProblemError
-from relay.ledger import erasure
+from relay.ledger import audit, erasure
 from schemas.admin import ErasureBodySchema
+from service.http.actors import operator_actor
+from service.ops import auth as ops_auth
 
 log = logging.getLogger(__name__)
 CONFIRMATION = "erase"
+AUDIT_PAGE = 200
 
 
 def add_routes(bp: Blueprint) -> None:
@@ -28,6 +40,15 @@ def add_routes(bp: Blueprint) -> None:
         erase_contact,
         methods=["POST"],
     )
+    bp.add_url_rule("/audit", "audit_log", audit_log, methods=["GET"])
+
+
+def audit_log() -> ResponseReturnValue:
+    """The newest operator actions (the whole log: GET /admin/audit, `consent-relay audit
+    export`)."""
+    with current_app.extensions["consent_relay"].sessions() as session:
+        entries = [audit.as_json(entry) for entry in audit.recent(session, AUDIT_PAGE)]
+    return render_template("ops/audit.html", entries=entries, limit=AUDIT_PAGE)
 
 
 def erase_contact(contact_id: int) -> ResponseReturnValue:
@@ -51,6 +72,7 @@ def erase_contact(contact_id: int) -> ResponseReturnValue:
                 erasure.ErasureRequest(contact_id, body["requested_by"], body["reason"]),
                 pseudonym_key=runtime.settings.privacy.pseudonym_key,
                 lease_seconds=runtime.settings.delivery.lease_seconds,
+                actor=operator_actor(ops_auth.operator()),
             )
     except ProblemError as exc:
         flash(f"Not erased: {exc}", "warn")

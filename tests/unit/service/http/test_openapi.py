@@ -184,6 +184,7 @@ ENGAGE_PAUSE, ENGAGE_RESUME = (
 )
 VERIFY, EXPORT = "/admin/ledger/verify", "/admin/contacts/{contact_id}/export"
 ERASE, ERASE_ONE = "/admin/contacts/{contact_id}/erase", "/admin/contacts/1/erase"
+AUDIT = "/admin/audit"
 WHO = {"json": {"requested_by": "ticket 1", "reason": "Art. 17"}}
 
 
@@ -272,6 +273,11 @@ CASES: list[tuple[str, str, int, Call]] = [
     ("post", ERASE, 415, admin("POST", ERASE_ONE, data={"reason": "x"})),
     ("post", ERASE, 422, admin("POST", ERASE_ONE, json={"reason": "x"})),
     ("post", ERASE, 503, broken(admin("POST", ERASE_ONE, **WHO))),
+    ("get", AUDIT, 200, paused(admin("GET", AUDIT))),
+    ("get", AUDIT, 401, admin("GET", AUDIT, token=None)),
+    ("get", AUDIT, 403, disabled("GET", AUDIT)),
+    ("get", AUDIT, 422, admin("GET", AUDIT + "?limit=0")),
+    ("get", AUDIT, 503, broken(admin("GET", AUDIT))),
 ]
 
 
