@@ -149,6 +149,20 @@ class PrivacySchema(StrictSchema):
     )
 
 
+class RetentionSchema(StrictSchema):
+    # How long rows that are not the proof of a decision are kept, in days; 0 keeps them for
+    # good. Decisions, chain links, erasures and audit entries are never pruned (consent is
+    # evidence for as long as it is relied on: docs/data-protection.md#retention).
+    delivery_attempts_days = fields.Integer(load_default=0, validate=validate.Range(min=0))
+    ignored_events_days = fields.Integer(load_default=90, validate=validate.Range(min=0))
+    resolved_dead_letters_days = fields.Integer(load_default=365, validate=validate.Range(min=0))
+    superseded_deliveries_days = fields.Integer(load_default=0, validate=validate.Range(min=0))
+    # Small batches, each its own short transaction, so intake and delivery are not held up.
+    batch_size = fields.Integer(load_default=500, validate=validate.Range(min=1, max=10000))
+    max_batches = fields.Integer(load_default=200, validate=validate.Range(min=1))
+    interval_seconds = fields.Float(load_default=3600.0, validate=validate.Range(min=1))
+
+
 class ConfigFileSchema(StrictSchema):
     service = fields.Nested(ServiceSchema, load_default=lambda: ServiceSchema().load({}))
     delivery = fields.Nested(DeliverySchema, load_default=lambda: DeliverySchema().load({}))
@@ -160,6 +174,7 @@ class ConfigFileSchema(StrictSchema):
     metrics = fields.Nested(MetricsSchema, load_default=lambda: MetricsSchema().load({}))
     flower = fields.Nested(FlowerSchema, load_default=lambda: FlowerSchema().load({}))
     privacy = fields.Nested(PrivacySchema, load_default=lambda: PrivacySchema().load({}))
+    retention = fields.Nested(RetentionSchema, load_default=lambda: RetentionSchema().load({}))
     sources = fields.Dict(
         keys=fields.String(validate=validate.Regexp(NAME_PATTERN)),
         values=fields.Nested(SourceSchema),

@@ -13,6 +13,7 @@ from typing import Any
 from celery import shared_task
 from opentelemetry.trace import SpanKind
 
+from relay.ledger import retention
 from relay.messaging.lanes import delivery_queue, verify_queue
 from relay.messaging.messages import delivery_message
 from relay.messaging.names import (
@@ -20,6 +21,7 @@ from relay.messaging.names import (
     DELIVER_TASK,
     DISPATCH_TASK,
     PROBE_TASK,
+    PRUNE_TASK,
     REQUEST_ID_TASK_HEADER,
     SWEEP_TASK,
     VERIFY_TASK,
@@ -141,6 +143,16 @@ def sweep_outbox_task(self: Any) -> int:
         swept = sweep(ctx, publish, publish_batch)
         schedule_verifications(verification_context(self.app), publish_reads)
         return swept
+
+
+@shared_task(bind=True, name=PRUNE_TASK, acks_late=True, ignore_result=True)
+def prune_task(self: Any) -> dict[str, int]:
+    """[retention]: remove what is past its retention, in small batches."""
+    with task_context(task_id=self.request.id):
+        ctx = delivery_context(self.app)
+        pruned = retention.prune(ctx.sessions, self.app.conf.consent_relay_settings.retention)
+        log.info("pruned", **pruned)
+        return pruned
 
 
 @shared_task(

@@ -24,6 +24,7 @@ from relay.config.settings import (
     DestinationSettings,
     OpsSettings,
     PrivacySettings,
+    RetentionSettings,
     Settings,
     SourceSettings,
     TracingSettings,
@@ -148,6 +149,7 @@ def _build(data: dict[str, Any], env: Mapping[str, str], config_path: Path | Non
         verification=VerificationSettings(**data["verification"]),
         tracing=TracingSettings(**data["tracing"]),
         privacy=PrivacySettings(**data["privacy"]),
+        retention=RetentionSettings(**data["retention"]),
     )
 
 

@@ -20,6 +20,7 @@ from schemas.config import (
     FlowerSchema,
     MetricsSchema,
     PrivacySchema,
+    RetentionSchema,
     TracingSchema,
     VerificationSchema,
 )
@@ -73,6 +74,7 @@ _FLOWER: dict[str, Any] = FlowerSchema().load({})
 _VERIFICATION: dict[str, Any] = VerificationSchema().load({})
 _TRACING: dict[str, Any] = TracingSchema().load({})
 _PRIVACY: dict[str, Any] = PrivacySchema().load({})
+_RETENTION: dict[str, Any] = RetentionSchema().load({})
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,20 @@ class PrivacySettings:
 
 
 @dataclass(frozen=True)
+class RetentionSettings:
+    """`[retention]` (relay/ledger/retention.py): days to keep each prunable kind of row (0:
+    for good), and the size of the pruning's batches."""
+
+    delivery_attempts_days: int = _RETENTION["delivery_attempts_days"]
+    ignored_events_days: int = _RETENTION["ignored_events_days"]
+    resolved_dead_letters_days: int = _RETENTION["resolved_dead_letters_days"]
+    superseded_deliveries_days: int = _RETENTION["superseded_deliveries_days"]
+    batch_size: int = _RETENTION["batch_size"]
+    max_batches: int = _RETENTION["max_batches"]
+    interval_seconds: float = _RETENTION["interval_seconds"]
+
+
+@dataclass(frozen=True)
 class Settings:
     port: int
     database_url: str = field(repr=False)  # may carry credentials
@@ -146,6 +162,7 @@ class Settings:
     verification: VerificationSettings = field(default_factory=VerificationSettings)
     tracing: TracingSettings = field(default_factory=TracingSettings)
     privacy: PrivacySettings = field(default_factory=PrivacySettings)
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
 
     @property
     def is_sqlite(self) -> bool:

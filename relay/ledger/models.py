@@ -353,3 +353,13 @@ class AuditHead(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     seq: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     head: Mapped[str] = mapped_column(String(64), default=GENESIS, server_default=GENESIS)
+
+
+class RetentionRun(Base):
+    """One pruning run of `[retention]` (relay/ledger/retention.py): when, and how many rows of
+    each prunable table it removed (the operator page shows the newest)."""
+
+    __tablename__ = "retention_runs"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    finished_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
+    pruned: Mapped[str] = mapped_column(Text)  # a JSON object: table -> rows removed

@@ -16,7 +16,7 @@ from kombu import Exchange, Queue
 
 from relay.config.settings import Settings
 from relay.messaging.lanes import delivery_lanes, recovery_queue, verify_queue
-from relay.messaging.names import SWEEP_TASK
+from relay.messaging.names import PRUNE_TASK, SWEEP_TASK
 
 EMBEDDED_TRANSPORT = "relay.messaging.embedded_broker:Transport"
 
@@ -110,7 +110,12 @@ def create_celery_client(settings: Settings) -> Celery:
                 "task": SWEEP_TASK,
                 "schedule": settings.delivery.sweep_interval_seconds,
                 "options": {"expires": max(settings.delivery.sweep_interval_seconds * 2, 2)},
-            }
+            },
+            "prune": {
+                "task": PRUNE_TASK,
+                "schedule": settings.retention.interval_seconds,
+                "options": {"expires": settings.retention.interval_seconds},
+            },
         },
         beat_schedule_filename=str(Path(settings.data_dir, "celerybeat-schedule")),
     )

@@ -7,6 +7,7 @@ DELIVER_BATCH_TASK = "consent_relay.deliver_batch"  # (destination, [contact ids
 DISPATCH_TASK = "consent_relay.dispatch"
 SWEEP_TASK = "consent_relay.sweep_outbox"
 PROBE_TASK = "consent_relay.probe_destination"
+PRUNE_TASK = "consent_relay.prune"  # [retention]: no arguments (relay/ledger/retention.py)
 # (destination, [contact ids]): read delivered decisions back (workers/verification/)
 VERIFY_TASK = "consent_relay.verify_contacts"
 # Message header with the intake request's id, for the worker's log lines (not an argument:

@@ -51,6 +51,7 @@ class _Metrics:
     ops_sign_ins: Counter
     verifications: Counter
     drift: Counter
+    pruned: Counter
     latency: Histogram
 
 
@@ -75,6 +76,10 @@ _COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "drift": (
         "Read-backs that differed from the latest decision, by action (repaired, reported)",
         ("destination", "action"),
+    ),
+    "pruned": (
+        "Rows removed by retention, by table (docs: Data protection, retention)",
+        ("table",),
     ),
 }
 
@@ -164,6 +169,11 @@ def count_verification(destination: str, outcome: str) -> None:
 
 def count_drift(destination: str, action: str) -> None:
     _safely("drift", lambda: metrics().drift.labels(destination, action).inc())
+
+
+def count_pruned(table: str, count: int) -> None:
+    if count:
+        _safely("pruned", lambda: metrics().pruned.labels(table).inc(count))
 
 
 def observe_latency(destination: str, seconds: float, state: str) -> None:

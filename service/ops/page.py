@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
-from relay.ledger import audit, dead_letters, export, verifications
+from relay.ledger import audit, dead_letters, export, retention, verifications
 from relay.ledger import pauses as destinations
 from relay.ledger.db import refused_values
 from relay.ledger.dead_letters import DeadLetterFilters
@@ -171,11 +171,13 @@ def status() -> ResponseReturnValue:
         counts = ops_queries.status_counts(session, names, utcnow())
         views = destinations.describe(session, names)
         coverage = verifications.coverage(session, names)
+        pruning = retention.last_run(session)
     return render_template(
         "ops/status.html",
         counts=counts,
         destinations=views,
         coverage=coverage,
+        pruning=pruning,
         window=ops_queries.ATTEMPT_WINDOW,
         rejects=metrics_http.intake_rejects(_runtime()),
     )

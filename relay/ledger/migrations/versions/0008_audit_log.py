@@ -1,4 +1,5 @@
-"""audit: the operator audit log and its chain head (docs/data-protection.md#audit-log)
+"""audit and retention: the operator audit log and its chain head
+(docs/data-protection.md#audit-log), and the record of retention runs (#retention)
 
 Revision ID: 0008
 Revises: 0007
@@ -44,9 +45,21 @@ def upgrade() -> None:
         sa.Column("head", sa.String(length=64), server_default=GENESIS, nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_audit_head")),
     )
+    op.create_table(
+        "retention_runs",
+        sa.Column("id", big_id, nullable=False),
+        sa.Column("finished_at", sa.DateTime(), nullable=False),
+        sa.Column("pruned", sa.Text(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_retention_runs")),
+    )
+    op.create_index(
+        op.f("ix_retention_runs_finished_at"), "retention_runs", ["finished_at"], unique=False
+    )
 
 
 def downgrade() -> None:
+    op.drop_index(op.f("ix_retention_runs_finished_at"), table_name="retention_runs")
+    op.drop_table("retention_runs")
     op.drop_table("audit_head")
     op.drop_index(op.f("ix_audit_entries_at"), table_name="audit_entries")
     op.drop_table("audit_entries")

@@ -231,6 +231,28 @@ def test_retry_settings_load_and_are_checked(tmp_path: Path) -> None:
         assert key in message
 
 
+def test_retention_defaults_are_conservative_and_values_are_checked(tmp_path: Path) -> None:
+    kept = load(tmp_path, README_EXAMPLE).retention
+    # Attempts and superseded deliveries are kept for good unless the operator says otherwise.
+    assert (kept.delivery_attempts_days, kept.superseded_deliveries_days) == (0, 0)
+    assert (kept.ignored_events_days, kept.resolved_dead_letters_days) == (90, 365)
+    good = README_EXAMPLE + "\n[retention]\ndelivery_attempts_days = 730\nbatch_size = 50\n"
+    loaded = load(tmp_path, good).retention
+    assert (loaded.delivery_attempts_days, loaded.batch_size) == (730, 50)
+    bad = README_EXAMPLE + "\n[retention]\nignored_events_days = -1\nbatch_size = 0\n"
+    message = config_error(tmp_path, bad)
+    assert "retention.ignored_events_days" in message and "retention.batch_size" in message
+
+
+def test_the_beat_prunes_on_the_retention_interval(tmp_path: Path) -> None:
+    from relay.messaging.client import create_celery_client
+    from relay.messaging.names import PRUNE_TASK
+
+    settings = load(tmp_path, README_EXAMPLE + "\n[retention]\ninterval_seconds = 600\n")
+    entry = create_celery_client(settings).conf.beat_schedule["prune"]
+    assert (entry["task"], entry["schedule"]) == (PRUNE_TASK, 600.0)
+
+
 def test_admin_tokens_load_and_short_tokens_are_refused(tmp_path: Path) -> None:
     token = "t" * 32
     settings = load(tmp_path, README_EXAMPLE + f'\n[admin]\ntokens = ["{token}"]\n')
