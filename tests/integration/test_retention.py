@@ -16,7 +16,10 @@ import pytest
 from sqlalchemy import text
 
 from relay.ledger import retention
+from relay.messaging.client import create_celery_client
+from relay.messaging.names import PRUNE_TASK
 from tests.helpers.evidence_world import EvidenceWorld
+from tests.helpers.support import wait_for
 
 pytestmark = pytest.mark.integration
 RETENTION = """
@@ -153,3 +156,17 @@ def test_pruning_while_the_intake_writes_refuses_no_webhook(world: EvidenceWorld
     assert outcome["pruned"]["ignored_events"] == 150  # 30 batches of 5
     assert _count(world, "ignored_events") == 0
     assert _count(world, "events") == 30
+
+
+def test_a_real_worker_runs_the_beat_task(world: EvidenceWorld) -> None:
+    """The beat's task by name, through the broker, to a Celery worker process."""
+    _ignored(world, 7, OLD)
+    worker = world.worker()
+    try:
+        create_celery_client(world.settings).send_task(PRUNE_TASK)
+        wait_for(lambda: _count(world, "ignored_events") == 0, what="the worker's pruning")
+    finally:
+        worker.stop()
+    with world.runtime.sessions() as session:
+        last = retention.last_run(session)
+    assert last is not None and last[1]["ignored_events"] == 7
