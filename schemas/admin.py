@@ -110,6 +110,12 @@ class ExportQuerySchema(StrictSchema):
     format = fields.String(load_default="json", validate=validate.OneOf(["json", "csv"]))
 
 
+class ReprocessBodySchema(StrictSchema):
+    """`POST /admin/ignored/reprocess`: every source's kept ignored events, or one source's."""
+
+    source = fields.String(load_default=None, validate=validate.Length(min=1, max=64))
+
+
 class AuditQuerySchema(StrictSchema):
     """`GET /admin/audit?format=json|csv&limit=&offset=`: the audit log, newest first."""
 

@@ -147,6 +147,13 @@ class PrivacySchema(StrictSchema):
     pseudonym_key = fields.String(
         load_default=None, allow_none=True, validate=validate.Length(min=MIN_ADMIN_TOKEN_CHARS)
     )
+    # A Fernet key (32 bytes, URL-safe base64: 44 characters) for the kept bodies of ignored
+    # events ([retention] keep_ignored_bodies_days). From the environment, never the database.
+    ignored_bodies_key = fields.String(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Regexp(r"^[A-Za-z0-9_-]{43}=$", error="Must be a Fernet key."),
+    )
 
 
 class RetentionSchema(StrictSchema):
@@ -161,6 +168,9 @@ class RetentionSchema(StrictSchema):
     batch_size = fields.Integer(load_default=500, validate=validate.Range(min=1, max=10000))
     max_batches = fields.Integer(load_default=200, validate=validate.Range(min=1))
     interval_seconds = fields.Float(load_default=3600.0, validate=validate.Range(min=1))
+    # Keep the raw body of an ignored event this many days, encrypted with [privacy]
+    # ignored_bodies_key, so that it can be reprocessed after a mapping fix; 0: not kept.
+    keep_ignored_bodies_days = fields.Integer(load_default=0, validate=validate.Range(min=0))
 
 
 class ConfigFileSchema(StrictSchema):
@@ -187,6 +197,17 @@ class ConfigFileSchema(StrictSchema):
         required=True,
         validate=validate.Length(min=1),
     )
+
+    @validates_schema
+    def _kept_bodies_have_a_key(self, data: dict[str, Any], **_: Any) -> None:
+        if (
+            data["retention"]["keep_ignored_bodies_days"]
+            and not data["privacy"]["ignored_bodies_key"]
+        ):
+            raise ValidationError(
+                "Set [privacy] ignored_bodies_key to keep bodies (they are encrypted).",
+                "retention",
+            )
 
     @validates_schema
     def _lease_outlasts_writes(self, data: dict[str, Any], **_: Any) -> None:

@@ -253,3 +253,12 @@ class AuditLogSchema(Schema):
     entries = fields.List(fields.Nested(AuditEntrySchema), required=True)
     limit = fields.Integer(required=True)
     offset = fields.Integer(required=True)
+
+
+class ReprocessSchema(Schema):
+    """`POST /admin/ignored/reprocess`: ignored event ids by what became of them."""
+
+    recorded = fields.List(fields.Integer(), required=True)
+    duplicates = fields.List(fields.Integer(), required=True)
+    still_ignored = fields.List(fields.Integer(), required=True)
+    unreadable = fields.List(fields.Integer(), required=True)

@@ -124,6 +124,7 @@ class PrivacySettings:
     """Erasure (relay/ledger/erasure.py): the key of the pseudonym an erased contact keeps."""
 
     pseudonym_key: str | None = field(default=_PRIVACY["pseudonym_key"], repr=False)
+    ignored_bodies_key: str | None = field(default=_PRIVACY["ignored_bodies_key"], repr=False)
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,7 @@ class RetentionSettings:
     batch_size: int = _RETENTION["batch_size"]
     max_batches: int = _RETENTION["max_batches"]
     interval_seconds: float = _RETENTION["interval_seconds"]
+    keep_ignored_bodies_days: int = _RETENTION["keep_ignored_bodies_days"]
 
 
 @dataclass(frozen=True)

@@ -173,6 +173,10 @@ class IgnoredEvent(Base):
     reason: Mapped[str] = mapped_column(String(500))
     body_sha256: Mapped[str] = mapped_column(String(64))
     received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # With [retention] keep_ignored_bodies_days: the request as received, Fernet-encrypted
+    # (relay/ledger/kept_bodies.py), until it expires; then NULL (the digest stays).
+    kept_body: Mapped[str | None] = mapped_column(Text)
+    kept_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, index=True)
 
 
 class Outbox(Base):

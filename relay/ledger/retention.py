@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from relay.config.settings import RetentionSettings
@@ -78,6 +78,8 @@ def prune(
         if days > 0:
             pruned[table] = _prune(sessions, rule, now - dt.timedelta(days=days), settings)
             metrics.count_pruned(table, pruned[table])
+    pruned["ignored_bodies"] = _expire_bodies(sessions, now, settings)
+    metrics.count_pruned("ignored_bodies", pruned["ignored_bodies"])
     with sessions() as session:
         session.add(RetentionRun(finished_at=utcnow(), pruned=json.dumps(pruned, sort_keys=True)))
         session.commit()
@@ -96,6 +98,28 @@ def _prune(
             ids = list(session.scalars(query.order_by(rule.model.id).limit(settings.batch_size)))
             if ids:
                 session.execute(delete(rule.model).where(rule.model.id.in_(ids)))
+            session.commit()
+        total += len(ids)
+        if len(ids) < settings.batch_size:
+            break
+    return total
+
+
+def _expire_bodies(
+    sessions: sessionmaker[Session], now: dt.datetime, settings: RetentionSettings
+) -> int:
+    """The kept bodies of ignored events past their time (the event's row and digest stay)."""
+    total = 0
+    for _ in range(settings.max_batches):
+        with sessions() as session:
+            query = select(IgnoredEvent.id).where(IgnoredEvent.kept_until < now)
+            ids = list(session.scalars(query.limit(settings.batch_size)))
+            if ids:
+                session.execute(
+                    update(IgnoredEvent)
+                    .where(IgnoredEvent.id.in_(ids))
+                    .values(kept_body=None, kept_until=None)
+                )
             session.commit()
         total += len(ids)
         if len(ids) < settings.batch_size:

@@ -19,10 +19,12 @@ from schemas.admin import (
     ContactChoiceSchema,
     ErasureBodySchema,
     ExportQuerySchema,
+    ReprocessBodySchema,
 )
 from service.admin import api as admin_api
 from service.http.actors import admin_actor
 from service.http.downloads import record_download
+from service.intake import reprocess
 
 log = logging.getLogger(__name__)
 bp = Blueprint("admin_privacy", __name__, url_prefix="/admin")
@@ -103,6 +105,24 @@ def audit_log() -> Response:
             return answer
         body = [audit.as_json(entry) for entry in entries]
     return jsonify({"entries": body, "limit": query["limit"], "offset": query["offset"]})
+
+
+@bp.post("/ignored/reprocess")
+def reprocess_ignored() -> Response:
+    """Run the kept bodies of ignored events through the current mapping (idempotent)."""
+    body = ReprocessBodySchema().load(admin_api._json_body())
+    runtime = current_app.extensions["consent_relay"]
+    if body["source"] is not None and body["source"] not in runtime.settings.sources:
+        raise UnknownSourceError(f"No source {body['source']!r} is configured.")
+    result = reprocess.reprocess(runtime, admin_actor(), body["source"])
+    log.info("admin: ignored events reprocessed %s", result.summary())
+    return jsonify(result.as_json())
+
+
+class UnknownSourceError(ProblemError):
+    http_status = 404
+    slug = "unknown-source"
+    title = "Unknown source"
 
 
 class UnknownContactError(ProblemError):

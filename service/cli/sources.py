@@ -57,6 +57,12 @@ def add_commands(commands: Any) -> None:
     ignored.add_argument("--source", help="only this source")
     ignored.add_argument("--limit", type=int, default=20)
     ignored.set_defaults(handler=_list_ignored)
+    again = sub.add_parser(
+        "reprocess", help="run the kept bodies of ignored events through the current mapping"
+    )
+    again.add_argument("--source", help="only this source")
+    again.add_argument("--json", action="store_true", help="the admin API's answer")
+    again.set_defaults(handler=_reprocess)
 
 
 def _list_sources(settings: Settings, _args: argparse.Namespace) -> int:
@@ -170,4 +176,30 @@ def _list_ignored(settings: Settings, args: argparse.Namespace) -> int:
             print(f"{when}  {row.source_name}  {row.event_type}  {row.delivery_id}  {row.reason}")
     if not rows:
         print("no ignored events")
+    return 0
+
+
+def _reprocess(settings: Settings, args: argparse.Namespace) -> int:
+    """Idempotent: an event recorded already is a duplicate (docs/data-protection.md#reprocess)."""
+    from service.http.actors import cli_actor
+    from service.intake import reprocess
+    from service.runtime import Runtime
+
+    if args.source is not None and args.source not in settings.sources:
+        print(f"consent-relay: no source named {args.source!r} in the config", file=sys.stderr)
+        return 1
+    if not settings.privacy.ignored_bodies_key:
+        print("consent-relay: no [privacy] ignored_bodies_key: no body is kept", file=sys.stderr)
+        return 1
+    runtime = Runtime.build(settings)
+    try:
+        result = reprocess.reprocess(runtime, cli_actor(), args.source)
+    finally:
+        runtime.engine.dispose()
+    if args.json:
+        print(json.dumps(result.as_json()))
+    else:
+        print(f"reprocessed: {result.summary()}")
+        if result.recorded:
+            print("the sweeper delivers the recorded decisions within a few seconds")
     return 0

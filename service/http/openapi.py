@@ -26,6 +26,7 @@ from schemas.admin import (
     ExportQuerySchema,
     PauseBodySchema,
     ReplayBodySchema,
+    ReprocessBodySchema,
 )
 from schemas.config import NAME_PATTERN
 from schemas.consent import ConsentDecisionSchema
@@ -342,6 +343,21 @@ def _admin_ledger(spec: APISpec) -> None:
         operationId="auditLog",
     )
     spec.path(path="/admin/audit", operations={"get": audit})
+    again = _admin(
+        "Run the kept bodies of ignored events through the current mapping (idempotent)",
+        {
+            "200": _json(
+                bodies.ReprocessSchema, "The ignored events' ids, by what became of them."
+            ),
+            "400": "MalformedJson",
+            "404": _problem("`unknown-source`: no such source is configured."),
+            "415": "UnsupportedMediaType",
+            "422": "ValidationFailed",
+        },
+        operationId="reprocessIgnored",
+        **_json_body(ReprocessBodySchema, required=False),
+    )
+    spec.path(path="/admin/ignored/reprocess", operations={"post": again})
     contact_id = _param(
         "path",
         "contact_id",

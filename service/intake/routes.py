@@ -31,6 +31,7 @@ from relay.telemetry.logs import get_logger, mask_email
 from schemas.consent import MAX_IGNORED_REASON_LENGTH
 from schemas.text import storable
 from service.http.problems import problem, problem_for
+from service.intake import reprocess
 from service.runtime import Runtime
 from service.sources import SignatureError, SourceKind
 from service.sources.base import Authenticated, InboundRequest, SourceEvent, storable_events
@@ -68,8 +69,9 @@ def _receive(source_name: str, span: Any) -> Response:
     inbound = _inbound(source_name)
     auth = _authenticate(kind, inbound)
     events = storable_events(kind.parse(inbound, auth))
-    incoming = [_incoming(runtime, source_name, event) for event in events]
+    incoming = [to_incoming(runtime, source_name, event) for event in events]
     outcomes = _record(runtime, source_name, auth, inbound, incoming)
+    reprocess.keep_ignored(runtime, source_name, inbound, auth, outcomes)
     for item, outcome in zip(incoming, outcomes, strict=True):
         _after(source_name, item, outcome)
     contacts = sorted({o.recorded.contact_id for o in outcomes if o.recorded is not None})
@@ -135,7 +137,7 @@ def _authenticate(kind: SourceKind, inbound: InboundRequest) -> Authenticated:
         raise
 
 
-def _incoming(runtime: Runtime, source_name: str, event: SourceEvent) -> Incoming:
+def to_incoming(runtime: Runtime, source_name: str, event: SourceEvent) -> Incoming:
     source = runtime.settings.sources[source_name]
     skew = dt.timedelta(seconds=runtime.settings.max_future_skew_seconds)
     default_source_id = runtime.kinds[source_name].DEFAULT_SOURCE_ID

@@ -112,7 +112,13 @@ def test_pruning_removes_only_what_is_past_retention(world: EvidenceWorld) -> No
 
     pruned = retention.prune(world.runtime.sessions, world.settings.retention)
 
-    assert pruned == {"delivery_attempts": 2, "ignored_events": 12, "dead_letters": 1, "outbox": 1}
+    assert pruned == {
+        "delivery_attempts": 2,
+        "ignored_events": 12,
+        "dead_letters": 1,
+        "outbox": 1,
+        "ignored_bodies": 0,
+    }
     assert {table: _count(world, table) for table in kept} == kept
     assert _count(world, "delivery_attempts") == 1
     assert _count(world, "ignored_events") == 1

@@ -1,5 +1,6 @@
 """audit and retention: the operator audit log and its chain head
-(docs/data-protection.md#audit-log), and the record of retention runs (#retention)
+(docs/data-protection.md#audit-log), the record of retention runs (#retention), and the
+kept bodies of ignored events (#reprocess)
 
 Revision ID: 0008
 Revises: 0007
@@ -55,9 +56,17 @@ def upgrade() -> None:
     op.create_index(
         op.f("ix_retention_runs_finished_at"), "retention_runs", ["finished_at"], unique=False
     )
+    with op.batch_alter_table("ignored_events") as batch:
+        batch.add_column(sa.Column("kept_body", sa.Text(), nullable=True))
+        batch.add_column(sa.Column("kept_until", sa.DateTime(), nullable=True))
+        batch.create_index(batch.f("ix_ignored_events_kept_until"), ["kept_until"], unique=False)
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("ignored_events") as batch:
+        batch.drop_index(batch.f("ix_ignored_events_kept_until"))
+        batch.drop_column("kept_until")
+        batch.drop_column("kept_body")
     op.drop_index(op.f("ix_retention_runs_finished_at"), table_name="retention_runs")
     op.drop_table("retention_runs")
     op.drop_table("audit_head")

@@ -244,6 +244,17 @@ def test_retention_defaults_are_conservative_and_values_are_checked(tmp_path: Pa
     assert "retention.ignored_events_days" in message and "retention.batch_size" in message
 
 
+def test_kept_bodies_need_a_fernet_key(tmp_path: Path) -> None:
+    keep = README_EXAMPLE + "\n[retention]\nkeep_ignored_bodies_days = 7\n"
+    assert "ignored_bodies_key" in config_error(tmp_path, keep)
+    key = "A" * 43 + "="
+    settings = load(tmp_path, keep + f'\n[privacy]\nignored_bodies_key = "{key}"\n')
+    assert settings.retention.keep_ignored_bodies_days == 7
+    assert key not in repr(settings)
+    bad = README_EXAMPLE + '\n[privacy]\nignored_bodies_key = "short"\n'
+    assert "privacy.ignored_bodies_key" in config_error(tmp_path, bad)
+
+
 def test_the_beat_prunes_on_the_retention_interval(tmp_path: Path) -> None:
     from relay.messaging.client import create_celery_client
     from relay.messaging.names import PRUNE_TASK

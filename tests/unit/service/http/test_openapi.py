@@ -185,6 +185,7 @@ ENGAGE_PAUSE, ENGAGE_RESUME = (
 VERIFY, EXPORT = "/admin/ledger/verify", "/admin/contacts/{contact_id}/export"
 ERASE, ERASE_ONE = "/admin/contacts/{contact_id}/erase", "/admin/contacts/1/erase"
 AUDIT = "/admin/audit"
+AGAIN = "/admin/ignored/reprocess"
 WHO = {"json": {"requested_by": "ticket 1", "reason": "Art. 17"}}
 
 
@@ -278,6 +279,14 @@ CASES: list[tuple[str, str, int, Call]] = [
     ("get", AUDIT, 403, disabled("GET", AUDIT)),
     ("get", AUDIT, 422, admin("GET", AUDIT + "?limit=0")),
     ("get", AUDIT, 503, broken(admin("GET", AUDIT))),
+    ("post", AGAIN, 200, admin("POST", AGAIN)),
+    ("post", AGAIN, 400, admin("POST", AGAIN, **BAD_JSON)),
+    ("post", AGAIN, 401, admin("POST", AGAIN, token=None)),
+    ("post", AGAIN, 403, disabled("POST", AGAIN)),
+    ("post", AGAIN, 404, admin("POST", AGAIN, json={"source": "nowhere"})),
+    ("post", AGAIN, 415, admin("POST", AGAIN, data={"source": "x"})),
+    ("post", AGAIN, 422, admin("POST", AGAIN, json={"colour": "red"})),
+    ("post", AGAIN, 503, broken(admin("POST", AGAIN))),
 ]
 
 
