@@ -189,3 +189,26 @@ def _insert(world: EvidenceWorld, row: dict[str, Any]) -> None:
     columns = ", ".join(row)
     values = ", ".join(f":{name}" for name in row)
     world.execute(f"INSERT INTO audit_entries ({columns}) VALUES ({values})", **row)  # noqa: S608
+
+
+def test_a_replay_on_the_operator_page_is_audited(world: EvidenceWorld) -> None:
+    contact = _contact(world)
+    [event] = world.events(contact_id=contact)
+    world.execute(
+        "INSERT INTO dead_letters (destination, contact_id, event_id, reason, detail, attempts, "
+        "created_at, status, replay_count) "
+        "VALUES ('engage', :c, :e, 'rejected', 'x', 1, :at, 'open', 0)",
+        c=contact,
+        e=event.id,
+        at=event.received_at.replace(tzinfo=None),
+    )
+    with world.engine.connect() as connection:
+        query = text("SELECT max(id) FROM dead_letters WHERE contact_id = :c")
+        dead_id = connection.execute(query, {"c": contact}).scalar_one()
+    ops = world.ops_client()
+    replayed = ops.post(f"/ops/dead-letters/{dead_id}/replay", data={"csrf_token": csrf(ops)})
+    assert replayed.status_code == 303
+    [entry] = _newest(world, 1)
+    assert (entry["action"], entry["channel"], entry["actor"]) == ("replay", "ops-page", "operator")
+    assert entry["targets"] == [f"dead-letter {dead_id}"]
+    assert entry["outcome"] == "replayed=1 skipped=0 unknown=0"

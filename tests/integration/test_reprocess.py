@@ -155,3 +155,17 @@ def _past() -> object:
     import datetime as dt
 
     return (dt.datetime.now(dt.UTC) - dt.timedelta(days=1)).replace(tzinfo=None)
+
+
+def test_a_body_sealed_with_another_key_is_unreadable_and_left(
+    worlds: tuple[EvidenceWorld, EvidenceWorld], tmp_path: Path
+) -> None:
+    typo, fixed = worlds
+    assert _send(typo, event_id="01OTHERKEY0000000000000000").get_json()["ignored"] is True
+    kept = [ignored_id for ignored_id, sealed in _kept(typo) if sealed is not None]
+    other = _source("readable_ref_email").replace(KEY, Fernet.generate_key().decode())
+    rotated = EvidenceWorld(tmp_path, fixed.engage, typo.settings.database_url, other)
+    code, out, err = rotated.cli("sources", "reprocess", "--json")
+    assert code == 0, err
+    assert json.loads(out)["unreadable"] == kept and json.loads(out)["recorded"] == []
+    assert [i for i, sealed in _kept(typo) if sealed is not None] == kept  # left as it was
