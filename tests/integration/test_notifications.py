@@ -125,7 +125,8 @@ def paused(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         for name in receivers:
             wait_for(lambda n=name: world.settled(n, 1), 30, f"{name} settled")
         world.admin("/admin/destinations/engage/resume")
-        wait_for(lambda: len(receivers["ops"].accepted()) == 2, 30, "the resume announced")
+        for name in receivers:
+            wait_for(lambda n=name: world.settled(n, 2), 30, f"{name} settled the resume")
         yield world
     finally:
         _stop(started, receivers)
