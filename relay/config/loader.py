@@ -19,6 +19,7 @@ from marshmallow import ValidationError
 
 from relay.config.demo import DEMO_CONFIG
 from relay.config.mapping import DEFAULT_VALUES, MappingSettings, template_problems
+from relay.config.notifications import build_notifications
 from relay.config.settings import (
     DeliverySettings,
     DestinationSettings,
@@ -148,6 +149,7 @@ def _build(data: dict[str, Any], env: Mapping[str, str], config_path: Path | Non
         verification=VerificationSettings(**data["verification"]),
         tracing=TracingSettings(**data["tracing"]),
         privacy=PrivacySettings(**data["privacy"]),
+        notifications=build_notifications(data["notifications"]),
     )
 
 

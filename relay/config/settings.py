@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from relay.config.mapping import MappingSettings
+from relay.config.notifications import NotificationSettings
 from schemas.config import (
     AdminSchema,
     DeliverySchema,
@@ -146,6 +147,7 @@ class Settings:
     verification: VerificationSettings = field(default_factory=VerificationSettings)
     tracing: TracingSettings = field(default_factory=TracingSettings)
     privacy: PrivacySettings = field(default_factory=PrivacySettings)
+    notifications: NotificationSettings = field(default_factory=NotificationSettings)
 
     @property
     def is_sqlite(self) -> bool:

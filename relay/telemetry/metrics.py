@@ -51,6 +51,7 @@ class _Metrics:
     ops_sign_ins: Counter
     verifications: Counter
     drift: Counter
+    notifications: Counter
     latency: Histogram
 
 
@@ -75,6 +76,10 @@ _COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "drift": (
         "Read-backs that differed from the latest decision, by action (repaired, reported)",
         ("destination", "action"),
+    ),
+    "notifications": (
+        "Operational notification sends, by outcome (sent, retry, failed)",
+        ("target", "type", "outcome"),
     ),
 }
 
@@ -164,6 +169,10 @@ def count_verification(destination: str, outcome: str) -> None:
 
 def count_drift(destination: str, action: str) -> None:
     _safely("drift", lambda: metrics().drift.labels(destination, action).inc())
+
+
+def count_notification(target: str, type_: str, outcome: str) -> None:
+    _safely("notifications", lambda: metrics().notifications.labels(target, type_, outcome).inc())
 
 
 def observe_latency(destination: str, seconds: float, state: str) -> None:
