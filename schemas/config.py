@@ -18,6 +18,7 @@ from marshmallow import (
 
 from schemas.base import StrictSchema
 from schemas.destinations import DestinationField, worst_case_write_seconds
+from schemas.notifications import NotificationsSchema
 from schemas.sources import (  # noqa: F401 (re-exported: the config's public names)
     MIN_SECRET_BYTES,
     SOURCE_KINDS,
@@ -185,6 +186,9 @@ class ConfigFileSchema(StrictSchema):
     flower = fields.Nested(FlowerSchema, load_default=lambda: FlowerSchema().load({}))
     privacy = fields.Nested(PrivacySchema, load_default=lambda: PrivacySchema().load({}))
     retention = fields.Nested(RetentionSchema, load_default=lambda: RetentionSchema().load({}))
+    notifications = fields.Nested(
+        NotificationsSchema, load_default=lambda: NotificationsSchema().load({})
+    )
     sources = fields.Dict(
         keys=fields.String(validate=validate.Regexp(NAME_PATTERN)),
         values=fields.Nested(SourceSchema),

@@ -20,6 +20,7 @@ from relay.messaging.names import (
     DELIVER_BATCH_TASK,
     DELIVER_TASK,
     DISPATCH_TASK,
+    NOTIFY_TASK,
     PROBE_TASK,
     PRUNE_TASK,
     REQUEST_ID_TASK_HEADER,
@@ -34,6 +35,11 @@ from workers.delivery.context import delivery_context
 from workers.delivery.fanout import fan_out
 from workers.delivery.sweeper import probe_destination, schedule_probes, sweep
 from workers.lost import LeaseFreeingRequest, lease_owner
+from workers.notifications.send import (
+    notification_context,
+    schedule_notifications,
+    send_notification,
+)
 from workers.verification.context import verification_context
 from workers.verification.readback import verify_contacts
 from workers.verification.schedule import schedule_verifications
@@ -139,9 +145,13 @@ def sweep_outbox_task(self: Any) -> int:
                 VERIFY_TASK, args=[destination, contact_ids], queue=verify_queue(base)
             )
 
+        def publish_notification(send_id: int) -> None:
+            self.app.send_task(NOTIFY_TASK, args=[send_id])
+
         schedule_probes(ctx, publish_probe)
         swept = sweep(ctx, publish, publish_batch)
         schedule_verifications(verification_context(self.app), publish_reads)
+        schedule_notifications(notification_context(self.app), publish_notification)
         return swept
 
 
@@ -210,3 +220,11 @@ def verify_contacts_task(self: Any, destination: str, contact_ids: list[int]) ->
         outcomes = verify_contacts(ctx, destination, contact_ids, publish_repair)
         log.info("read-backs done", contacts=len(contact_ids), **outcomes)
         return outcomes
+
+
+@shared_task(bind=True, name=NOTIFY_TASK, acks_late=True, ignore_result=True)
+def send_notification_task(self: Any, send_id: int) -> str:
+    """One signed operational webhook (workers/notifications/send.py); a failure waits in the
+    ledger for the sweeper, never in the broker."""
+    with task_context(task_id=self.request.id, send_id=send_id):
+        return send_notification(notification_context(self.app), send_id)

@@ -19,6 +19,7 @@ from marshmallow import ValidationError
 
 from relay.config.demo import DEMO_CONFIG
 from relay.config.mapping import DEFAULT_VALUES, MappingSettings, template_problems
+from relay.config.notifications import build_notifications
 from relay.config.settings import (
     DeliverySettings,
     DestinationSettings,
@@ -150,6 +151,7 @@ def _build(data: dict[str, Any], env: Mapping[str, str], config_path: Path | Non
         tracing=TracingSettings(**data["tracing"]),
         privacy=PrivacySettings(**data["privacy"]),
         retention=RetentionSettings(**data["retention"]),
+        notifications=build_notifications(data["notifications"]),
     )
 
 

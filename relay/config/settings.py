@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from relay.config.mapping import MappingSettings
+from relay.config.notifications import NotificationSettings
 from schemas.config import (
     AdminSchema,
     DeliverySchema,
@@ -165,6 +166,7 @@ class Settings:
     tracing: TracingSettings = field(default_factory=TracingSettings)
     privacy: PrivacySettings = field(default_factory=PrivacySettings)
     retention: RetentionSettings = field(default_factory=RetentionSettings)
+    notifications: NotificationSettings = field(default_factory=NotificationSettings)
 
     @property
     def is_sqlite(self) -> bool:

@@ -367,3 +367,41 @@ class RetentionRun(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     finished_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
     pruned: Mapped[str] = mapped_column(Text)  # a JSON object: table -> rows removed
+
+
+class Notification(Base):
+    """An operational event to announce (relay/ledger/notifications.py): a destination paused
+    or resumed, a dead letter, a drift. Recorded in the transaction that made it happen; the
+    sweeper fans it out to the configured targets (`fanned_out_at`). `data` is JSON of ids and
+    labels only, never an address."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (Index("ix_notifications_fanned_out_at", "fanned_out_at"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    type: Mapped[str] = mapped_column(String(32))  # schemas/notifications.py: EVENTS
+    destination: Mapped[str] = mapped_column(String(64))
+    contact_id: Mapped[int | None] = mapped_column(BigInteger)
+    data: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    fanned_out_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+class NotificationSend(Base):
+    """One notification to one target: the outbox of workers/notifications/send.py.
+
+    `status`: pending (to send; `next_attempt_at` after a failure), sent, failed (refused, or
+    still failing after `[notifications] max_attempts`)."""
+
+    __tablename__ = "notification_sends"
+    __table_args__ = (Index("ix_notification_sends_due", "status", "next_attempt_at"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    notification_id: Mapped[int] = mapped_column(ForeignKey("notifications.id"))
+    target: Mapped[str] = mapped_column(String(64))
+    message_id: Mapped[str] = mapped_column(String(64))  # webhook-id: the same on every retry
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    dispatched_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    last_status: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(String(200))
+    sent_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)

@@ -4,6 +4,7 @@ A destination is paused when it refuses our credentials (Engage 401, 403, 417 ac
 expired: docs/reference/engage.md#responses-and-errors) or when an operator says so. While paused
 nothing is sent to it and its events stay pending: no retries are burnt and nothing is
 dead-lettered. An auth pause is lifted by a successful probe; an operator pause only by an operator.
+Each pause and resume is announced (relay/ledger/notifications.py), in the same transaction.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from dataclasses import dataclass
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from relay.ledger import notifications
 from relay.ledger.db import insert_ignoring_conflicts
 from relay.ledger.models import DeliveryState, DestinationStatus
+from schemas.notifications import DESTINATION_PAUSED, DESTINATION_RESUMED
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,9 @@ def pause(
     row = _row(session, name)
     if row.paused_at is None:
         row.paused_at = now
+        # No reason in the notification: it is free text (an operator's, or the vendor's answer).
+        data = {"by": by, "status": status}
+        notifications.record(session, DESTINATION_PAUSED, name, data, now)
     if row.paused_by != "operator":  # an operator's pause is not turned into an auth pause
         row.paused_by = by
     row.paused_reason = reason
@@ -91,6 +97,7 @@ def resume(session: Session, name: str, *, by: str, now: dt.datetime) -> bool:
     row.next_probe_at = None
     if was_paused:
         row.resumed_at, row.resumed_by = now, by
+        notifications.record(session, DESTINATION_RESUMED, name, {"by": by}, now)
         session.execute(
             update(DeliveryState)
             .where(DeliveryState.destination == name)

@@ -10,6 +10,8 @@ PROBE_TASK = "consent_relay.probe_destination"
 PRUNE_TASK = "consent_relay.prune"  # [retention]: no arguments (relay/ledger/retention.py)
 # (destination, [contact ids]): read delivered decisions back (workers/verification/)
 VERIFY_TASK = "consent_relay.verify_contacts"
+# (notification send id): one signed operational webhook (workers/notifications/send.py)
+NOTIFY_TASK = "consent_relay.send_notification"
 # Message header with the intake request's id, for the worker's log lines (not an argument:
 # a task's arguments stay the ids of what to deliver).
 REQUEST_ID_TASK_HEADER = "consent_relay_request_id"

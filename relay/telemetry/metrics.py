@@ -52,6 +52,7 @@ class _Metrics:
     verifications: Counter
     drift: Counter
     pruned: Counter
+    notifications: Counter
     latency: Histogram
 
 
@@ -80,6 +81,10 @@ _COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "pruned": (
         "Rows removed by retention, by table (docs: Data protection, retention)",
         ("table",),
+    ),
+    "notifications": (
+        "Operational notification sends, by outcome (sent, retry, failed)",
+        ("target", "type", "outcome"),
     ),
 }
 
@@ -174,6 +179,10 @@ def count_drift(destination: str, action: str) -> None:
 def count_pruned(table: str, count: int) -> None:
     if count:
         _safely("pruned", lambda: metrics().pruned.labels(table).inc(count))
+
+
+def count_notification(target: str, type_: str, outcome: str) -> None:
+    _safely("notifications", lambda: metrics().notifications.labels(target, type_, outcome).inc())
 
 
 def observe_latency(destination: str, seconds: float, state: str) -> None:

@@ -10,9 +10,11 @@ from typing import Any
 from sqlalchemy import ColumnElement, CursorResult, and_, case, or_, select, update
 from sqlalchemy.orm import Session
 
+from relay.ledger import notifications
 from relay.ledger import pauses as destinations
 from relay.ledger.models import DeadLetter, DeliveryAttempt, DeliveryState, Event, Outbox
 from relay.telemetry import metrics
+from schemas.notifications import DEAD_LETTER_CREATED
 from workers.delivery import policy
 from workers.destinations.errors import DeliveryError, RejectedError
 
@@ -195,6 +197,8 @@ def record_dead_letter(
         )
     )
     settle_outbox(session, destination, latest, now, status="dead_lettered")
+    data: notifications.Data = {"reason": reason, "event_id": latest.id, "status": exc.status}
+    notifications.record(session, DEAD_LETTER_CREATED, destination, data, now, latest.contact_id)
     return True
 
 

@@ -22,11 +22,12 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from relay.domain import ConsentWrite
-from relay.ledger import erasure
+from relay.ledger import erasure, notifications
 from relay.ledger.models import DeliveryState, Outbox, Verification
 from relay.messaging.lanes import is_urgent
 from relay.telemetry import metrics
 from relay.telemetry.logs import get_logger
+from schemas.notifications import DRIFT_FOUND
 from workers.delivery.contact import as_write, latest_event
 from workers.destinations.errors import DeliveryError
 from workers.destinations.reading import Reading
@@ -115,8 +116,9 @@ def _drift(
             return "skipped"
         _store(session, ctx, target, "drift", reading)
         reopened = policy == "repair" and _reopen(session, ctx, target)
+        action = "repaired" if reopened else "reported"
+        _announce(session, ctx, target, reading, action)
         session.commit()
-    action = "repaired" if reopened else "reported"
     metrics.count_verification(target.destination, "drift")
     metrics.count_drift(target.destination, action)
     log.warning(
@@ -125,6 +127,20 @@ def _drift(
     if reopened:
         repair(target.destination, target.contact_id, is_urgent(target.decision))
     return "drift"
+
+
+def _announce(
+    session: Session, ctx: VerificationContext, target: Target, reading: Reading, action: str
+) -> None:
+    data: notifications.Data = {
+        "seen": reading.seen,
+        "expected": reading.expected,
+        "action": action,
+        "event_id": target.event_id,
+    }
+    notifications.record(
+        session, DRIFT_FOUND, target.destination, data, ctx.clock(), target.contact_id
+    )
 
 
 def _reopen(session: Session, ctx: VerificationContext, target: Target) -> bool:

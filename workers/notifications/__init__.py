@@ -1,0 +1,1 @@
+"""Operational notifications sent to webhook targets (docs/operations/notifications.md)."""
