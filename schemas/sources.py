@@ -26,7 +26,10 @@ MIN_TOKEN_CHARS = 32
 # Secrets the vendor generates or the operator types into the vendor's form.
 MIN_SHARED_SECRET_CHARS = 6
 MIN_PASSWORD_CHARS = 16
-KIND_OPTIONS = ("username", "url", "signature_versions", "organization_ids", "hmac")
+KIND_OPTIONS = (
+    *("username", "url", "signature_versions", "organization_ids", "hmac"),
+    "erase_on_privacy_deletion",
+)
 HUBSPOT_VERSIONS = ("v1", "v2", "v3")
 # The names each kind offers to the `source`/`source_id` templates (docs/sources/index.md); the
 # canonical kinds take their labels from the payload and offer none. The config loader checks
@@ -86,7 +89,9 @@ KINDS: dict[str, KindRules] = {
     "tally": KindRules("shared"),
     "webflow": KindRules("shared"),
     "jotform": KindRules("token"),
-    "hubspot": KindRules("shared", allowed=("url", "signature_versions")),
+    "hubspot": KindRules(
+        "shared", allowed=("url", "signature_versions", "erase_on_privacy_deletion")
+    ),
     "salesforce": KindRules("token", required=("organization_ids",)),
     "pipedrive": KindRules("password", required=("username",)),
     "dynamics": KindRules("token"),
@@ -158,6 +163,9 @@ class SourceSchema(StrictSchema):
         validate=validate.Length(min=1),
     )
     hmac = fields.Nested(HmacSchema)
+    # HubSpot: a contact.privacyDeletion event erases the matching contact(s); off by default
+    # (docs/sources/hubspot.md#privacy-deletion).
+    erase_on_privacy_deletion = fields.Boolean()
 
     @validates_schema
     def _fits_kind(self, data: dict[str, Any], **_: Any) -> None:

@@ -175,7 +175,7 @@ def _record_one(
 ) -> Outcome:
     if item.decision is None:
         reason = item.ignored or "No decision."
-        _record_ignored(session, source_name, body_sha256, item, reason)
+        record_ignored(session, source_name, body_sha256, item, reason)
         return Outcome(item.delivery_id, "ignored", reason=reason)
     existing = find_duplicate(session, source_name, item.delivery_id)
     if existing is not None:
@@ -237,7 +237,7 @@ def _insert_event(
     return event
 
 
-def _record_ignored(
+def record_ignored(
     session: Session, source_name: str, body_sha256: str, item: Incoming, reason: str
 ) -> None:
     """Kept as evidence of what was received and why nothing was recorded; a redelivery of

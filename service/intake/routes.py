@@ -31,7 +31,7 @@ from relay.telemetry.logs import get_logger, mask_email
 from schemas.consent import MAX_IGNORED_REASON_LENGTH
 from schemas.text import storable
 from service.http.problems import problem, problem_for
-from service.intake import reprocess
+from service.intake import erasures, reprocess
 from service.runtime import Runtime
 from service.sources import SignatureError, SourceKind
 from service.sources.base import Authenticated, InboundRequest, SourceEvent, storable_events
@@ -69,13 +69,18 @@ def _receive(source_name: str, span: Any) -> Response:
     inbound = _inbound(source_name)
     auth = _authenticate(kind, inbound)
     events = storable_events(kind.parse(inbound, auth))
-    incoming = [to_incoming(runtime, source_name, event) for event in events]
-    outcomes = _record(runtime, source_name, auth, inbound, incoming)
-    reprocess.keep_ignored(runtime, source_name, inbound, auth, outcomes)
-    for item, outcome in zip(incoming, outcomes, strict=True):
+    digest = hashlib.sha256(inbound.body).hexdigest()
+    erased = erasures.handle(runtime, source_name, events, digest)
+    rest = [event for index, event in enumerate(events) if index not in erased]
+    incoming = [to_incoming(runtime, source_name, event) for event in rest]
+    recorded = _record(runtime, source_name, auth, inbound, incoming) if incoming else []
+    reprocess.keep_ignored(runtime, source_name, inbound, auth, recorded)
+    for item, outcome in zip(incoming, recorded, strict=True):
         _after(source_name, item, outcome)
-    contacts = sorted({o.recorded.contact_id for o in outcomes if o.recorded is not None})
+    contacts = sorted({o.recorded.contact_id for o in recorded if o.recorded is not None})
     tracing.annotate(span, {"consent_relay.contact_ids": contacts})
+    others = iter(recorded)
+    outcomes = [erased[i] if i in erased else next(others) for i in range(len(events))]
     return _answer(kind, outcomes)
 
 
@@ -238,7 +243,8 @@ def _answer(kind: SourceKind, outcomes: list[Outcome]) -> Response:
     body.pop("id", None)
     body["events"] = events
     response = jsonify(body)
-    response.status_code = 202 if any(o.status == "accepted" for o in outcomes) else 200
+    new = ("accepted", erasures.ERASED)
+    response.status_code = 202 if any(o.status in new for o in outcomes) else 200
     return response
 
 
@@ -248,6 +254,6 @@ def _describe(outcome: Outcome) -> dict[str, Any]:
         described["event_id"] = outcome.recorded.event_id
     if outcome.status == "duplicate":
         described["duplicate"] = True
-    if outcome.status == "ignored":
-        described.update(ignored=True, reason=outcome.reason)
+    if outcome.status in ("ignored", erasures.ERASED):
+        described.update(ignored=outcome.status == "ignored", reason=outcome.reason)
     return described

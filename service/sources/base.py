@@ -115,6 +115,9 @@ class SourceEvent:
     occurred_at: dt.datetime | None = None
     decision: Decision | None = None
     ignored: str | None = None
+    # The sender's id of a person who asked to be erased (HubSpot contact.privacyDeletion
+    # with `erase_on_privacy_deletion`): service/intake/erasures.py erases who it matches.
+    erase_object: str | None = None
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,11 @@ Two bodies arrive at the same endpoint:
 
 - A JSON array: Webhooks API events (docs/reference/sources/hubspot.md#webhooks-api-events), one
   SourceEvent per element, recognised as a redelivery by `eventId`. They carry no e-mail address,
-  only `objectId`: a
-  `contact.propertyChange` of the consent property is ignored with that reason, because we do
-  not look contacts up (use a workflow webhook for consent). Other types are ignored (EVENTS).
+  only `objectId`: a `contact.propertyChange` of the consent property is ignored with that
+  reason, because we do not look contacts up (use a workflow webhook for consent). Other types
+  are ignored (EVENTS), except `contact.privacyDeletion` when `erase_on_privacy_deletion` is
+  set: that erases the ledger contact(s) of this object's decisions
+  (service/intake/erasures.py).
 - A JSON object: the contact a workflow "Send a webhook" action posts
   (docs/reference/sources/hubspot.md#workflow-payload), legacy shape (`vid`,
   `properties.<name>.value` with `versions`, `form-submissions`) or flat shape (`objectId`,
@@ -55,6 +57,7 @@ from service.sources.payloads import read_json
 from service.sources.shapes import optional_list
 
 PROPERTY_CHANGE = "contact.propertyChange"
+PRIVACY_DELETION = "contact.privacyDeletion"
 WORKFLOW_CONTACT = "workflow.contact"  # our label: a workflow webhook names no event type
 NOT_CONSENT = "A {} event is not a consent decision."
 NO_EMAIL_IN_API_EVENTS = (
@@ -87,6 +90,11 @@ class HubspotKind(BaseKind):
     @property
     def versions(self) -> tuple[str, ...]:
         return tuple(self.source.options.get("signature_versions") or VERSIONS)
+
+    @property
+    def erases(self) -> bool:
+        """A privacy deletion erases the person (docs/sources/hubspot.md#privacy-deletion)."""
+        return bool(self.source.options.get("erase_on_privacy_deletion"))
 
     def signed_url(self, received_url: str) -> str:
         """The URL HubSpot signed: as configured at HubSpot, else as received."""
@@ -136,6 +144,16 @@ class HubspotKind(BaseKind):
             "change_id": event_id,
         }
         occurred = epoch_millis(item.get("occurredAt"))
+        if event_type == PRIVACY_DELETION and self.erases and variables["object_id"]:
+            return SourceEvent(
+                event_id,
+                event_type,
+                None,
+                {},
+                variables,
+                occurred,
+                erase_object=variables["object_id"],
+            )
         reason = self._api_event_ignored(item, event_type)
         answers = {k: v for k, v in item.items() if not isinstance(v, dict | list)}
         if reason is None:
