@@ -15,10 +15,16 @@ SUFFIXES = {".py", ".toml", ".md", ".yml", ".yaml", ".txt", ".ini", ".mjs", ".ht
 CITATION = re.compile(r"(?<![\w/.-])docs/((?:[\w.-]+/)*[\w.-]+\.md)(?:#([\w-]+))?")
 ANCHOR = re.compile(r"\{#([\w-]+)\}")
 HEADING = re.compile(r"^#+\s+(.*?)\s*(?:\{#[\w-]+\})?\s*$", re.M)
-# The research notes the code cited before issue 15, and paths outside the repository.
-OUTSIDE = re.compile(
-    r"(?:destinations|webhook-sources|webhook-gateways)\.md|shared/reference|/work/"
-)
+# A section citation of a bare Markdown file (`notes.md §1.4`): the research notes the code
+# cited before issue 15 live outside the repository; every citation is a docs/ path now.
+BARE_SECTION_CITATION = re.compile(r"(?<![\w/.-])[\w-]+\.md ?§")
+
+
+def _outside() -> re.Pattern[str]:
+    """Bare-note citations, and the absolute path of the folder around the repository (where
+    a checkout sits beside other material): a file naming it points outside the repository."""
+    around = re.escape(str(ROOT.parent).rstrip("/") + "/")
+    return re.compile(f"{BARE_SECTION_CITATION.pattern}|{around}")
 
 
 def _files() -> list[Path]:
@@ -67,11 +73,11 @@ def test_every_cited_page_and_anchor_exists() -> None:
 
 
 def test_no_file_names_the_research_notes_or_a_path_outside_the_repository() -> None:
-    here = Path(__file__).resolve()
+    here, outside = Path(__file__).resolve(), _outside()
     named = [
         f"{path.relative_to(ROOT)}: {match.group(0)}"
         for path in _files()
         if path != here
-        for match in OUTSIDE.finditer(path.read_text(errors="replace"))
+        for match in outside.finditer(path.read_text(errors="replace"))
     ]
     assert named == []
