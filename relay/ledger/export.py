@@ -25,7 +25,15 @@ from relay.ledger.models import Contact, DeliveryAttempt, Erasure, Event, Outbox
 FORMAT = "consent-relay-record/1"
 # Keys of an exported decision or erasure that are not part of its chain content.
 EXTRA_KEYS = frozenset(
-    {"chain_seq", "chain_hash", "email", "subject_salt", "deliveries", "settled_deliveries"}
+    {
+        "chain_seq",
+        "chain_hash",
+        "email",
+        "subject_salt",
+        "deliveries",
+        "settled_deliveries",
+        "destinations",
+    }
 )
 CSV_COLUMNS = (
     "chain_seq",

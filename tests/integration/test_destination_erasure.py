@@ -17,6 +17,7 @@ from sqlalchemy import text
 
 from emulators.engage import create_emulator_app
 from emulators.server import EmulatorServer
+from relay.ledger import export
 from tests.helpers.evidence_world import EvidenceWorld
 from tests.helpers.support import Process, celery_beat, emulator_contact, wait_for
 
@@ -107,6 +108,9 @@ def test_an_erasure_deletes_the_contact_where_the_option_is_on_only(
     exported = world.admin("GET", f"/admin/contacts/{contact_id}/export").get_json()
     [erased] = exported["erasures"]
     assert erased["destinations"][0]["status"] == "done"
+    assert export.verify_export(exported) is None  # the status is not chain content
+    page = world.ops_client().get(f"/ops/contacts/{contact_id}").get_data(as_text=True)
+    assert "forget: done" in page
 
 
 def test_a_transient_vendor_error_is_retried_until_the_delete_succeeds(
