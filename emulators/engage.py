@@ -47,7 +47,9 @@ DEFAULT_PASSWORD = "engage-demo-password"  # noqa: S105 - emulator demo credenti
 # incremental version v19.
 API_PREFIXES = ("/api/rest", "/api/rest/v19")
 
-DESCRIPTION = "Mapp Engage REST API emulator (contact/update, contact/create, contact/get)."
+DESCRIPTION = (
+    "Mapp Engage REST API emulator (contact/update, contact/create, contact/get, contact/delete)."
+)
 
 Check = Callable[[], None]
 
@@ -162,6 +164,11 @@ def contact_create() -> dict[str, Any]:
 
 def contact_get() -> dict[str, Any]:
     """POST contact/get with {"type": "EMAIL", "value": "x@y"} (type must be uppercase)."""
+    return _state().get_contact(_identifier())
+
+
+def _identifier() -> str:
+    """The e-mail of an identifier body `{"type": "EMAIL", "value": ...}` (get, delete)."""
     body = parse_json_object(request.get_data())
     kind, value = body.get("type"), body.get("value")
     if not kind or not value:
@@ -170,7 +177,15 @@ def contact_get() -> dict[str, Any]:
         raise invalid_parameter("type", "Only type EMAIL (uppercase) is supported by the emulator")
     if not isinstance(value, str):
         raise invalid_parameter("value", "value must be a string")
-    return _state().get_contact(value)
+    return value
+
+
+def contact_delete() -> dict[str, Any]:
+    """POST contact/delete with {"type": "EMAIL", "value": "x@y"}
+    (https://docs.mapp.com/apidocs/contactdelete: the same identifier body as contact/get;
+    responses 200 and 400). The 200 body is not documented: the emulator answers `{}`."""
+    _state().delete_contact(_identifier())
+    return {}
 
 
 def get_api_version() -> dict[str, Any]:
@@ -186,6 +201,7 @@ API_OPERATIONS: dict[str, tuple[str, Callable[[], dict[str, Any]]]] = {
     "contact/update": ("POST", contact_update),
     "contact/create": ("POST", contact_create),
     "contact/get": ("POST", contact_get),
+    "contact/delete": ("POST", contact_delete),
     "system/getApiVersion": ("GET", get_api_version),
 }
 

@@ -17,7 +17,7 @@ from collections import deque
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-CALL_NAMES = ("update", "create", "get", "edit")
+CALL_NAMES = ("update", "create", "get", "edit", "delete")
 # docs/reference/engage.md#endpoints (user/updateProfileByEmail): custom attribute values max 2000
 # chars.
 MAX_ATTRIBUTE_VALUE_LENGTH = 2000
@@ -240,6 +240,16 @@ class EngageState:
             contact = self._visible_contact(identifier)
             self._counts["get"] += 1
             return contact_json(contact)
+
+    def delete_contact(self, identifier: str) -> None:
+        """contact/delete (https://docs.mapp.com/apidocs/contactdelete): the contact is gone;
+        an unknown (or not yet visible) one answers 400 NO_SUCH_OBJECT, as contact/get does."""
+        with self._lock:
+            self._visible_contact(identifier)
+            key = email_key(identifier)
+            del self._contacts[key]
+            self._visible_after.pop(key, None)
+            self._counts["delete"] += 1
 
     def find_contact(self, email: str) -> dict[str, Any] | None:
         """A deep copy of the stored contact (with history and ``visible``), or None."""

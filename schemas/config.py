@@ -155,6 +155,14 @@ class PrivacySchema(StrictSchema):
         allow_none=True,
         validate=validate.Regexp(r"^[A-Za-z0-9_-]{43}=$", error="Must be a Fernet key."),
     )
+    # A Fernet key for the address an erasure keeps, encrypted, until each destination with
+    # `erase_at_destination` has been asked to delete the person (relay/ledger/
+    # destination_erasures.py); required by that option. From the environment, never the database.
+    destination_erasure_key = fields.String(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Regexp(r"^[A-Za-z0-9_-]{43}=$", error="Must be a Fernet key."),
+    )
 
 
 class RetentionSchema(StrictSchema):
@@ -211,6 +219,18 @@ class ConfigFileSchema(StrictSchema):
             raise ValidationError(
                 "Set [privacy] ignored_bodies_key to keep bodies (they are encrypted).",
                 "retention",
+            )
+
+    @validates_schema
+    def _destination_erasures_have_a_key(self, data: dict[str, Any], **_: Any) -> None:
+        # Without a key the address would wait for the vendor call in clear text (in the
+        # ledger or the broker): refused rather than weakened (docs/data-protection.md).
+        erasing = sorted(n for n, d in data["destinations"].items() if d["erase_at_destination"])
+        if erasing and not data["privacy"]["destination_erasure_key"]:
+            raise ValidationError(
+                "Set [privacy] destination_erasure_key (a Fernet key): "
+                f"erase_at_destination is on for {', '.join(erasing)}.",
+                "privacy",
             )
 
     @validates_schema

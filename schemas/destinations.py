@@ -49,12 +49,22 @@ COMMON_KEYS = (
     "rate_limit_key",
     "verify_share",
     "verify_policy",
+    "erase_at_destination",
 )
 # Kinds whose API can read a contact's consent back (workers/verification/): Engage
 # `contact/get` (docs/reference/engage.md#endpoints), Dotdigital's look-up
 # (docs/reference/dotdigital.md#endpoints). Acoustic and MoEngage are unverifiable
 # (docs/delivery/verification.md).
 VERIFIABLE_KINDS = (ENGAGE, DOTDIGITAL)
+# Kinds whose API documents a delete call the relay makes for an erasure (GDPR Art. 19):
+# Engage `POST /contact/delete` (docs/reference/consent-records.md#vendor-delete-calls). The
+# others refuse `erase_at_destination = true` at start-up, with ERASE_UNSUPPORTED's reason.
+ERASABLE_KINDS = (ENGAGE,)
+ERASE_UNSUPPORTED = {
+    ACOUSTIC: "Acoustic Connect documents no delete call in our sources (UNVERIFIED)",
+    DOTDIGITAL: "Dotdigital's delete call is not confirmed by our sources (UNVERIFIED)",
+    MOENGAGE: "MoEngage's Delete User is not implemented by the relay yet",
+}
 # What a read-back that differs from the latest decision (drift) leads to.
 VERIFY_POLICIES = ("repair", "report")
 
@@ -106,6 +116,19 @@ class _DestinationSchema(StrictSchema):
     verify_share = fields.Float(load_default=0.1, validate=validate.Range(min=0.0, max=0.5))
     # Drift: `repair` re-sends the latest decision, `report` only counts, logs and shows it.
     verify_policy = fields.String(load_default="repair", validate=validate.OneOf(VERIFY_POLICIES))
+    # Pass an erasure on through the vendor's delete call (docs/data-protection.md#at-destinations).
+    # Off by default: deleting the vendor's contact also deletes what the relay never wrote.
+    erase_at_destination = fields.Boolean(load_default=False)
+
+    @validates_schema
+    def _erasable(self, data: dict[str, Any], **_kwargs: Any) -> None:
+        kind = data.get("kind")
+        if data.get("erase_at_destination") and kind not in ERASABLE_KINDS:
+            reason = ERASE_UNSUPPORTED.get(str(kind), "no delete call is known")
+            raise ValidationError(
+                f"Not supported for {kind}: {reason}. Leave it off and erase there by hand.",
+                "erase_at_destination",
+            )
 
 
 class EngageSchema(_DestinationSchema):

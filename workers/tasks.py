@@ -20,6 +20,7 @@ from relay.messaging.names import (
     DELIVER_BATCH_TASK,
     DELIVER_TASK,
     DISPATCH_TASK,
+    ERASE_AT_DESTINATION_TASK,
     NOTIFY_TASK,
     PROBE_TASK,
     PRUNE_TASK,
@@ -34,6 +35,11 @@ from workers.delivery.contact import deliver_contact
 from workers.delivery.context import delivery_context
 from workers.delivery.fanout import fan_out
 from workers.delivery.sweeper import probe_destination, schedule_probes, sweep
+from workers.erasure.forward import (
+    erase_at_destination,
+    erasure_context,
+    schedule_destination_erasures,
+)
 from workers.lost import LeaseFreeingRequest, lease_owner
 from workers.notifications.send import (
     notification_context,
@@ -148,10 +154,14 @@ def sweep_outbox_task(self: Any) -> int:
         def publish_notification(send_id: int) -> None:
             self.app.send_task(NOTIFY_TASK, args=[send_id])
 
+        def publish_erasure(row_id: int) -> None:
+            self.app.send_task(ERASE_AT_DESTINATION_TASK, args=[row_id])
+
         schedule_probes(ctx, publish_probe)
         swept = sweep(ctx, publish, publish_batch)
         schedule_verifications(verification_context(self.app), publish_reads)
         schedule_notifications(notification_context(self.app), publish_notification)
+        schedule_destination_erasures(erasure_context(self.app), publish_erasure)
         return swept
 
 
@@ -228,3 +238,11 @@ def send_notification_task(self: Any, send_id: int) -> str:
     ledger for the sweeper, never in the broker."""
     with task_context(task_id=self.request.id, send_id=send_id):
         return send_notification(notification_context(self.app), send_id)
+
+
+@shared_task(bind=True, name=ERASE_AT_DESTINATION_TASK, acks_late=True, ignore_result=True)
+def erase_at_destination_task(self: Any, row_id: int) -> str:
+    """Pass an erasure on to one destination (workers/erasure/forward.py); a retry waits in the
+    ledger for the sweeper, never in the broker."""
+    with task_context(task_id=self.request.id, destination_erasure=row_id):
+        return erase_at_destination(erasure_context(self.app), row_id)

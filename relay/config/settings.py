@@ -62,6 +62,8 @@ class DestinationSettings:
     rate_limit_key: str | None = _DESTINATION["rate_limit_key"]
     verify_share: float = _DESTINATION["verify_share"]  # of the rate limit, for read-backs
     verify_policy: str = _DESTINATION["verify_policy"]  # on drift: repair | report
+    # pass erasures on through the vendor's delete call (relay/ledger/destination_erasures.py)
+    erase_at_destination: bool = _DESTINATION["erase_at_destination"]
     # Kind-specific keys (schemas/destinations.py): mode, field names, api_key, batch_size...
     options: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
@@ -126,6 +128,9 @@ class PrivacySettings:
 
     pseudonym_key: str | None = field(default=_PRIVACY["pseudonym_key"], repr=False)
     ignored_bodies_key: str | None = field(default=_PRIVACY["ignored_bodies_key"], repr=False)
+    destination_erasure_key: str | None = field(
+        default=_PRIVACY["destination_erasure_key"], repr=False
+    )
 
 
 @dataclass(frozen=True)

@@ -20,24 +20,21 @@ the key's holder can link to the erased one (`linked_erasures`).
 from __future__ import annotations
 
 import datetime as dt
-import re
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
 
 from sqlalchemy import CursorResult, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from relay.errors import ProblemError
-from relay.ledger import audit, chain, chain_store
+from relay.ledger import audit, chain, chain_store, destination_erasures
 from relay.ledger.db import insert_ignoring_conflicts
 from relay.ledger.models import (
     Contact,
     DeadLetter,
-    DeliveryAttempt,
     DeliveryState,
     Erasure,
     Event,
@@ -45,10 +42,11 @@ from relay.ledger.models import (
     Verification,
     utcnow,
 )
+from relay.ledger.redaction import REDACTED, redactor, scrub_free_text
 from schemas.consent import contact_key
 
+__all__ = ["REDACTED", "redactor"]  # re-exported: the redaction lives in relay/ledger/redaction.py
 ERASED = "erased"  # the outbox and dead-letter status of work settled by an erasure
-REDACTED = "[erased]"  # what replaces the address in free text
 LEASE_TRIES = 20  # x LEASE_WAIT: how long an erasure waits for a write in flight to finish
 LEASE_WAIT = 0.25
 
@@ -84,6 +82,8 @@ class ErasureResult:
     settled_deliveries: int
     chain_seq: int
     chain_hash: str
+    # (row id, destination) of each destination the erasure is passed on to: enqueue after commit
+    forwarded: tuple[tuple[int, str], ...] = ()
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -95,6 +95,7 @@ class ErasureResult:
             "settled_deliveries": self.settled_deliveries,
             "chain_seq": self.chain_seq,
             "chain_hash": self.chain_hash,
+            "destinations": [{"destination": n, "status": "pending"} for _, n in self.forwarded],
         }
 
 
@@ -107,8 +108,10 @@ def erase_contact(
     clock: Callable[[], dt.datetime] = utcnow,
     sleep: Callable[[float], None] = time.sleep,
     actor: audit.Actor | None = None,
+    forward: destination_erasures.Forwarding | None = None,
 ) -> ErasureResult | None:
-    """Erase the contact; None when there is no such contact."""
+    """Erase the contact; None when there is no such contact. With `forward`, the erasure is
+    also recorded for each destination's delete call (relay/ledger/destination_erasures.py)."""
     contact = session.get(Contact, request.contact_id)
     if contact is None:
         session.rollback()
@@ -129,7 +132,7 @@ def erase_contact(
             headers={"Retry-After": "5"},
         )
     try:
-        return _erase(session, request, public_id, pseudonym_key, clock(), actor)
+        return _erase(session, request, public_id, pseudonym_key, clock(), actor, forward)
     finally:
         _release_leases(session, request.contact_id, owner)
 
@@ -180,6 +183,7 @@ def _erase(
     key: str | None,
     now: dt.datetime,
     actor: audit.Actor | None = None,
+    forward: destination_erasures.Forwarding | None = None,
 ) -> ErasureResult:
     cid = request.contact_id
     # The guard and the lock in one statement: of two erasures, one finds erased_at set.
@@ -191,6 +195,7 @@ def _erase(
         raise AlreadyErasedError(f"Contact {cid} was erased already.")
     contact = session.get(Contact, cid, populate_existing=True)
     assert contact is not None  # the UPDATE above found it
+    address = destination_erasures.address_of(session, cid) if forward else ""
     sent = set(session.scalars(select(Event.email).where(Event.contact_id == cid).distinct()))
     addresses = {contact.email_key, *sent} - {""}
     pseudonym = chain.pseudonym(key, contact.email_key) if key else None
@@ -199,7 +204,7 @@ def _erase(
     decisions = session.execute(
         update(Event).where(Event.contact_id == cid).values(email="", subject_salt=None)
     )
-    _scrub_free_text(session, cid, addresses)
+    scrub_free_text(session, cid, addresses)
     settled = _settle(session, cid, now)
     erasure = Erasure(
         public_id=public_id,
@@ -216,6 +221,9 @@ def _erase(
     )
     erasure.chain_seq, erasure.chain_hash = seq, link
     session.add(erasure)
+    forwarded = (
+        destination_erasures.capture(session, forward, erasure, address, now) if forward else []
+    )
     if actor is not None:  # in the erasure's transaction: neither is committed without the other
         outcome = f"erased: {erasure.decisions} decision(s), {settled} delivery(ies) settled"
         audit.record(
@@ -223,7 +231,15 @@ def _erase(
         )
     session.commit()
     return ErasureResult(
-        public_id, cid, now, erasure.decisions, erasure.pseudonymised, settled, seq, link
+        public_id,
+        cid,
+        now,
+        erasure.decisions,
+        erasure.pseudonymised,
+        settled,
+        seq,
+        link,
+        tuple(forwarded),
     )
 
 
@@ -242,34 +258,6 @@ def _settle(session: Session, contact_id: int, now: dt.datetime) -> int:
     )
     session.execute(delete(Verification).where(Verification.contact_id == contact_id))
     return int(getattr(pending, "rowcount", 0))
-
-
-def redactor(addresses: Iterable[str]) -> Callable[[str | None], str | None]:
-    """Replaces each address, in any letter case and as URL-encoded, by REDACTED."""
-    variants = {form for a in addresses for form in (a, quote(a, safe=""), quote(a))}
-    if not variants:
-        return lambda text: text
-    pattern = re.compile(
-        "|".join(re.escape(v) for v in sorted(variants, key=len, reverse=True)), re.I
-    )
-    return lambda text: None if text is None else pattern.sub(REDACTED, text)
-
-
-def _scrub_free_text(session: Session, contact_id: int, addresses: set[str]) -> None:
-    scrub = redactor(addresses)
-    texts = (
-        (DeliveryAttempt, DeliveryAttempt.contact_id, ("detail",)),
-        (DeadLetter, DeadLetter.contact_id, ("detail", "last_body")),
-        (DeliveryState, DeliveryState.contact_id, ("last_error",)),
-    )
-    for model, owner, columns in texts:
-        for row in session.scalars(select(model).where(owner == contact_id)):
-            for column in columns:
-                value = getattr(row, column)
-                cleaned = scrub(value)
-                if cleaned != value:
-                    setattr(row, column, cleaned)
-    session.flush()
 
 
 def linked_erasures(session: Session, pseudonym_key: str | None, email: str) -> list[int]:

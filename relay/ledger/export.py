@@ -18,14 +18,22 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from relay.ledger import chain
+from relay.ledger import chain, destination_erasures
 from relay.ledger.chain_store import erasure_content, event_content
 from relay.ledger.models import Contact, DeliveryAttempt, Erasure, Event, Outbox, utcnow
 
 FORMAT = "consent-relay-record/1"
 # Keys of an exported decision or erasure that are not part of its chain content.
 EXTRA_KEYS = frozenset(
-    {"chain_seq", "chain_hash", "email", "subject_salt", "deliveries", "settled_deliveries"}
+    {
+        "chain_seq",
+        "chain_hash",
+        "email",
+        "subject_salt",
+        "deliveries",
+        "settled_deliveries",
+        "destinations",
+    }
 )
 CSV_COLUMNS = (
     "chain_seq",
@@ -55,14 +63,17 @@ def export_record(session: Session, contact_id: int) -> dict[str, Any] | None:
     events = list(session.scalars(select(Event).where(Event.contact_id == contact_id)))
     deliveries = _deliveries(session, contact_id, {event.id: event.public_id for event in events})
     links = [_decision(event, deliveries.get(event.id, [])) for event in events]
+    erasures = list(session.scalars(select(Erasure).where(Erasure.contact_id == contact_id)))
+    passed_on = destination_erasures.statuses(session, [erasure.id for erasure in erasures])
     links += [
         {
             **erasure_content(erasure),
             "chain_seq": erasure.chain_seq,
             "chain_hash": erasure.chain_hash,
             "settled_deliveries": erasure.settled_deliveries,
+            "destinations": passed_on[erasure.id],  # each delete call passed on, and its state
         }
-        for erasure in session.scalars(select(Erasure).where(Erasure.contact_id == contact_id))
+        for erasure in erasures
     ]
     links.sort(key=lambda link: link["chain_seq"] or 0)
     return {

@@ -142,6 +142,26 @@ class Erasure(Base):
     chain_hash: Mapped[str] = mapped_column(String(64))
 
 
+class DestinationErasure(Base):
+    """One erasure passed on to one destination (relay/ledger/destination_erasures.py): the
+    address sealed until the vendor's delete call is settled, then wiped."""
+
+    __tablename__ = "destination_erasures"
+    __table_args__ = (UniqueConstraint("erasure_id", "destination"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    erasure_id: Mapped[int] = mapped_column(ForeignKey("erasures.id"), index=True)
+    destination: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), index=True)  # pending | done | failed
+    sealed_address: Mapped[str | None] = mapped_column(Text)  # Fernet token; None once settled
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    next_attempt_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    dispatched_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    last_status: Mapped[int | None] = mapped_column(Integer)
+    detail: Mapped[str | None] = mapped_column(String(500))  # why failed, or how it ended
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
 class ChainVerification(Base):
     """The outcome of one `ledger verify` run (the metrics read the newest)."""
 

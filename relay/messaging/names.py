@@ -12,6 +12,8 @@ PRUNE_TASK = "consent_relay.prune"  # [retention]: no arguments (relay/ledger/re
 VERIFY_TASK = "consent_relay.verify_contacts"
 # (notification send id): one signed operational webhook (workers/notifications/send.py)
 NOTIFY_TASK = "consent_relay.send_notification"
+# (destination erasure row id): pass an erasure on to one destination (workers/erasure/forward.py)
+ERASE_AT_DESTINATION_TASK = "consent_relay.erase_at_destination"
 # Message header with the intake request's id, for the worker's log lines (not an argument:
 # a task's arguments stay the ids of what to deliver).
 REQUEST_ID_TASK_HEADER = "consent_relay_request_id"

@@ -53,6 +53,7 @@ class _Metrics:
     drift: Counter
     pruned: Counter
     notifications: Counter
+    destination_erasures: Counter
     latency: Histogram
 
 
@@ -85,6 +86,10 @@ _COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "notifications": (
         "Operational notification sends, by outcome (sent, retry, failed)",
         ("target", "type", "outcome"),
+    ),
+    "destination_erasures": (
+        "Erasures passed on to a destination's delete call, by outcome (done, retry, failed)",
+        ("destination", "outcome"),
     ),
 }
 
@@ -183,6 +188,13 @@ def count_pruned(table: str, count: int) -> None:
 
 def count_notification(target: str, type_: str, outcome: str) -> None:
     _safely("notifications", lambda: metrics().notifications.labels(target, type_, outcome).inc())
+
+
+def count_destination_erasure(destination: str, outcome: str) -> None:
+    _safely(
+        "destination_erasures",
+        lambda: metrics().destination_erasures.labels(destination, outcome).inc(),
+    )
 
 
 def observe_latency(destination: str, seconds: float, state: str) -> None:

@@ -13,7 +13,7 @@ from marshmallow import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
 from relay.errors import ProblemError
-from relay.ledger import audit, chain_store, erasure, export, people
+from relay.ledger import audit, chain_store, destination_erasures, erasure, export, people
 from schemas.admin import (
     AuditQuerySchema,
     ContactChoiceSchema,
@@ -80,9 +80,11 @@ def erase_contact(contact_id: int) -> Response:
             pseudonym_key=runtime.settings.privacy.pseudonym_key,
             lease_seconds=runtime.settings.delivery.lease_seconds,
             actor=admin_actor(),
+            forward=destination_erasures.forwarding(runtime.settings),
         )
     if result is None:
         raise UnknownContactError("No such contact in the ledger.")
+    current_app.extensions["publisher"].publish_erasures(result.forwarded)  # after the commit
     log.info(
         "admin: contact erased contact_id=%d erasure=%s settled=%d",
         contact_id,

@@ -12,7 +12,9 @@ from typing import Any
 
 from relay.config.settings import Settings
 from relay.errors import ProblemError
-from relay.ledger import audit, chain_store, erasure, export, people
+from relay.ledger import audit, chain_store, destination_erasures, erasure, export, people
+from relay.messaging.client import create_celery_client
+from relay.messaging.names import ERASE_AT_DESTINATION_TASK
 from schemas.admin import ContactLookupSchema, ErasureBodySchema
 from service.cli.admin import Subcommands, _checked, _err, _guarded, _ledger, _positive
 from service.http.actors import cli_actor
@@ -127,6 +129,7 @@ def _erase(settings: Settings, args: argparse.Namespace) -> int:
                     pseudonym_key=settings.privacy.pseudonym_key,
                     lease_seconds=settings.delivery.lease_seconds,
                     actor=cli_actor(),
+                    forward=destination_erasures.forwarding(settings),
                 )
         except ProblemError as exc:
             _err(str(exc))
@@ -134,6 +137,7 @@ def _erase(settings: Settings, args: argparse.Namespace) -> int:
     if result is None:
         _err("no such contact in the ledger")
         return 1
+    _publish_erasures(settings, result.forwarded)  # after the commit
     if args.json:
         print(json.dumps(result.as_json()))
     else:
@@ -143,6 +147,18 @@ def _erase(settings: Settings, args: argparse.Namespace) -> int:
             f"erasure {result.erasure_id} is link {result.chain_seq}"
         )
     return 0
+
+
+def _publish_erasures(settings: Settings, forwarded: tuple[tuple[int, str], ...]) -> None:
+    """Enqueue the destinations' delete calls (ids only); on a broker error the sweeper does."""
+    if not forwarded:
+        return
+    celery = create_celery_client(settings)
+    try:
+        for row_id, _ in forwarded:
+            celery.send_task(ERASE_AT_DESTINATION_TASK, args=[row_id], retry=False)
+    except Exception:  # noqa: BLE001 - any broker error; the rows are committed as pending
+        _err("note: the destinations' delete calls are left to the sweeper (broker unreachable)")
 
 
 def _verify_export(_settings: Settings, args: argparse.Namespace) -> int:

@@ -19,11 +19,12 @@ import re
 import string
 from collections.abc import Sequence
 
+from flask import current_app, has_app_context
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from relay.errors import ProblemError
-from relay.ledger import audit, erasure
+from relay.ledger import audit, destination_erasures, erasure
 from relay.ledger.models import Contact, Event, IgnoredEvent
 from relay.ledger.record import Incoming, Outcome, record_ignored
 from relay.telemetry import metrics
@@ -150,11 +151,14 @@ def _erase(
             pseudonym_key=runtime.settings.privacy.pseudonym_key,
             lease_seconds=runtime.settings.delivery.lease_seconds,
             actor=actor,
+            forward=destination_erasures.forwarding(runtime.settings),
         )
     except erasure.AlreadyErasedError:
         return None
     except erasure.ErasureBusyError as exc:
         raise ErasureDeferredError(str(exc), headers={"Retry-After": "30"}) from None
+    if result is not None and result.forwarded and has_app_context():  # committed: enqueue
+        current_app.extensions["publisher"].publish_erasures(result.forwarded)
     return None if result is None else f"contact {contact_id} erased ({result.erasure_id})"
 
 

@@ -22,7 +22,7 @@ from celery import Celery
 from structlog.contextvars import bound_contextvars
 
 from relay.messaging.messages import Message, delivery_message
-from relay.messaging.names import DISPATCH_TASK
+from relay.messaging.names import DISPATCH_TASK, ERASE_AT_DESTINATION_TASK
 from relay.telemetry import tracing
 from relay.telemetry.logs import current_request_id, get_logger
 
@@ -59,6 +59,16 @@ class Publisher:
         request_id, trace = current_request_id(), tracing.traceparent()
         message = delivery_message(self._base, destination, contact_id, request_id, trace=trace)
         return self._send(message, where)
+
+    def publish_erasures(self, forwarded: Sequence[tuple[int, str]]) -> int:
+        """One task per destination an erasure is passed on to (ids only), after the erasure's
+        commit; what is not sent, the sweeper publishes (relay/ledger/destination_erasures.py)."""
+        if self._clock() < self._paused_until:
+            return 0
+        return sum(
+            self._send((ERASE_AT_DESTINATION_TASK, [row_id], None, None), {"destination": name})
+            for row_id, name in forwarded
+        )
 
     def publish_queued(self, items: Sequence[Queued]) -> int:
         """Enqueue what the background publisher collected: each urgent delivery (a

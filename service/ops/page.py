@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
-from relay.ledger import audit, dead_letters, export, retention, verifications
+from relay.ledger import audit, dead_letters, destination_erasures, export, retention, verifications
 from relay.ledger import pauses as destinations
 from relay.ledger.db import refused_values
 from relay.ledger.dead_letters import DeadLetterFilters
@@ -253,6 +253,7 @@ def contact(contact_id: int) -> ResponseReturnValue:
         history = ops_queries.contact_history(session, contact_id, configured)
         verified = verifications.for_contact(session, contact_id)
         erasures = ops_queries.erasures(session, contact_id)
+        passed_on = destination_erasures.statuses(session, [x.id for x in erasures])
     if history is None:
         abort(404, f"No contact {contact_id}.")
     unverifiable = {n for n, d in configured.items() if not verifications.verifiable(d)}
@@ -263,6 +264,7 @@ def contact(contact_id: int) -> ResponseReturnValue:
         verified=verified,
         unverifiable=unverifiable,
         erasures=erasures,
+        passed_on=passed_on,
     )
 
 

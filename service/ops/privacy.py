@@ -23,7 +23,7 @@ from flask.typing import ResponseReturnValue
 from marshmallow import ValidationError
 
 from relay.errors import ProblemError
-from relay.ledger import audit, erasure
+from relay.ledger import audit, destination_erasures, erasure
 from schemas.admin import ErasureBodySchema
 from service.http.actors import operator_actor
 from service.ops import auth as ops_auth
@@ -73,12 +73,14 @@ def erase_contact(contact_id: int) -> ResponseReturnValue:
                 pseudonym_key=runtime.settings.privacy.pseudonym_key,
                 lease_seconds=runtime.settings.delivery.lease_seconds,
                 actor=operator_actor(ops_auth.operator()),
+                forward=destination_erasures.forwarding(runtime.settings),
             )
     except ProblemError as exc:
         flash(f"Not erased: {exc}", "warn")
         return back
     if result is None:
         abort(404, f"No contact {contact_id}.")
+    current_app.extensions["publisher"].publish_erasures(result.forwarded)  # after the commit
     log.info("ops: contact erased contact_id=%d erasure=%s", contact_id, result.erasure_id)
     flash(
         f"Contact {contact_id} erased: {result.decisions} decision(s) kept without the address, "

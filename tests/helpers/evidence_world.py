@@ -67,7 +67,12 @@ password = "{OPS_PASSWORD}"
 
 class EvidenceWorld:
     def __init__(
-        self, workdir: Path, engage: str, database_url: str | None, extra: str = ""
+        self,
+        workdir: Path,
+        engage: str,
+        database_url: str | None,
+        extra: str = "",
+        delivery: dict[str, Any] | None = None,
     ) -> None:
         self.workdir = workdir
         self.config = write_config(
@@ -76,7 +81,11 @@ class EvidenceWorld:
             engage_url=engage,
             database_url=database_url,
             queue=f"cr-evidence-{uuid.uuid4().hex[:8]}",
-            delivery={"sweep_interval_seconds": 0.5, "redispatch_after_seconds": 2},
+            delivery={
+                "sweep_interval_seconds": 0.5,
+                "redispatch_after_seconds": 2,
+                **(delivery or {}),
+            },
             extra=EXTRA + extra,
         )
         self.settings: Settings = load_settings(self.config, environ={})

@@ -112,6 +112,18 @@ class EngageClient:
         }
         return Reading(shown(values.get("tracking_consent")), write.tracking_consent)
 
+    def delete(self, address: str) -> str:
+        """Pass an erasure on: `POST /contact/delete` with the identifier `{"type": "EMAIL",
+        "value": ...}` (https://docs.mapp.com/apidocs/contactdelete, answers 200 or 400).
+        Returns `deleted`, or `absent` when Engage holds no such contact (400 NO_SUCH_OBJECT,
+        as contact/get answers: docs/reference/engage.md#endpoints); other answers raise."""
+        body = {"type": "EMAIL", "value": address}
+        verdict, status, text = self._post("/contact/delete", None, body)
+        if verdict is Verdict.CONTACT_MISSING:
+            return "absent"
+        _result(verdict, status, text)  # raises unless 2xx
+        return "deleted"
+
     def _update(self, write: ConsentWrite) -> tuple[Verdict, int, str]:
         # requests encodes "+" as %2B and "@" as %40, as the docs require
         # (docs/reference/engage.md#base-url-auth-headers).

@@ -284,7 +284,7 @@ def test_request_log_and_counts_include_failures(engage_server: EmulatorServer) 
     snapshot = state_of(engage_server)
     assert [r["status"] for r in snapshot["requests"]] == [400, 200, 200, 401]
     assert snapshot["requests"][0]["query"]["identifierType"] == "EMAIL"
-    assert snapshot["counts"] == {"update": 1, "create": 1, "get": 0, "edit": 0}
+    assert snapshot["counts"] == {"update": 1, "create": 1, "get": 0, "edit": 0, "delete": 0}
 
 
 def test_inspection_contact_endpoint(engage_server: EmulatorServer) -> None:
@@ -306,7 +306,7 @@ def test_reset_clears_everything(engage_server: EmulatorServer) -> None:
         "contacts": {},
         "requests": [],
         "requests_total": 0,
-        "counts": {"update": 0, "create": 0, "get": 0, "edit": 0},
+        "counts": {"update": 0, "create": 0, "get": 0, "edit": 0, "delete": 0},
     }
     assert set(faults["counters"].values()) == {0}
     assert create(engage_server, "a@example.com").status_code == 200

@@ -142,3 +142,42 @@ def test_acoustic_data_set_id_stays_optional(tmp_path: Path) -> None:
     docs/delivery/peers.md#acoustic-connect-datasetid."""
     text = PEERS.replace('data_set_id = "4fe4136f-c007-44a3-b38f-92220xxxxxxxx"\n', "")
     assert load(tmp_path, text).destinations["acoustic"].options["data_set_id"] is None
+
+
+ENGAGE = """
+[destinations.engage]
+kind = "mapp-engage"
+base_url = "https://api.example.com"
+username = "u"
+password = "p"
+"""
+ERASURE_KEY = '\n[privacy]\ndestination_erasure_key = "' + "A" * 43 + '="\n'
+
+
+def test_erase_at_destination_is_off_by_default(tmp_path: Path) -> None:
+    settings = load(tmp_path, ENGAGE + PEERS)
+    assert not any(d.erase_at_destination for d in settings.destinations.values())
+
+
+def test_erase_at_destination_on_engage_needs_the_key(tmp_path: Path) -> None:
+    message = error(tmp_path, ENGAGE + "erase_at_destination = true\n")
+    assert "privacy" in message and "destination_erasure_key" in message and "engage" in message
+    settings = load(tmp_path, ENGAGE + "erase_at_destination = true\n" + ERASURE_KEY)
+    assert settings.destinations["engage"].erase_at_destination is True
+
+
+@pytest.mark.parametrize(
+    ("kind", "why"),
+    [
+        ("acoustic", "no delete call"),
+        ("dotdigital", "not confirmed"),
+        ("moengage", "not implemented"),
+    ],
+)
+def test_erase_at_destination_is_refused_where_no_delete_call_is_implemented(
+    tmp_path: Path, kind: str, why: str
+) -> None:
+    table = f"[destinations.{kind}]"
+    text = PEERS.replace(table, f"{table}\nerase_at_destination = true") + ERASURE_KEY
+    message = error(tmp_path, text)
+    assert f"destinations.{kind}.erase_at_destination" in message and why in message

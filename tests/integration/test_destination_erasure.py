@@ -1,0 +1,136 @@
+"""An erasure passed on to a destination's delete call (issue 17 section 4; docs/data-protection.md
+#at-destinations), on SQLite and PostgreSQL, through the real app, a real Celery worker and beat
+(the embedded broker) and two Engage emulators: `engage` keeps the default (off), `forget` has
+`erase_at_destination = true`. The erased person is deleted at `forget` only, its row is `done`
+with the sealed address wiped; a transient vendor error waits in the ledger and is retried."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+from cryptography.fernet import Fernet
+from sqlalchemy import text
+
+from emulators.engage import create_emulator_app
+from emulators.server import EmulatorServer
+from relay.ledger import export
+from tests.helpers.evidence_world import EvidenceWorld
+from tests.helpers.support import Process, celery_beat, emulator_contact, wait_for
+
+pytestmark = pytest.mark.integration
+WHO = {"requested_by": "DPO ticket 4712", "reason": "Art. 17 request, Art. 19 onwards"}
+KEY = Fernet.generate_key().decode()
+
+
+@pytest.fixture(scope="module")
+def forget() -> Iterator[str]:
+    """The second Engage account: the one that is asked to delete."""
+    with EmulatorServer(create_emulator_app()) as server:
+        yield server.url
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def world(
+    request: pytest.FixtureRequest,
+    engage: str,
+    forget: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[EvidenceWorld]:
+    database = request.getfixturevalue("postgres_url") if request.param == "postgres" else None
+    extra = f"""
+[privacy]
+destination_erasure_key = "{KEY}"
+
+[destinations.forget]
+kind = "mapp-engage"
+base_url = "{forget}"
+username = "api-user@example.com"
+password = "engage-demo-password"
+erase_at_destination = true
+"""
+    workdir = tmp_path_factory.mktemp(f"forward-{request.param}")
+    world = EvidenceWorld(workdir, engage, database, extra, {"retry_schedule_seconds": "[1.0]"})
+    world.forget = forget  # type: ignore[attr-defined]
+    yield world
+
+
+@pytest.fixture(scope="module")
+def running(world: EvidenceWorld) -> Iterator[tuple[Process, Process]]:
+    worker, beat = world.worker(), celery_beat(world.config, world.workdir)
+    try:
+        yield worker, beat
+    finally:
+        beat.stop()
+        worker.stop()
+
+
+def _delivered(world: EvidenceWorld, label: str) -> tuple[str, int]:
+    email = f"Forward-{label}-{uuid.uuid4().hex[:8]}@Example.com"
+    assert world.send(email, "granted").status_code == 202
+    for url in (world.engage, world.forget):  # type: ignore[attr-defined]
+        wait_for(lambda u=url: emulator_contact(u, email), what=f"the contact at {url}")
+    return email, world.events(email=email)[0].contact_id
+
+
+def _rows(world: EvidenceWorld, contact_id: int) -> list[dict[str, Any]]:
+    query = text(
+        "SELECT d.destination, d.status, d.attempts, d.sealed_address, d.detail, d.last_status "
+        "FROM destination_erasures d JOIN erasures e ON e.id = d.erasure_id "
+        "WHERE e.contact_id = :c ORDER BY d.id"
+    )
+    with world.engine.connect() as connection:
+        return [dict(row._mapping) for row in connection.execute(query, {"c": contact_id})]
+
+
+def _faults(url: str, **values: Any) -> None:
+    response = requests.put(f"{url}/_emulator/faults", json=values, timeout=5)
+    assert response.status_code == 200, response.text
+
+
+def test_an_erasure_deletes_the_contact_where_the_option_is_on_only(
+    world: EvidenceWorld, running: tuple[Process, Process]
+) -> None:
+    email, contact_id = _delivered(world, "on")
+    answer = world.admin("POST", f"/admin/contacts/{contact_id}/erase", json=WHO)
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    assert answer.get_json()["destinations"] == [{"destination": "forget", "status": "pending"}]
+    forget = world.forget  # type: ignore[attr-defined]
+    wait_for(lambda: emulator_contact(forget, email) is None, what="the delete at forget")
+    wait_for(lambda: _rows(world, contact_id)[0]["status"] == "done", what="the row done")
+    [row] = _rows(world, contact_id)
+    assert row["destination"] == "forget" and row["sealed_address"] is None
+    assert row["detail"] == "deleted" and row["attempts"] == 1
+    assert emulator_contact(world.engage, email) is not None  # the default: not passed on
+    exported = world.admin("GET", f"/admin/contacts/{contact_id}/export").get_json()
+    [erased] = exported["erasures"]
+    assert erased["destinations"][0]["status"] == "done"
+    assert export.verify_export(exported) is None  # the status is not chain content
+    page = world.ops_client().get(f"/ops/contacts/{contact_id}").get_data(as_text=True)
+    assert "forget: done" in page
+
+
+def test_a_transient_vendor_error_is_retried_until_the_delete_succeeds(
+    world: EvidenceWorld, running: tuple[Process, Process]
+) -> None:
+    email, contact_id = _delivered(world, "retry")
+    forget = world.forget  # type: ignore[attr-defined]
+    _faults(forget, error_rate=1.0, error_status=503)
+    try:
+        assert (
+            world.admin("POST", f"/admin/contacts/{contact_id}/erase", json=WHO).status_code == 200
+        )
+        wait_for(lambda: _rows(world, contact_id)[0]["attempts"] >= 1, what="a failed try")
+        [row] = _rows(world, contact_id)
+        assert row["status"] == "pending" and row["last_status"] == 503
+        assert row["sealed_address"] and email.lower() not in row["sealed_address"].lower()
+        assert email.lower() not in (row["detail"] or "").lower()
+        assert emulator_contact(forget, email) is not None
+    finally:
+        _faults(forget, error_rate=0.0)
+    wait_for(lambda: _rows(world, contact_id)[0]["status"] == "done", what="the retried delete")
+    assert emulator_contact(forget, email) is None
+    assert _rows(world, contact_id)[0]["attempts"] >= 2

@@ -1,0 +1,1 @@
+"""Workers: erasures passed on to destinations (relay/ledger/destination_erasures.py)."""
