@@ -6,20 +6,35 @@ the outbox rows. Profiled under load that was most of a webhook's cost
 (bench/results/intake-profile.txt). Here data-modifying CTEs do all of it in one round trip,
 sent below the ORM (the statement text is fixed, so there is nothing to compile).
 
-All CTEs see one snapshot, so two cases cannot be settled inside the statement and it inserts
-no event: the delivery id is already recorded (a duplicate), or another transaction created
-the contact meanwhile. Then the transaction is rolled back and the caller takes the general
-path, which tells the two apart. It runs on a pooled driver connection of its own, outside
-the ORM session and SQLAlchemy's Connection: their bookkeeping cost as much as the statement.
+A delivery of one decision (nearly all of them) runs in autocommit: the statement is its own
+transaction, so BEGIN and COMMIT cost no round trips of their own (one instead of three).
+That is safe because the statement writes nothing at all unless it inserts the event:
+
+- the delivery id already recorded (a duplicate): `fresh` is false, so the contact is
+  neither created nor moved, and no event is inserted;
+- another transaction created the contact meanwhile (invisible to our snapshot): the
+  contact insert does nothing, so there is no contact row to insert the event for;
+- another transaction recorded the same delivery id meanwhile (a sender retrying while its
+  first attempt is still in flight): our UPDATE waited for that transaction's row lock and
+  moved the contact's chain, then the event insert did nothing. The last SELECT calls
+  `consent_relay_conflict()` (migration 0011), which raises a serialization failure and so
+  aborts the statement with everything it wrote.
+
+In each case the caller gets None and takes the general path, which tells them apart. A
+delivery of several decisions runs them in one explicit transaction, rolled back the same
+way. It runs on a pooled driver connection of its own, outside the ORM session and
+SQLAlchemy's Connection: their bookkeeping cost as much as the statement.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import uuid
 from collections.abc import Sequence
 from typing import Any
 
+from psycopg.errors import SerializationFailure
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, StatementError
 
@@ -36,17 +51,23 @@ from relay.ledger.models import evidence_columns, utcnow
 from schemas.consent import contact_key
 
 RECORD_DECISION = """
-WITH found AS (
+WITH fresh AS (
+    SELECT NOT EXISTS (
+        SELECT 1 FROM events
+        WHERE source_name = %(source_name)s AND delivery_id = %(delivery_id)s
+    ) AS ok
+), found AS (
     SELECT id FROM contacts WHERE email_key = %(email_key)s
 ), made AS (
     INSERT INTO contacts (email_key, created_at, chain_seq, chain_head)
-    SELECT %(email_key)s, %(now)s, 1, %(first_link)s WHERE NOT EXISTS (SELECT 1 FROM found)
+    SELECT %(email_key)s, %(now)s, 1, %(first_link)s
+    WHERE NOT EXISTS (SELECT 1 FROM found) AND (SELECT ok FROM fresh)
     ON CONFLICT (email_key) DO NOTHING
     RETURNING id, chain_seq, chain_head
 ), moved AS (
     UPDATE contacts SET chain_seq = contacts.chain_seq + 1, chain_head = encode(
         sha256(decode(contacts.chain_head, 'hex') || decode(%(content_hash)s, 'hex')), 'hex')
-    WHERE id IN (SELECT id FROM found)
+    WHERE id IN (SELECT id FROM found) AND (SELECT ok FROM fresh)
     RETURNING id, chain_seq, chain_head
 ), contact AS (
     SELECT id, chain_seq, chain_head FROM made
@@ -73,6 +94,9 @@ WITH found AS (
     FROM event CROSS JOIN unnest(CAST(%(destinations)s AS text[])) AS name
 )
 SELECT contact_id FROM event
+UNION ALL
+SELECT consent_relay_conflict('delivery recorded meanwhile by another transaction')
+FROM contact WHERE NOT EXISTS (SELECT 1 FROM event)
 """
 
 
@@ -92,7 +116,7 @@ def record_new_decisions(
 ) -> list[tuple[str, int]] | None:
     """Record each (delivery id, decision) with its contact and outbox rows, all in one
     transaction: [(event public id, contact id)]. None, and nothing written, when any of them
-    was not inserted (see the module text)."""
+    was not inserted (see the module text). One decision: the statement is the transaction."""
     now = utcnow()
     delivery = {
         "now": _naive_utc(now),
@@ -102,9 +126,10 @@ def record_new_decisions(
         "destinations": list(destinations),
     }
     recorded = []
-    connection = None
+    connection: Any = None
     try:
         connection = engine.raw_connection()
+        connection.dbapi_connection.autocommit = len(decisions) == 1  # atomic on its own
         cursor = connection.cursor()
         for delivery_id, decision in decisions:
             public_id = str(uuid.uuid4())
@@ -118,12 +143,25 @@ def record_new_decisions(
                 return None
             recorded.append((public_id, row[0]))
         connection.commit()
+    except SerializationFailure:  # consent_relay_conflict(): nothing of it was written
+        connection.rollback()
+        return None
     except engine.dialect.loaded_dbapi.Error as exc:
         raise _wrapped(engine, connection, exc) from exc
     finally:
         if connection is not None:
-            connection.close()  # back to the pool, rolled back if anything is left open
+            _back_to_pool(connection)
     return recorded
+
+
+def _back_to_pool(connection: Any) -> None:
+    """Return the connection as the pool handed it out: in transaction mode (the ORM's
+    sessions share this pool), rolled back if anything is left open."""
+    driver = connection.dbapi_connection
+    if driver is not None and not driver.closed:
+        with contextlib.suppress(Exception):  # a broken one is dropped by the pool's reset
+            driver.autocommit = False
+    connection.close()
 
 
 def _wrapped(engine: Engine, connection: Any, exc: Any) -> StatementError:

@@ -123,6 +123,57 @@ def test_a_duplicate_goes_the_general_way_and_writes_nothing(pg: Any) -> None:
     assert _record(pg, item) == [(item.delivery_id, "duplicate")]
     [event] = _events(pg, email)
     assert len(_outbox(pg, event.id)) == len(DESTINATIONS)
+    assert _chain(pg, event.contact_id)[0] == 1  # the statement did not move the chain
+
+
+def _chain(pg: Any, contact_id: int) -> tuple[int, str]:
+    with pg[1]() as session:
+        contact = session.get(Contact, contact_id)
+        assert contact is not None
+        return contact.chain_seq, contact.chain_head
+
+
+def test_a_duplicate_recorded_meanwhile_aborts_the_statement_whole(pg: Any) -> None:
+    """A sender retries while its first attempt is still in flight: the first transaction holds
+    the contact's row and the event; ours waits on the row, moves the chain, finds the event
+    there and must abort everything (consent_relay_conflict), not leave a chain link without
+    its event. The general path then answers `duplicate`."""
+    engine, _sessions = pg
+    email = _email()
+    first = Incoming(f"one-{email}", "t", decision=Decision(email, "granted", "f", None, T0))
+    _record(pg, first)
+    [event] = _events(pg, email)
+    retried = Incoming(f"two-{email}", "t", decision=Decision(email, "denied", "f", None, T0))
+    other = engine.connect()
+    other.execute(
+        text("UPDATE contacts SET chain_seq = chain_seq + 1 WHERE id = :id"),
+        {"id": event.contact_id},
+    )  # the first attempt's transaction: holds the contact's row ...
+    other.execute(
+        text(
+            "INSERT INTO events (public_id, source_name, delivery_id, body_sha256, contact_id,"
+            " email, decision, consent_source, occurred_at, occurred_at_given,"
+            " webhook_timestamp, received_at, chain_seq, chain_hash)"
+            " SELECT :p, 'crm', :d, :b, id, :e, 'denied', 'f', now(), true, 1, now(),"
+            " chain_seq, chain_head FROM contacts WHERE id = :id"
+        ),
+        {
+            "p": str(uuid.uuid4()),
+            "d": retried.delivery_id,
+            "b": "0" * 64,
+            "e": email,
+            "id": event.contact_id,
+        },
+    )  # ... and the event, committed while ours waits
+    timer = threading.Timer(0.5, other.commit)
+    timer.start()
+    try:
+        assert _record(pg, retried) == [(retried.delivery_id, "duplicate")]
+    finally:
+        timer.join()
+        other.close()
+    assert _chain(pg, event.contact_id)[0] == 2  # the other's link only, not ours too
+    assert len(_events(pg, email)) == 2
 
 
 def test_a_redelivery_mixing_new_and_known_ids_is_recorded_whole(pg: Any) -> None:
