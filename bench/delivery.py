@@ -60,11 +60,30 @@ class Delivered:
     worker_rss_kib: list[int]
     beat_rss_kib: list[int]
     others_cpu: float = 0.0  # share of the machine other processes used during the drain
+    first_call_after: float = 0.0  # seconds from the worker's "ready." to Engage's first call
 
     @property
     def call_rate(self) -> float:
         span = self.call_times[-1] if len(self.call_times) > 1 else 0.0
         return (len(self.call_times) - 1) / span if span > 0 else 0.0
+
+    @property
+    def pace(self) -> float:
+        """The relay's own pace: the limit less its headroom (calls per second)."""
+        return ENGAGE_LIMIT * (1 - self.spec.headroom)
+
+    def rate_between(self, low: float, high: float) -> float:
+        """Calls per second between the calls at shares `low` and `high` of the run (0..1):
+        the middle of the run, without its start and its tail."""
+        times = self.call_times
+        first, last = round(low * (len(times) - 1)), round(high * (len(times) - 1))
+        span = times[last] - times[first]
+        return (last - first) / span if span > 0 else 0.0
+
+    @property
+    def tail_seconds(self) -> float:
+        """From Engage's last call to the ledger showing no pending row."""
+        return self.drain_seconds - self.first_call_after - (self.call_times or [0.0])[-1]
 
 
 def specs(sizes: Sizes) -> list[Spec]:
@@ -101,12 +120,12 @@ def run(workdir: Path, spec: Spec) -> Delivered:
             raise RuntimeError(f"{_pending(engine)} pending rows after {spec.decisions} posts")
         beat = env.celery(stack, relay, "beat")
         worker = env.celery(stack, relay, "worker", spec.concurrency)
-        start, cpu = time.monotonic(), CpuSnapshot.take()
+        start, ready_at, cpu = time.monotonic(), time.time(), CpuSnapshot.take()
         wait_for(lambda: _pending(engine) == 0, _timeout(spec), "the outbox to drain")
         drain, others = time.monotonic() - start, CpuSnapshot.take().others_since(cpu)
         rss = tree_peak_rss(worker.pid), tree_peak_rss(beat.pid)
-        result = _result(spec, engage, latest, drain, rss)
-        result.others_cpu = others
+        result, first_call = _result(spec, engage, latest, drain, rss)
+        result.others_cpu, result.first_call_after = others, first_call - ready_at
         return result
 
 
@@ -155,7 +174,8 @@ def _result(
     latest: dict[str, str],
     drain: float,
     rss: tuple[list[int], list[int]],
-) -> Delivered:
+) -> tuple[Delivered, float]:
+    """The run's result, and the wall-clock time of Engage's first call."""
     state: dict[str, Any] = requests.get(f"{engage}/_emulator/state", timeout=60).json()
     counters = state["faults"]["counters"]
     times = sorted(dt.datetime.fromisoformat(r["at"]).timestamp() for r in state["requests"])
@@ -165,7 +185,7 @@ def _result(
         for email, consent in latest.items()
         if contacts.get(email, {}).get("attributes", {}).get("tracking_consent") != consent
     )
-    return Delivered(
+    result = Delivered(
         spec=spec,
         drain_seconds=drain,
         api_requests=int(counters["api_requests"]),
@@ -176,6 +196,7 @@ def _result(
         worker_rss_kib=rss[0],
         beat_rss_kib=rss[1],
     )
+    return result, times[0] if times else 0.0
 
 
 @dataclass

@@ -1,13 +1,17 @@
 """Intake: the real app (signature, validation, ledger write, enqueue) under gunicorn, next to
-three baselines under the same gunicorn settings: a bare Flask endpoint (the framework's
+four baselines under the same gunicorn settings: a bare Flask endpoint (the framework's
 ceiling), a naive relay that calls Engage (the emulator, 100 ms a call) inside the request,
-and the durable ledger write alone on PostgreSQL (the floor of any relay that answers after
-the commit).
-No Celery worker runs during these runs: only the web process is measured."""
+the durable ledger write alone on PostgreSQL (the floor of any relay that answers after the
+commit) and the plain Celery relay (bench/plain_celery.py: standardwebhooks, marshmallow and
+`.delay()` on Redis, no ledger).
+Closed loop at 4 connections for every target; at 16 too for the plain Celery relay, the
+ledger write and the relay on PostgreSQL + Redis (the load the plain-Celery target is stated
+at). No Celery worker runs during these runs: only the web process is measured."""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,7 +21,14 @@ import requests
 
 from bench import env, load
 from bench.procs import CpuSnapshot, tree_peak_rss
-from bench.sizes import CONNECTIONS, INTAKE_CONTACTS, OPEN_LOOP_RATE, Sizes, intake_bodies
+from bench.sizes import (
+    CONNECTIONS,
+    INTAKE_CONTACTS,
+    OPEN_LOOP_RATE,
+    WIDE,
+    Sizes,
+    intake_bodies,
+)
 from bench.sizes import intake_email as email
 
 CLOSED_CEILING = 8000  # requests/s a closed-loop run is given bodies for (more: "exhausted")
@@ -25,6 +36,7 @@ OPEN_THREADS = (2, 8)  # open loop: load processes x connections each
 NAIVE_LATENCY_MS = 100
 NAIVE = f"naive relay, Engage inline {NAIVE_LATENCY_MS} ms (baseline 2)"
 LEDGER_ONLY = "ledger write only (baseline 3)"
+PLAIN_CELERY = "plain Celery relay (baseline 4)"
 
 
 @dataclass
@@ -43,6 +55,7 @@ class Target:
     name: str
     app: str
     backend: env.Backend | None  # None: no ledger (a baseline that only reads the config)
+    wide: bool = False  # also the closed loop at WIDE connections
 
 
 TARGETS = (
@@ -52,9 +65,10 @@ TARGETS = (
         "bench.apps:naive_app()",
         None,
     ),
-    Target(LEDGER_ONLY, "bench.apps:ledger_app()", env.PG_REDIS),
+    Target(LEDGER_ONLY, "bench.apps:ledger_app()", env.PG_REDIS, wide=True),
+    Target(PLAIN_CELERY, "bench.plain_celery:plain_celery_app()", env.PG_REDIS, wide=True),
     Target("consent relay", env.REAL_APP, env.EMBEDDED),
-    Target("consent relay", env.REAL_APP, env.PG_REDIS),
+    Target("consent relay", env.REAL_APP, env.PG_REDIS, wide=True),
 )
 
 
@@ -83,10 +97,11 @@ def _run_target(workdir: Path, engage: str, target: Target, sizes: Sizes) -> lis
         port = int(url.rsplit(":", 1)[1])
         builder = load.Webhooks("127.0.0.1", port, env.SECRET)
         label = _backend_label(target)
-        mode = f"closed loop, {CONNECTIONS} connections"
-        rows = [
-            IntakeRow(target.name, label, mode, *_watched(_closed_loop, builder, sizes, web.pid))
-        ]
+        rows = []
+        for connections in (CONNECTIONS, WIDE) if target.wide else (CONNECTIONS,):
+            closed = functools.partial(_closed_loop, connections=connections)
+            watched = _watched(closed, builder, sizes, web.pid)
+            rows.append(IntakeRow(target.name, label, closed_mode(connections), *watched))
         if target.backend == env.PG_REDIS and target.app == env.REAL_APP:
             watched = _watched(_open_loop, builder, sizes, web.pid)
             rows.append(IntakeRow(target.name, label, _open_mode(), *watched))
@@ -110,16 +125,26 @@ def _watched(
     return result, after.others_since(before), after.per_request(before, result.sent)
 
 
+def closed_mode(connections: int) -> str:
+    return f"closed loop, {connections} connections"
+
+
 def _open_mode() -> str:
     processes, threads = OPEN_THREADS
     return f"open loop {OPEN_LOOP_RATE:.0f}/s, {processes * threads} connections"
 
 
 def _closed_loop(
-    builder: load.Webhooks, sizes: Sizes, watch: Callable[[], CpuSnapshot]
+    builder: load.Webhooks,
+    sizes: Sizes,
+    watch: Callable[[], CpuSnapshot],
+    connections: int = CONNECTIONS,
 ) -> load.LoadResult:
+    """CONNECTIONS load processes with one connection each; more connections are threads of
+    those processes (16 processes would take more of the 2 cores than the load needs)."""
     count = CLOSED_CEILING * math.ceil(sizes.warmup + sizes.duration)
-    plan = load.Plan(warmup=sizes.warmup, duration=sizes.duration, processes=CONNECTIONS)
+    threads = max(1, connections // CONNECTIONS)
+    plan = load.Plan(sizes.warmup, sizes.duration, processes=CONNECTIONS, threads=threads)
     return load.run(builder, intake_bodies(count), plan, watch)
 
 

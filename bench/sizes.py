@@ -9,6 +9,7 @@ from dataclasses import dataclass
 STATES = ("granted", "denied", "withdrawn", "unknown")
 T0 = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
 CONNECTIONS = 4  # closed loop: load processes, one connection each (2 cores, 2 gunicorn workers)
+WIDE = 16  # closed loop, the wider load: the plain-Celery target is stated at 16 connections
 OPEN_LOOP_RATE = 200.0  # requests/s offered in the open-loop run
 INTAKE_CONTACTS = 500  # the intake bodies cycle over this many addresses
 
