@@ -71,7 +71,9 @@ customer_id = "crm-{{source_id}}"
 erase_at_destination = true
 """
     workdir = tmp_path_factory.mktemp(f"forward-{request.param}")
-    world = EvidenceWorld(workdir, engage, database, extra, {"retry_schedule_seconds": "[1.0]"})
+    # transient failures give up after 6 s: the failed-row tests reach `failed` quickly
+    delivery = {"retry_schedule_seconds": "[1.0]", "max_retry_age_seconds": "6"}
+    world = EvidenceWorld(workdir, engage, database, extra, delivery)
     world.forget = forget  # type: ignore[attr-defined]
     world.moe = moe  # type: ignore[attr-defined]
     yield world
@@ -187,3 +189,60 @@ def test_moengage_deletes_the_user_by_its_rendered_customer_id(
     [row] = _rows(world, contact_id, "moe")
     assert row["sealed_address"] is None and row["last_status"] == 200
     assert row["detail"].startswith("accepted")
+
+
+def _erasure_id(world: EvidenceWorld, contact_id: int) -> str:
+    query = text("SELECT public_id FROM erasures WHERE contact_id = :c")
+    with world.engine.connect() as connection:
+        return str(connection.execute(query, {"c": contact_id}).scalar_one())
+
+
+def _audit_actions(world: EvidenceWorld) -> list[str]:
+    entries = world.admin("GET", "/admin/audit").get_json()["entries"]
+    return [entry["action"] for entry in entries]
+
+
+def test_a_failed_erasure_keeps_its_seal_until_retried_or_acknowledged(
+    world: EvidenceWorld, running: tuple[Process, Process]
+) -> None:
+    email, contact_id = _delivered(world, "failed")
+    forget = world.forget  # type: ignore[attr-defined]
+    _faults(forget, error_rate=1.0, error_status=503)  # until max_retry_age_seconds
+    try:
+        assert (
+            world.admin("POST", f"/admin/contacts/{contact_id}/erase", json=WHO).status_code == 200
+        )
+        wait_for(lambda: _rows(world, contact_id)[0]["status"] == "failed", what="failed")
+        assert _rows(world, contact_id)[0]["sealed_address"]  # kept for a retry
+    finally:
+        _faults(forget, error_rate=0.0)
+    erasure_id = _erasure_id(world, contact_id)
+    base = f"/admin/erasures/{erasure_id}/destinations/forget"
+    answer = world.admin("POST", f"{base}/retry")
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    wait_for(lambda: _rows(world, contact_id)[0]["status"] == "done", what="the retried delete")
+    assert emulator_contact(forget, email) is None
+    assert _rows(world, contact_id)[0]["sealed_address"] is None
+    assert world.admin("POST", f"{base}/retry").status_code == 409  # done: nothing to retry
+    assert "erasure-retry" in _audit_actions(world)
+
+
+def test_an_acknowledged_failure_loses_its_seal_and_cannot_be_retried(
+    world: EvidenceWorld, running: tuple[Process, Process]
+) -> None:
+    _email, contact_id = _delivered(world, "ack")
+    forget = world.forget  # type: ignore[attr-defined]
+    _faults(forget, error_rate=1.0, error_status=503)
+    try:
+        world.admin("POST", f"/admin/contacts/{contact_id}/erase", json=WHO)
+        wait_for(lambda: _rows(world, contact_id)[0]["status"] == "failed", what="failed")
+    finally:
+        _faults(forget, error_rate=0.0)
+    erasure_id = _erasure_id(world, contact_id)
+    code, out, err = world.cli("erasures", "acknowledge", erasure_id, "forget", "--note", "T-9")
+    assert code == 0, err
+    [row] = _rows(world, contact_id)
+    assert row["status"] == "acknowledged" and row["sealed_address"] is None
+    code, _out, err = world.cli("erasures", "retry", erasure_id, "forget")
+    assert code == 1 and "failed one" in err
+    assert "erasure-acknowledge" in _audit_actions(world)
