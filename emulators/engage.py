@@ -5,7 +5,8 @@ tracking-consent how-to. Tests and the demo use it in
 place of the real vendor. Every /api/rest call runs the callables of
 ``app.extensions["engage_checks"]`` (any may raise ApiError), then its handler. Runtime faults
 (rate limit, 5xx, hangs, latency, delayed visibility, auth failures) live in engage_faults.py,
-which documents the order of the checks; ``/_emulator/faults`` changes them at run time.
+which documents the order of the checks; ``/_emulator/faults`` changes them at run time. The
+inspection endpoints (state, one contact, an out-of-band edit, reset) are in engage_inspect.py.
 
 Run it with ``python -m emulators.engage --port 8025 [--rate-limit 10 ...]``.
 """
@@ -21,7 +22,7 @@ from typing import Any
 from flask import Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from emulators import engage_faults
+from emulators import engage_faults, engage_inspect
 from emulators.engage_faults import Faults, current_faults
 from emulators.engage_state import (
     ApiError,
@@ -206,40 +207,6 @@ API_OPERATIONS: dict[str, tuple[str, Callable[[], dict[str, Any]]]] = {
 }
 
 
-# --- inspection endpoints (no auth) ---------------------------------------------------------
-
-
-def inspect_state() -> Response:
-    return jsonify({**_state().snapshot(), "faults": current_faults().snapshot()})
-
-
-def inspect_contact(email: str) -> Response:
-    contact = _state().find_contact(email)
-    if contact is None:
-        raise ApiError(404, "NO_SUCH_OBJECT", "No such contact", objectType="Contact")
-    return jsonify(contact)
-
-
-def edit_contact(email: str) -> Response:
-    """POST /_emulator/contacts/<email>/edit `{"attributes": {"tracking_consent": ...}}`: an
-    out-of-band edit, as a CSV import or an edit in Engage's UI would make it (no API call,
-    no rate limit); the relay's read-back finds it (docs/delivery/verification.md)."""
-    body = request.get_json(silent=True) or {}
-    attributes = body.get("attributes")
-    if not isinstance(attributes, dict):
-        raise invalid_parameter("attributes", "attributes must be an object of names to values")
-    edited = _state().edit_contact(email, {str(k): str(v) for k, v in attributes.items()})
-    if edited is None:
-        raise ApiError(404, "NO_SUCH_OBJECT", "No such contact", objectType="Contact")
-    return jsonify(edited)
-
-
-def reset_state() -> tuple[str, int]:
-    _state().reset()
-    current_faults().reset()
-    return "", 204
-
-
 # --- error rendering and app factory ---------------------------------------------------------
 
 
@@ -262,10 +229,7 @@ def _register_routes(app: Flask) -> None:
     for prefix in API_PREFIXES:
         for name, (method, view) in API_OPERATIONS.items():
             app.add_url_rule(f"{prefix}/{name}", f"{prefix}:{name}", view, methods=[method])
-    app.add_url_rule("/_emulator/state", view_func=inspect_state, methods=["GET"])
-    app.add_url_rule("/_emulator/contacts/<email>", view_func=inspect_contact, methods=["GET"])
-    app.add_url_rule("/_emulator/contacts/<email>/edit", view_func=edit_contact, methods=["POST"])
-    app.add_url_rule("/_emulator/reset", view_func=reset_state, methods=["POST"])
+    engage_inspect.register_routes(app)
     engage_faults.register_routes(app)
 
 

@@ -20,6 +20,15 @@
   with
   `update_existing_only` an unknown customer_id is written nowhere (counted as
   `ignored_unknown_users`), as MoEngage drops it after answering 200.
+- `POST /v1/customer/delete?app_id=<workspace_id>` (Delete User,
+  https://www.moengage.com/docs/api/user/delete-users): `{"identity_type": "customer_id" |
+  "moengage_id", "identity_value": ...}`, answered 200 `{"status": "success", "message":
+  "Your request has been accepted and will be processed soon."}`. MoEngage deletes after a
+  24-hour buffer; here at once. An unknown user gets the same 200 (no other answer is
+  documented, UNVERIFIED) and is counted as `ignored_unknown_deletes`. A missing or unknown
+  app_id and a body without the two keys answer the Data API envelope
+  (docs/reference/moengage.md#responses-and-errors), with codes that are UNVERIFIED for this
+  endpoint: 401 and 400.
 - Rate limit: 1000 requests per minute (docs/reference/moengage.md#rate-limits) when
   `rate_limit_per_minute` is set, plus the per-second fault of engage_faults; both answer 429 with
   no body (docs/reference/moengage.md#responses-and-errors).
@@ -62,6 +71,7 @@ NOT_FOUND = "No users found with the provided customer_id or email_id. Please ch
 FEATURE_OFF = "Email Opt-in Management feature not enabled for the workspace"
 ACCEPTED = "Your request has been accepted and will be processed soon."
 MANDATORY = "customer_id is mandatory"
+IDENTITY_TYPES = ("customer_id", "moengage_id")  # Delete User's identity_type
 
 
 def invalid(target: str, message: str, status: int = 400) -> PeerError:
@@ -183,6 +193,29 @@ def track_user(workspace_id: str) -> Response:
     return jsonify({"status": "success", "message": ACCEPTED})
 
 
+def delete_user() -> Response:
+    if request.args.get("app_id") != state().credentials[0]:
+        raise PeerError(401, {"status": "fail", "error": _fail("app_id", "Unknown workspace")})
+    body = request.get_json(silent=True)
+    kind = body.get("identity_type") if isinstance(body, dict) else None
+    value = body.get("identity_value") if isinstance(body, dict) else None
+    if kind not in IDENTITY_TYPES or not value:
+        error = _fail(
+            "identity_value",
+            "identity_type and identity_value are required",
+            "MissingAttributeError",
+        )
+        raise PeerError(400, {"status": "fail", "error": error})
+    # the emulator gives nobody a moengage_id: only customer_id finds a user
+    contact = find_customer(str(value)) if kind == "customer_id" else None
+    if contact is None:
+        state().count("ignored_unknown_deletes")
+    else:
+        with state().lock:
+            state().contacts.pop(contact["email"].lower(), None)
+    return jsonify({"status": "success", "message": ACCEPTED})
+
+
 def _fail(attribute: str, message: str, kind: str = "AuthenticationError") -> dict[str, str]:
     return {
         "attribute": attribute,
@@ -203,6 +236,7 @@ VENDOR = Vendor(
 )
 ROUTES: tuple[tuple[str, str, Any], ...] = (
     *((path, "PUT", update_preferences) for path in OPT_IN_PATHS),
+    ("/v1/customer/delete", "POST", delete_user),  # before the rule it would match
     ("/v1/customer/<workspace_id>", "POST", track_user),
 )
 

@@ -124,6 +124,13 @@ class AuditQuerySchema(StrictSchema):
     offset = fields.Integer(load_default=0, validate=validate.Range(min=0, max=2**31 - 1))
 
 
+class AcknowledgeBodySchema(StrictSchema):
+    """`POST /admin/erasures/<id>/destinations/<name>/acknowledge`: what the operator does
+    instead (in the audit log: no personal data, e.g. a ticket number)."""
+
+    note = PlainText(required=True, max_length=MAX_REASON_LENGTH)
+
+
 class ErasureBodySchema(StrictSchema):
     """`POST /admin/contacts/<id>/erase`: who asked and why (both kept in the ledger, in the
     chain: write no personal data here, e.g. a ticket number rather than the person's name)."""

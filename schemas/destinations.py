@@ -16,6 +16,7 @@ workers/destinations.py).
 from __future__ import annotations
 
 import string
+from collections.abc import Mapping
 from typing import Any
 
 from marshmallow import ValidationError, fields, missing, validate, validates_schema
@@ -57,13 +58,13 @@ COMMON_KEYS = (
 # (docs/delivery/verification.md).
 VERIFIABLE_KINDS = (ENGAGE, DOTDIGITAL)
 # Kinds whose API documents a delete call the relay makes for an erasure (GDPR Art. 19):
-# Engage `POST /contact/delete` (docs/reference/consent-records.md#vendor-delete-calls). The
-# others refuse `erase_at_destination = true` at start-up, with ERASE_UNSUPPORTED's reason.
-ERASABLE_KINDS = (ENGAGE,)
+# Engage `POST /contact/delete`, MoEngage Delete User `POST /v1/customer/delete`
+# (docs/reference/consent-records.md#vendor-delete-calls). The others refuse
+# `erase_at_destination = true` at start-up, with ERASE_UNSUPPORTED's reason.
+ERASABLE_KINDS = (ENGAGE, MOENGAGE)
 ERASE_UNSUPPORTED = {
     ACOUSTIC: "Acoustic Connect documents no delete call in our sources (UNVERIFIED)",
     DOTDIGITAL: "Dotdigital's delete call is not confirmed by our sources (UNVERIFIED)",
-    MOENGAGE: "MoEngage's Delete User is not implemented by the relay yet",
 }
 # What a read-back that differs from the latest decision (drift) leads to.
 VERIFY_POLICIES = ("repair", "report")
@@ -80,6 +81,29 @@ def _decision_template(template: str) -> None:
     if unknown or not template.strip():
         allowed = ", ".join(f"{{{name}}}" for name in DECISION_FIELDS)
         raise ValidationError(f"Use text and {allowed} only.")
+
+
+def template_names(template: str) -> list[str]:
+    """The `{name}`s of a template over the decision."""
+    return [name for _, name, _, _ in string.Formatter().parse(template) if name]
+
+
+def render_decision_template(template: str, values: Mapping[str, str | None]) -> str:
+    """The template over a decision's `email`, `source` and `source_id`; raises KeyError
+    naming what this decision lacks (a config problem, never a retry)."""
+    missing = sorted(name for name in template_names(template) if not values.get(name))
+    if missing:
+        raise KeyError(", ".join(missing))
+    return template.format_map(values)
+
+
+def erasure_template(kind: str, options: Mapping[str, Any]) -> str:
+    """What a destination's delete call names the person by, as a template over the newest
+    decision: Engage the address (`{"type": "EMAIL"}`); MoEngage the user's customer_id, as
+    its client renders it for every write (workers/destinations/moengage.py)."""
+    if kind == MOENGAGE:
+        return str(options.get("customer_id") or "{email}")
+    return "{email}"
 
 
 def _secret() -> fields.String:
@@ -217,6 +241,21 @@ class MoEngageSchema(_PeerSchema):
     # (docs/reference/moengage.md#rate-limits): the daily cap is 4.17/s sustained, and one pace must
     # respect both.
     rate_limit_per_second = _rate(4.0)
+
+    @validates_schema
+    def _erasable_by_customer_id(self, data: dict[str, Any], **_kwargs: Any) -> None:
+        # Delete User names the user by customer_id or moengage_id only
+        # (https://www.moengage.com/docs/api/user/delete-users); in channel_consent mode
+        # without `customer_id` the relay knows the address alone.
+        if (
+            data.get("erase_at_destination")
+            and data.get("mode") == "channel_consent"
+            and not data.get("customer_id")
+        ):
+            raise ValidationError(
+                "MoEngage's Delete User needs the user's customer_id: set customer_id.",
+                "erase_at_destination",
+            )
 
 
 SCHEMAS: dict[str, type[_DestinationSchema]] = {

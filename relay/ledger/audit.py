@@ -30,7 +30,10 @@ from relay.ledger.models import AuditEntry, AuditHead, utcnow
 
 HEAD_ID = 1
 VERIFY_BATCH = 1000
-ACTIONS = ("pause", "resume", "replay", "export", "erasure", "reprocess")
+ACTIONS = (
+    *("pause", "resume", "replay", "export", "erasure", "reprocess"),
+    *("erasure-retry", "erasure-acknowledge"),  # a failed erasure at a destination
+)
 CSV_FIELDS = (
     *("seq", "at", "actor_kind", "actor", "client", "channel"),
     *("action", "targets", "outcome", "chain_hash"),

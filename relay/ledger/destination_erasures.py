@@ -1,13 +1,17 @@
 """An erasure passed on to destinations (GDPR Art. 19): docs/data-protection.md#at-destinations.
 
-The erasure removes the address from the ledger, but a vendor's delete call needs it. So, in
-the erasure's own transaction and before the address goes, each destination with
-`erase_at_destination` gets a row here holding the address sealed with `[privacy]
+The erasure removes the address from the ledger, but a vendor's delete call needs the person's
+identifier there: Engage the address, MoEngage the customer_id the relay renders from its
+template over a decision (schemas/destinations.py `erasure_template`). So, in the erasure's own
+transaction and before the address goes, each destination with `erase_at_destination` gets a
+row here holding that identifier, rendered over the newest decision, sealed with `[privacy]
 destination_erasure_key` (Fernet, as the kept bodies of relay/ledger/kept_bodies.py), never in
-clear text at rest. The caller enqueues one task per row after the commit (ids only); the
-sweeper publishes what is due as a backstop. The worker (workers/destinations/erasing.py) opens
-the seal, calls the vendor and records the outcome here; a settled row (done or failed) loses
-its sealed address at once.
+clear text at rest (the column keeps its first name, `sealed_address`). The caller enqueues one
+task per row after the commit (ids only); the sweeper publishes what is due as a backstop. The
+worker (workers/erasure/forward.py) opens the seal, calls the vendor and records the outcome
+here. A `done` row loses the seal at once; a `failed` one keeps it until an operator retries
+(back to pending) or acknowledges the failure (the seal is wiped): relay/ledger/
+erasure_failures.py.
 """
 
 from __future__ import annotations
@@ -23,16 +27,23 @@ from sqlalchemy.orm import Session
 from relay.config.settings import Settings
 from relay.ledger.kept_bodies import open_sealed, seal
 from relay.ledger.models import Contact, DestinationErasure, Erasure, Event
+from schemas.destinations import erasure_template, render_decision_template
 
 PENDING, DONE, FAILED = "pending", "done", "failed"
+ACKNOWLEDGED = "acknowledged"  # failed, and an operator took it over: the seal is wiped
 
 
 @dataclass(frozen=True)
 class Forwarding:
-    """Where an erasure is passed on, and the key that seals the address meanwhile."""
+    """Where an erasure is passed on (destination, identifier template), and the key that
+    seals the identifiers meanwhile."""
 
     key: str
-    destinations: tuple[str, ...]
+    targets: tuple[tuple[str, str], ...]
+
+    @property
+    def destinations(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.targets)
 
 
 @dataclass(frozen=True)
@@ -41,50 +52,77 @@ class Outgoing:
 
     row_id: int
     destination: str
-    address: str
+    identifier: str  # the address (Engage) or the customer_id (MoEngage)
     attempts: int
     created_at: dt.datetime
 
 
 def forwarding(settings: Settings) -> Forwarding | None:
     """None when no destination passes erasures on (the loader demands the key otherwise)."""
-    names = tuple(sorted(n for n, d in settings.destinations.items() if d.erase_at_destination))
-    key = settings.privacy.destination_erasure_key
-    return Forwarding(key, names) if names and key else None
-
-
-def address_of(session: Session, contact_id: int) -> str:
-    """The address the destinations were last written with: the newest decision's, as sent
-    (ConsentWrite.email), else the contact's key. Read before the erasure removes it."""
-    sent = session.scalar(
-        select(Event.email).where(Event.contact_id == contact_id).order_by(Event.id.desc()).limit(1)
+    targets = tuple(
+        (name, erasure_template(d.kind, d.options))
+        for name, d in sorted(settings.destinations.items())
+        if d.erase_at_destination
     )
-    if sent:
-        return str(sent)
-    return str(session.scalar(select(Contact.email_key).where(Contact.id == contact_id)) or "")
+    key = settings.privacy.destination_erasure_key
+    return Forwarding(key, targets) if targets and key else None
+
+
+def decision_values(session: Session, contact_id: int) -> dict[str, str | None]:
+    """What the destinations were last written with: the newest decision's address as sent
+    (ConsentWrite.email, else the contact's key), source and source id, as
+    workers/delivery/contact.py `as_write` hands them over. Read before the erasure."""
+    newest = session.execute(
+        select(Event.email, Event.consent_source, Event.consent_source_id)
+        .where(Event.contact_id == contact_id)
+        .order_by(Event.id.desc())
+        .limit(1)
+    ).first()
+    email, source, source_id = newest if newest is not None else ("", None, None)
+    if not email:
+        key = session.scalar(select(Contact.email_key).where(Contact.id == contact_id))
+        email = str(key or "")
+    return {"email": email, "source": source, "source_id": source_id}
 
 
 def capture(
-    session: Session, forward: Forwarding, erasure: Erasure, address: str, now: dt.datetime
+    session: Session,
+    forward: Forwarding,
+    erasure: Erasure,
+    values: dict[str, str | None],
+    now: dt.datetime,
 ) -> list[tuple[int, str]]:
-    """One pending row per destination, the address sealed: (row id, destination). In the
-    erasure's transaction (flushed here for the ids); the caller commits."""
+    """One pending row per destination, its identifier sealed: (row id, destination) of each.
+    A template naming what the newest decision lacks makes a `failed` row at once (its
+    writes were dead-lettered as misconfigured too). In the erasure's transaction (flushed
+    here for the ids); the caller commits."""
     session.flush()  # the erasure's id
-    token = seal(forward.key, {"address": address})
     rows = [
-        DestinationErasure(
-            erasure_id=erasure.id,
-            destination=name,
-            status=PENDING,
-            sealed_address=token,
-            attempts=0,
-            created_at=now,
-        )
-        for name in forward.destinations
+        _row(forward.key, erasure.id, name, template, values, now)
+        for name, template in forward.targets
     ]
     session.add_all(rows)
     session.flush()
-    return [(row.id, row.destination) for row in rows]
+    return [(row.id, row.destination) for row in rows if row.status == PENDING]
+
+
+def _row(
+    key: str,
+    erasure_id: int,
+    name: str,
+    template: str,
+    values: dict[str, str | None],
+    now: dt.datetime,
+) -> DestinationErasure:
+    row = DestinationErasure(
+        erasure_id=erasure_id, destination=name, status=PENDING, attempts=0, created_at=now
+    )
+    try:
+        row.sealed_address = seal(key, {"identifier": render_decision_template(template, values)})
+    except KeyError as exc:
+        row.status, row.finished_at = FAILED, now
+        row.detail = f"the identifier template needs {exc.args[0]}, absent in the last decision"
+    return row
 
 
 def due(session: Session, now: dt.datetime, redispatch_after: dt.timedelta) -> list[int]:
@@ -116,13 +154,15 @@ def due(session: Session, now: dt.datetime, redispatch_after: dt.timedelta) -> l
 
 
 def outgoing(session: Session, row_id: int, key: str) -> Outgoing | None:
-    """The pending row with its address unsealed; None once settled (or never recorded).
+    """The pending row with its identifier unsealed; None once settled (or never recorded).
     Raises KeptBodyUnreadableError when the key changed since."""
     row = session.get(DestinationErasure, row_id)
     if row is None or row.status != PENDING or row.sealed_address is None:
         return None
-    address = str(open_sealed(key, row.sealed_address)["address"])
-    return Outgoing(row.id, row.destination, address, row.attempts, row.created_at)
+    sealed = open_sealed(key, row.sealed_address)
+    # rows sealed before MoEngage was supported hold {"address": ...}
+    identifier = str(sealed.get("identifier", sealed.get("address", "")))
+    return Outgoing(row.id, row.destination, identifier, row.attempts, row.created_at)
 
 
 def settle(
@@ -136,8 +176,8 @@ def settle(
     now: dt.datetime,
     retry_at: dt.datetime | None = None,
 ) -> None:
-    """Record one try: done, failed (both wipe the sealed address), or pending again at
-    `retry_at`. The caller commits."""
+    """Record one try: done (the seal is wiped), failed (the seal is kept for an operator's
+    retry until acknowledged), or pending again at `retry_at`. The caller commits."""
     values: dict[str, Any] = {
         "status": status,
         "attempts": attempts,
@@ -147,7 +187,9 @@ def settle(
         "dispatched_at": None,
     }
     if status != PENDING:
-        values.update(sealed_address=None, finished_at=now)
+        values["finished_at"] = now
+    if status == DONE:
+        values["sealed_address"] = None
     session.execute(
         update(DestinationErasure)
         .where(DestinationErasure.id == row_id, DestinationErasure.status == PENDING)

@@ -195,7 +195,7 @@ def _erase(
         raise AlreadyErasedError(f"Contact {cid} was erased already.")
     contact = session.get(Contact, cid, populate_existing=True)
     assert contact is not None  # the UPDATE above found it
-    address = destination_erasures.address_of(session, cid) if forward else ""
+    values = destination_erasures.decision_values(session, cid) if forward else {}
     sent = set(session.scalars(select(Event.email).where(Event.contact_id == cid).distinct()))
     addresses = {contact.email_key, *sent} - {""}
     pseudonym = chain.pseudonym(key, contact.email_key) if key else None
@@ -222,7 +222,7 @@ def _erase(
     erasure.chain_seq, erasure.chain_hash = seq, link
     session.add(erasure)
     forwarded = (
-        destination_erasures.capture(session, forward, erasure, address, now) if forward else []
+        destination_erasures.capture(session, forward, erasure, values, now) if forward else []
     )
     if actor is not None:  # in the erasure's transaction: neither is committed without the other
         outcome = f"erased: {erasure.decisions} decision(s), {settled} delivery(ies) settled"

@@ -13,8 +13,17 @@ from marshmallow import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
 from relay.errors import ProblemError
-from relay.ledger import audit, chain_store, destination_erasures, erasure, export, people
+from relay.ledger import (
+    audit,
+    chain_store,
+    destination_erasures,
+    erasure,
+    erasure_failures,
+    export,
+    people,
+)
 from schemas.admin import (
+    AcknowledgeBodySchema,
     AuditQuerySchema,
     ContactChoiceSchema,
     ErasureBodySchema,
@@ -92,6 +101,33 @@ def erase_contact(contact_id: int) -> Response:
         result.settled_deliveries,
     )
     return jsonify(result.as_json())
+
+
+@bp.post("/erasures/<uuid:erasure_id>/destinations/<destination>/retry")
+def retry_destination_erasure(erasure_id: Any, destination: str) -> Response:
+    """A failed erasure at a destination back to pending (docs/data-protection.md)."""
+    with _sessions() as session:
+        row_id = erasure_failures.retry(session, str(erasure_id), destination, admin_actor())
+    current_app.extensions["publisher"].publish_erasures([(row_id, destination)])  # after commit
+    log.info(
+        "admin: destination erasure retried erasure=%s destination=%s", erasure_id, destination
+    )
+    return jsonify({"erasure_id": str(erasure_id), "destination": destination, "status": "pending"})
+
+
+@bp.post("/erasures/<uuid:erasure_id>/destinations/<destination>/acknowledge")
+def acknowledge_destination_erasure(erasure_id: Any, destination: str) -> Response:
+    """The operator takes a failed erasure at a destination over: its sealed identifier goes."""
+    body = AcknowledgeBodySchema().load(admin_api._json_body())
+    with _sessions() as session:
+        erasure_failures.acknowledge(
+            session, str(erasure_id), destination, admin_actor(), body["note"]
+        )
+    log.info(
+        "admin: destination erasure acknowledged erasure=%s destination=%s", erasure_id, destination
+    )
+    status = destination_erasures.ACKNOWLEDGED
+    return jsonify({"erasure_id": str(erasure_id), "destination": destination, "status": status})
 
 
 @bp.get("/audit")

@@ -28,6 +28,7 @@ from relay.config.settings import Settings
 from relay.ledger.db import make_engine
 from relay.ledger.migrate import upgrade
 from service.cli import admin as cli_admin
+from service.cli import erasures as cli_erasures
 from service.cli import ledger as cli_ledger
 from service.cli import sources as cli_sources
 from service.cli.procfile import FLOWER, process_names, procfile_for_run
@@ -79,6 +80,7 @@ def _parser() -> argparse.ArgumentParser:
     cli_admin.add_commands(commands)
     cli_sources.add_commands(commands)
     cli_ledger.add_commands(commands)
+    cli_erasures.add_commands(commands)
     return parser
 
 

@@ -58,6 +58,8 @@ def _document_text() -> str:
 
 def openapi_document() -> dict[str, Any]:
     """A fresh copy of the document (it does not depend on the configuration)."""
+    from service.http import openapi_erasures  # it uses this module's helpers
+
     spec = APISpec(
         title="Consent Relay",
         version=_version(),
@@ -71,6 +73,7 @@ def openapi_document() -> dict[str, Any]:
     _admin_dead_letters(spec)
     _admin_destinations(spec)
     _admin_ledger(spec)
+    openapi_erasures.add_paths(spec)
     spec.path(
         path="/openapi.json",
         operations={"get": _operation("meta", "This document", {"200": _json(_OBJECT, "OpenAPI")})},

@@ -24,6 +24,14 @@ plus the header `MOE-APPKEY: <Workspace ID>` (docs/reference/moengage.md#base-ur
   delivered (docs/delivery/peers.md#moengage-customer_id-unverified-writes says how to check it).
   MoEngage creates custom attributes on first write, so attribute mode has no "missing field" error.
 
+- erasure (erase_at_destination): Delete User, `POST /v1/customer/delete?app_id=<Workspace ID>`
+  with `{"identity_type": "customer_id", "identity_value": ...}`, one user per call, same Basic
+  auth; it answers 200 `{"status": "success", "message": "Your request has been accepted and
+  will be processed soon."}` and deletes the user after a 24-hour buffer
+  (https://www.moengage.com/docs/api/user/delete-users). No answer for an unknown user is
+  documented (UNVERIFIED): a 200 says nothing about whether the user existed, so it is
+  recorded as `accepted`, not `deleted`.
+
 Errors (docs/reference/moengage.md#responses-and-errors): 400 `{"error": {"code", "message",
 "details": {"target", "message"}}}`, where "No users found ..." (target "customer_id or email_id")
 means the user does not exist; 401 bad key; 403 feature off; 429 rate limited (no body);
@@ -35,14 +43,13 @@ answer
 
 from __future__ import annotations
 
-import string
 from typing import Any
 
 import requests
 
 from relay.config.settings import DestinationSettings
 from relay.domain import ConsentWrite
-from schemas.destinations import MOENGAGE
+from schemas.destinations import MOENGAGE, render_decision_template
 from workers.delivery.outcomes import UNVERIFIED
 from workers.destinations.errors import MisconfiguredError
 from workers.destinations.toolkit import (
@@ -60,6 +67,7 @@ from workers.ratelimit.pace import Throttle
 
 VENDOR = "MoEngage"
 OPT_IN_PATH = "/v1.0/opt-in-management/user-preferences"
+DELETE_PATH = "/v1/customer/delete"
 NOT_FOUND_PHRASE = "no users found"
 MANDATORY_PHRASE = "customer_id is mandatory"
 UNVERIFIED_NOTE = (
@@ -92,12 +100,12 @@ def render_customer_id(template: str, write: ConsentWrite) -> str:
     names). A name without a value in this decision is a config problem, not a retry: it is
     dead-lettered as misconfigured, and a replay after the config is fixed writes it."""
     values = {"email": write.email, "source": write.source, "source_id": write.source_id}
-    names = {name for _, name, _, _ in string.Formatter().parse(template) if name}
-    missing = sorted(name for name in names if not values.get(name))
-    if missing:
-        needs = ", ".join(missing)
-        raise MisconfiguredError(f"{VENDOR} customer_id template needs {needs}, absent here")
-    return template.format_map(values)
+    try:
+        return render_decision_template(template, values)
+    except KeyError as exc:
+        needs = exc.args[0]
+        message = f"{VENDOR} customer_id template needs {needs}, absent here"
+        raise MisconfiguredError(message) from exc
 
 
 def _error_type(body: str) -> str | None:
@@ -140,6 +148,22 @@ class MoEngageClient:
         if self._customer_id is None:
             return {"email_id": write.email}
         return {"customer_id": render_customer_id(self._customer_id, write)}
+
+    def delete(self, customer_id: str) -> str:
+        """Pass an erasure on through Delete User: `accepted` (MoEngage deletes later, and
+        does not say whether the user existed), `absent` should it answer "No users found"
+        (UNVERIFIED for this endpoint); other answers raise."""
+        body = {"identity_type": "customer_id", "identity_value": customer_id}
+        params = {"app_id": self._app_id}
+        response = self._http.call(
+            "POST", self._base + DELETE_PATH, DELETE_PATH, params=params, json=body
+        )
+        verdict = self._http.judge(classify(response.status_code, response.text), response)
+        if verdict is Verdict.NOT_FOUND:
+            return "absent"
+        if verdict is not Verdict.OK:
+            raise error_for(VENDOR, verdict, response.status_code, response.text)
+        return "accepted"
 
     def probe(self) -> int:
         """An authenticated call that writes nothing: an empty (invalid) body. A 400 shows that

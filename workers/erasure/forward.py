@@ -1,14 +1,17 @@
 """Pass one erasure on to one destination through its vendor's delete call, and record the
 outcome (docs/data-protection.md#at-destinations).
 
-The row holds the address sealed (relay/ledger/destination_erasures.py); it is opened here for
-the call only. The client classifies the answer in its one classification place
-(workers/destinations/engage.py `classify`): success or "no such contact" is `done` (the
-person is not there either way); a transient failure (5xx, timeout, rate limit) or an auth
-failure (credentials an operator can fix) waits in the ledger and is tried again on the
-delivery retry schedule until `max_retry_age_seconds`; anything else is `failed` for good.
-Settled rows lose the sealed address. Logs, metrics and the recorded detail never hold the
-address (the vendor's error body can echo it: it is redacted).
+The row holds the identifier sealed (relay/ledger/destination_erasures.py); it is opened here
+for the call only. The client classifies the answer in its one classification place
+(`classify` of workers/destinations/engage.py and moengage.py): success, "accepted" or "no such
+contact" is `done` (the person is not there either way); a transient failure (5xx, timeout,
+rate limit) or an auth failure (credentials an operator can fix) waits in the ledger and is
+tried again on the delivery retry schedule until `max_retry_age_seconds`; anything else is
+`failed` for good.
+A done row loses its sealed identifier; a failed one keeps it until an operator retries or
+acknowledges it (relay/ledger/erasure_failures.py). Logs, metrics and the recorded detail never
+hold the identifier (the vendor's error body can echo it: it is redacted). The decisions
+(`answered`, `after_error`, `retry_delay`) are pure functions, tested without a database.
 """
 
 from __future__ import annotations
@@ -40,8 +43,9 @@ PublishErasure = Callable[[int], None]  # a destination erasure's row id
 
 @runtime_checkable
 class Eraser(Protocol):
-    def delete(self, address: str) -> str:
-        """`deleted` or `absent`; raises a DeliveryError otherwise."""
+    def delete(self, identifier: str) -> str:
+        """`deleted`, `accepted` (deleted later by the vendor) or `absent`; raises a
+        DeliveryError otherwise."""
         ...
 
 
@@ -103,25 +107,67 @@ def erase_at_destination(ctx: ErasureContext, row_id: int) -> str:
     if eraser is None:  # removed from the config, or the option turned off since
         return _record(ctx, item, rows.FAILED, None, "erase_at_destination is off for it now")
     try:
-        found = eraser.delete(item.address)
+        found = eraser.delete(item.identifier)
     except DeliveryError as exc:
         return _after_error(ctx, item, exc)
-    detail = "deleted" if found == "deleted" else "no such contact at the destination"
-    return _record(ctx, item, rows.DONE, 200 if found == "deleted" else None, detail)
+    return _record(ctx, item, *answered(found))
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What one failed try leads to: the row's next status, and when a retry is due."""
+
+    status: str
+    detail: str
+    retry_in_seconds: float | None = None
+
+
+def answered(found: str) -> tuple[str, int | None, str]:
+    """A delete call that did not raise: (status, HTTP status, detail). Absent counts as done:
+    the person is not there either way."""
+    if found == "absent":
+        return rows.DONE, None, "no such contact at the destination"
+    if found == "accepted":  # MoEngage: deleted after its 24-hour buffer
+        return rows.DONE, 200, "accepted: the vendor deletes it later"
+    return rows.DONE, 200, "deleted"
+
+
+def after_error(
+    exc: DeliveryError,
+    attempts: int,
+    age_seconds: float,
+    settings: DeliverySettings,
+    draw: float = 1.0,
+) -> Decision:
+    """A failed try (`attempts` before it): transient and auth failures wait and are tried
+    again on the delivery schedule, jittered by `draw` (a factor near 1), until
+    max_retry_age_seconds; anything else fails for good. `detail` is not yet redacted."""
+    detail = f"{exc.outcome}: {exc}"
+    retryable = isinstance(exc, TransientError | AuthError)
+    if not retryable:
+        return Decision(rows.FAILED, detail)
+    if age_seconds >= settings.max_retry_age_seconds:
+        return Decision(rows.FAILED, f"gave up after {attempts + 1} tries; {detail}")
+    return Decision(rows.PENDING, detail, retry_delay(attempts, settings, draw))
+
+
+def retry_delay(attempts: int, settings: DeliverySettings, draw: float = 1.0) -> float:
+    """The wait before the next try: the delivery schedule's step for this many tries (its
+    last step once past the end), times the jitter draw."""
+    schedule = settings.retry_schedule_seconds
+    return schedule[min(attempts, len(schedule) - 1)] * draw
 
 
 def _after_error(ctx: ErasureContext, item: rows.Outgoing, exc: DeliveryError) -> str:
-    detail = f"{exc.outcome}: {redactor([item.address])(str(exc))}"
-    retryable = isinstance(exc, TransientError | AuthError)
     now = ctx.clock()
     age = (now - item.created_at).total_seconds()
-    if not retryable or age >= ctx.settings.max_retry_age_seconds:
-        gave_up = "" if not retryable else f"gave up after {item.attempts + 1} tries; "
-        return _record(ctx, item, rows.FAILED, exc.status, gave_up + detail)
-    schedule = ctx.settings.retry_schedule_seconds
-    wait = schedule[min(item.attempts, len(schedule) - 1)]
-    retry_at = now + dt.timedelta(seconds=wait * random.uniform(1 - JITTER, 1 + JITTER))
-    return _record(ctx, item, rows.PENDING, exc.status, detail, retry_at)
+    draw = random.uniform(1 - JITTER, 1 + JITTER)
+    decision = after_error(exc, item.attempts, age, ctx.settings, draw)
+    detail = str(redactor([item.identifier])(decision.detail))  # a vendor body can echo it
+    retry_at = None
+    if decision.retry_in_seconds is not None:
+        retry_at = now + dt.timedelta(seconds=decision.retry_in_seconds)
+    return _record(ctx, item, decision.status, exc.status, detail, retry_at)
 
 
 def _record(

@@ -171,7 +171,6 @@ def test_erase_at_destination_on_engage_needs_the_key(tmp_path: Path) -> None:
     [
         ("acoustic", "no delete call"),
         ("dotdigital", "not confirmed"),
-        ("moengage", "not implemented"),
     ],
 )
 def test_erase_at_destination_is_refused_where_no_delete_call_is_implemented(
@@ -181,3 +180,23 @@ def test_erase_at_destination_is_refused_where_no_delete_call_is_implemented(
     text = PEERS.replace(table, f"{table}\nerase_at_destination = true") + ERASURE_KEY
     message = error(tmp_path, text)
     assert f"destinations.{kind}.erase_at_destination" in message and why in message
+
+
+def test_erase_at_destination_on_moengage_is_allowed(tmp_path: Path) -> None:
+    table = "[destinations.moengage]"
+    text = PEERS.replace(table, f"{table}\nerase_at_destination = true") + ERASURE_KEY
+    assert load(tmp_path, text).destinations["moengage"].erase_at_destination is True
+
+
+def test_moengage_channel_consent_without_customer_id_cannot_erase(tmp_path: Path) -> None:
+    # Delete User names users by customer_id only; in this mode the relay knows the address.
+    table = "[destinations.moengage]"
+    on = f'{table}\nerase_at_destination = true\nmode = "channel_consent"'
+    message = error(tmp_path, PEERS.replace(table, on) + ERASURE_KEY)
+    assert "destinations.moengage.erase_at_destination" in message and "customer_id" in message
+    with_id = on + '\ncustomer_id = "crm-{source_id}"'
+    assert (
+        load(tmp_path, PEERS.replace(table, with_id) + ERASURE_KEY)
+        .destinations["moengage"]
+        .erase_at_destination
+    )

@@ -17,6 +17,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate as validate_openapi
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.test import TestResponse
 
@@ -24,7 +25,7 @@ from relay.config.loader import load_settings
 from relay.ledger import pauses as destinations
 from relay.ledger.db import make_engine, make_session_factory
 from relay.ledger.migrate import upgrade
-from relay.ledger.models import utcnow
+from relay.ledger.models import DestinationErasure, Erasure, utcnow
 from schemas.config import decode_whsec
 from service import create_app
 from service.http.openapi import openapi_document
@@ -195,6 +196,55 @@ def erased_twice(api: Api) -> TestResponse:
     return api.admin("POST", ERASE_ONE, **WHO)
 
 
+FAILED_AT = "/admin/erasures/{erasure_id}/destinations/{destination}"
+RETRY, ACK = FAILED_AT + "/retry", FAILED_AT + "/acknowledge"
+NOBODY = "/admin/erasures/00000000-0000-4000-8000-000000000000/destinations/engage"
+NOTE = {"json": {"note": "ticket 2"}}
+
+
+def on_failed_erasure(action: str, **kw: Any) -> Call:
+    """An erasure whose delete call at engage failed, as the worker leaves it (set up here:
+    this app has no worker), then the call."""
+
+    def run(api: Api) -> TestResponse:
+        api.dead_letter()
+        erasure_id = api.admin("POST", ERASE_ONE, **WHO).get_json()["erasure_id"]
+        with api.sessions() as session:
+            row = session.scalars(select(Erasure).where(Erasure.public_id == erasure_id)).one()
+            failed = DestinationErasure(
+                erasure_id=row.id,
+                destination="engage",
+                status="failed",
+                attempts=1,
+                sealed_address="sealed",
+                created_at=T0,
+                finished_at=T0,
+                detail="rejected: 400",
+            )
+            session.add(failed)
+            session.commit()
+        return api.admin("POST", f"/admin/erasures/{erasure_id}/destinations/engage/{action}", **kw)
+
+    return run
+
+
+def _last_erasure(api: Api) -> str:
+    exported = api.admin("GET", "/admin/contacts/1/export").get_json()
+    return str(exported["erasures"][0]["erasure_id"])
+
+
+def acknowledged_twice(api: Api) -> TestResponse:
+    assert on_failed_erasure("acknowledge", **NOTE)(api).status_code == 200
+    erasure_id = _last_erasure(api)
+    return api.admin("POST", f"/admin/erasures/{erasure_id}/destinations/engage/retry")
+
+
+def retried_then_acknowledged(api: Api) -> TestResponse:
+    assert on_failed_erasure("retry")(api).status_code == 200  # pending now: not failed
+    path = f"/admin/erasures/{_last_erasure(api)}/destinations/engage/acknowledge"
+    return api.admin("POST", path, **NOTE)
+
+
 REPLAY_BODY = {"json": {"ids": [1]}}
 BAD_JSON = {"data": "{", "content_type": "application/json"}
 # (method, documented path, status, how to get that answer from the app)
@@ -287,6 +337,21 @@ CASES: list[tuple[str, str, int, Call]] = [
     ("post", AGAIN, 415, admin("POST", AGAIN, data={"source": "x"})),
     ("post", AGAIN, 422, admin("POST", AGAIN, json={"colour": "red"})),
     ("post", AGAIN, 503, broken(admin("POST", AGAIN))),
+    ("post", RETRY, 200, on_failed_erasure("retry")),
+    ("post", RETRY, 401, admin("POST", NOBODY + "/retry", token=None)),
+    ("post", RETRY, 403, disabled("POST", NOBODY + "/retry")),
+    ("post", RETRY, 404, admin("POST", NOBODY + "/retry")),
+    ("post", RETRY, 409, acknowledged_twice),
+    ("post", RETRY, 503, broken(admin("POST", NOBODY + "/retry"))),
+    ("post", ACK, 200, on_failed_erasure("acknowledge", **NOTE)),
+    ("post", ACK, 400, admin("POST", NOBODY + "/acknowledge", **BAD_JSON)),
+    ("post", ACK, 401, admin("POST", NOBODY + "/acknowledge", token=None, **NOTE)),
+    ("post", ACK, 403, disabled("POST", NOBODY + "/acknowledge")),
+    ("post", ACK, 404, admin("POST", NOBODY + "/acknowledge", **NOTE)),
+    ("post", ACK, 409, retried_then_acknowledged),
+    ("post", ACK, 415, admin("POST", NOBODY + "/acknowledge", data={"note": "x"})),
+    ("post", ACK, 422, admin("POST", NOBODY + "/acknowledge", json={"note": ""})),
+    ("post", ACK, 503, broken(admin("POST", NOBODY + "/acknowledge", **NOTE))),
 ]
 
 

@@ -234,7 +234,7 @@ def test_existing_contact_is_updated(
     }
     new_requests = state["requests"][before:]
     assert [(r["path"], r["status"]) for r in new_requests] == [("/api/rest/contact/update", 200)]
-    assert state["counts"] == {"update": 1, "create": 1, "get": 0, "edit": 0}
+    assert state["counts"] == {"update": 1, "create": 1, "get": 0, "edit": 0, "delete": 0}
 
 
 def test_existing_contact_is_found_whatever_the_case(
