@@ -47,6 +47,28 @@ def test_sweeper_publishes_pending_rows_after_the_grace_period(
     assert delivery_world.requests() == []  # the sweeper itself never writes to Engage
 
 
+def test_a_throttled_contact_is_swept_again_when_its_slot_is_due(
+    delivery_world: DeliveryWorld,
+) -> None:
+    """Not `redispatch_after_seconds` after its dispatch: the throttled attempt consumed the
+    message and released the lease (which clears `dispatched_at`), so nothing is in flight
+    and the slot it was told to wait for decides."""
+    from tests.unit.workers.delivery.test_contact_failures import Throttled
+
+    recorded = delivery_world.record("granted")
+    clock = Clock(delivery_world.outbox(recorded).created_at + FRESH_GRACE)
+    published = Published()
+    assert sweep(delivery_world.context(clock=clock), published) == 1
+    throttled = delivery_world.context(clock=clock, writer=Throttled())
+    assert deliver_contact(throttled, DESTINATION, recorded.contact_id, "w") == "throttled"
+
+    clock.advance(1.0)  # the slot (1.5 s away) is not due yet
+    assert sweep(delivery_world.context(clock=clock), published) == 0
+    clock.advance(1.0)
+    assert sweep(delivery_world.context(clock=clock), published) == 1
+    assert published.calls == [(DESTINATION, recorded.contact_id)] * 2
+
+
 def test_sweeper_publishes_each_contact_once(delivery_world: DeliveryWorld) -> None:
     a1 = delivery_world.record("granted", occurred_at=hours_ago(2))
     delivery_world.record("denied", occurred_at=hours_ago(1))
