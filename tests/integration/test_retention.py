@@ -138,8 +138,8 @@ def test_pruning_removes_only_what_is_past_retention(world: EvidenceWorld) -> No
     assert _pruned_metric(world) == before + 12  # the counter is per process, not per ledger
 
 
-def _pruned_metric(world: EvidenceWorld) -> float:
-    series = 'consent_relay_pruned_total{table="ignored_events"} '
+def _pruned_metric(world: EvidenceWorld, table: str = "ignored_events") -> float:
+    series = f'consent_relay_pruned_total{{table="{table}"}} '
     lines = [line for line in world.metrics().splitlines() if line.startswith(series)]
     return float(lines[0].removeprefix(series)) if lines else 0.0
 
@@ -225,9 +225,11 @@ def test_a_failed_erasure_at_a_destination_loses_its_seal_after_its_days(
         ],
     )
 
+    before = _pruned_metric(world, "failed_destination_erasures")
     pruned = retention.prune(world.runtime.sessions, world.settings.retention)
 
     assert pruned["failed_destination_erasures"] == 1
+    assert _pruned_metric(world, "failed_destination_erasures") == before + 1
     assert _seals(world) == {
         "old": ("acknowledged", False),
         "recent": ("failed", True),
