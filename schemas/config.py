@@ -180,6 +180,13 @@ class RetentionSchema(StrictSchema):
     # Keep the raw body of an ignored event this many days, encrypted with [privacy]
     # ignored_bodies_key, so that it can be reprocessed after a mapping fix; 0: not kept.
     keep_ignored_bodies_days = fields.Integer(load_default=0, validate=validate.Range(min=0))
+    # A failed erasure at a destination keeps the person's identifier sealed for an operator's
+    # retry; this many days after it failed, retention acknowledges it and wipes the seal (0:
+    # only an operator does). 30: a month to notice and fix the cause (docs/data-protection.md
+    # #failed-at-destination), not longer than needed (GDPR Art. 5(1)(e)).
+    failed_destination_erasures_days = fields.Integer(
+        load_default=30, validate=validate.Range(min=0)
+    )
 
 
 class ConfigFileSchema(StrictSchema):

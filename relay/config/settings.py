@@ -146,6 +146,7 @@ class RetentionSettings:
     max_batches: int = _RETENTION["max_batches"]
     interval_seconds: float = _RETENTION["interval_seconds"]
     keep_ignored_bodies_days: int = _RETENTION["keep_ignored_bodies_days"]
+    failed_destination_erasures_days: int = _RETENTION["failed_destination_erasures_days"]
 
 
 @dataclass(frozen=True)

@@ -91,11 +91,11 @@ def capture(
     erasure: Erasure,
     values: dict[str, str | None],
     now: dt.datetime,
-) -> list[tuple[int, str]]:
-    """One pending row per destination, its identifier sealed: (row id, destination) of each.
-    A template naming what the newest decision lacks makes a `failed` row at once (its
-    writes were dead-lettered as misconfigured too). In the erasure's transaction (flushed
-    here for the ids); the caller commits."""
+) -> list[DestinationErasure]:
+    """One pending row per destination, its identifier sealed; every row, for the erasure's
+    answer (`pending_pairs`: what to enqueue). A template naming what the newest decision
+    lacks makes a `failed` row at once (its writes were dead-lettered as misconfigured too).
+    In the erasure's transaction (flushed here for the ids); the caller commits."""
     session.flush()  # the erasure's id
     rows = [
         _row(forward.key, erasure.id, name, template, values, now)
@@ -103,7 +103,12 @@ def capture(
     ]
     session.add_all(rows)
     session.flush()
-    return [(row.id, row.destination) for row in rows if row.status == PENDING]
+    return rows
+
+
+def pending_pairs(rows: Iterable[DestinationErasure]) -> tuple[tuple[int, str], ...]:
+    """(row id, destination) of each pending row: one task each, enqueued after the commit."""
+    return tuple((row.id, row.destination) for row in rows if row.status == PENDING)
 
 
 def _row(

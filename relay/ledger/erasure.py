@@ -84,6 +84,8 @@ class ErasureResult:
     chain_hash: str
     # (row id, destination) of each destination the erasure is passed on to: enqueue after commit
     forwarded: tuple[tuple[int, str], ...] = ()
+    # every destination row (pending, or failed at capture), as the export shows it
+    passed_on: tuple[dict[str, Any], ...] = ()
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -95,7 +97,7 @@ class ErasureResult:
             "settled_deliveries": self.settled_deliveries,
             "chain_seq": self.chain_seq,
             "chain_hash": self.chain_hash,
-            "destinations": [{"destination": n, "status": "pending"} for _, n in self.forwarded],
+            "destinations": list(self.passed_on),
         }
 
 
@@ -221,9 +223,7 @@ def _erase(
     )
     erasure.chain_seq, erasure.chain_hash = seq, link
     session.add(erasure)
-    forwarded = (
-        destination_erasures.capture(session, forward, erasure, values, now) if forward else []
-    )
+    rows = destination_erasures.capture(session, forward, erasure, values, now) if forward else []
     if actor is not None:  # in the erasure's transaction: neither is committed without the other
         outcome = f"erased: {erasure.decisions} decision(s), {settled} delivery(ies) settled"
         audit.record(
@@ -239,7 +239,8 @@ def _erase(
         settled,
         seq,
         link,
-        tuple(forwarded),
+        destination_erasures.pending_pairs(rows),
+        tuple(destination_erasures.as_json(row) for row in rows),
     )
 
 

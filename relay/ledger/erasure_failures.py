@@ -9,19 +9,26 @@ operator decides: **retry** puts it back to pending, with a fresh round of tries
 the worker calls the vendor again; **acknowledge** records that the operator takes it over
 (erased by hand at the vendor, or not to be erased there) and wipes the seal for good. Either
 is an entry of the operator audit log, in the same transaction.
+
+An operator who does neither is not left holding the seal for ever: `[retention]
+failed_destination_erasures_days` after it failed, the prune task acknowledges it
+(`expire_sealed`), audited as the system actor `RETENTION` (relay/ledger/retention.py).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from relay.errors import ProblemError
 from relay.ledger import audit
 from relay.ledger.destination_erasures import ACKNOWLEDGED, FAILED, PENDING
 from relay.ledger.models import DestinationErasure, Erasure, utcnow
+
+# The prune task, acting on its own: in the audit log as actor_kind `system`, channel `beat`.
+RETENTION = audit.Actor("system", "retention", "beat")
 
 
 class UnknownDestinationErasureError(ProblemError):
@@ -94,3 +101,41 @@ def acknowledge(
     targets = [f"erasure {erasure_id}", f"destination {destination}"]
     audit.record(session, actor, "erasure-acknowledge", targets, f"acknowledged: {note}", now=now)
     session.commit()
+
+
+def expire_sealed(
+    session: Session, cutoff: dt.datetime, limit: int, note: str, now: dt.datetime
+) -> int:
+    """Acknowledge up to `limit` failed rows that still hold a seal and failed before
+    `cutoff`, one audit entry each (actor RETENTION); answers how many. The caller commits."""
+    acknowledged = 0
+    for row_id, destination, erasure_id in _expired(session, cutoff, limit):
+        wiped = session.execute(
+            update(DestinationErasure)
+            .where(DestinationErasure.id == row_id, DestinationErasure.status == FAILED)
+            .values(status=ACKNOWLEDGED, sealed_address=None)
+            .execution_options(synchronize_session=False)
+        )
+        if getattr(wiped, "rowcount", 0):  # an operator's retry in between wins
+            acknowledged += 1
+            targets = [f"erasure {erasure_id}", f"destination {destination}"]
+            outcome = f"acknowledged: {note}"
+            audit.record(session, RETENTION, "erasure-acknowledge", targets, outcome, now=now)
+    return acknowledged
+
+
+def _expired(session: Session, cutoff: dt.datetime, limit: int) -> list[tuple[int, str, str]]:
+    """(row id, destination, erasure id) of failed rows past `cutoff` still sealed. A failed
+    row without a seal holds nothing personal: it stays failed for an operator to see."""
+    found = session.execute(
+        select(DestinationErasure.id, DestinationErasure.destination, Erasure.public_id)
+        .join(Erasure, Erasure.id == DestinationErasure.erasure_id)
+        .where(
+            DestinationErasure.status == FAILED,
+            DestinationErasure.sealed_address.is_not(None),
+            DestinationErasure.finished_at < cutoff,
+        )
+        .order_by(DestinationErasure.id)
+        .limit(limit)
+    )
+    return [(int(i), str(d), str(e)) for i, d, e in found]

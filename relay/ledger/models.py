@@ -151,7 +151,7 @@ class DestinationErasure(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     erasure_id: Mapped[int] = mapped_column(ForeignKey("erasures.id"), index=True)
     destination: Mapped[str] = mapped_column(String(64))
-    status: Mapped[str] = mapped_column(String(16), index=True)  # pending | done | failed
+    status: Mapped[str] = mapped_column(String(16), index=True)  # pending|done|failed|acknowledged
     sealed_address: Mapped[str | None] = mapped_column(Text)  # Fernet token; None once settled
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)

@@ -7,6 +7,10 @@ superseded, erased) and the outbox rows of superseded decisions. Never pruned: d
 erasures only (relay/ledger/chain_store.py) and the audit log over its own table, so pruning
 leaves every chain verifiable.
 
+A failed erasure at a destination still holding its sealed identifier is not deleted (the
+erasure's per-destination status is part of its record) but acknowledged, the seal wiped,
+`failed_destination_erasures_days` after it failed (relay/ledger/erasure_failures.py).
+
 Each batch is its own short transaction (select up to `batch_size` ids, delete them, commit),
 so a run never holds locks long enough to block the intake or a delivery; a run stops after
 `max_batches` batches and the next run carries on.
@@ -24,6 +28,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from relay.config.settings import RetentionSettings
+from relay.ledger import erasure_failures
 from relay.ledger.models import (
     DeadLetter,
     DeliveryAttempt,
@@ -33,6 +38,8 @@ from relay.ledger.models import (
     utcnow,
 )
 from relay.telemetry import metrics
+
+FAILED_ERASURES = "failed_destination_erasures"  # acknowledged, not deleted
 
 
 @dataclass(frozen=True)
@@ -80,6 +87,9 @@ def prune(
             metrics.count_pruned(table, pruned[table])
     pruned["ignored_bodies"] = _expire_bodies(sessions, now, settings)
     metrics.count_pruned("ignored_bodies", pruned["ignored_bodies"])
+    if settings.failed_destination_erasures_days > 0:
+        pruned[FAILED_ERASURES] = _expire_seals(sessions, now, settings)
+        metrics.count_pruned(FAILED_ERASURES, pruned[FAILED_ERASURES])
     with sessions() as session:
         session.add(RetentionRun(finished_at=utcnow(), pruned=json.dumps(pruned, sort_keys=True)))
         session.commit()
@@ -123,6 +133,23 @@ def _expire_bodies(
             session.commit()
         total += len(ids)
         if len(ids) < settings.batch_size:
+            break
+    return total
+
+
+def _expire_seals(
+    sessions: sessionmaker[Session], now: dt.datetime, settings: RetentionSettings
+) -> int:
+    """Failed erasures at a destination past their days: acknowledged, the seal wiped."""
+    days = settings.failed_destination_erasures_days
+    cutoff, note = now - dt.timedelta(days=days), f"retention: failed over {days} days ago"
+    total = 0
+    for _ in range(settings.max_batches):
+        with sessions() as session:
+            done = erasure_failures.expire_sealed(session, cutoff, settings.batch_size, note, now)
+            session.commit()
+        total += done
+        if done < settings.batch_size:
             break
     return total
 

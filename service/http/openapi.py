@@ -31,6 +31,7 @@ from schemas.admin import (
 from schemas.config import NAME_PATTERN
 from schemas.consent import ConsentDecisionSchema
 from schemas.text import MAX_BIGINT
+from service.http import openapi_erasures  # its add_paths uses this module's helpers when called
 
 bp = Blueprint("openapi", __name__)
 OPENAPI_VERSION = "3.1.0"
@@ -58,8 +59,6 @@ def _document_text() -> str:
 
 def openapi_document() -> dict[str, Any]:
     """A fresh copy of the document (it does not depend on the configuration)."""
-    from service.http import openapi_erasures  # it uses this module's helpers
-
     spec = APISpec(
         title="Consent Relay",
         version=_version(),
@@ -379,7 +378,10 @@ def _admin_ledger(spec: APISpec) -> None:
     erased = _admin(
         "Erase one person, keeping the proof (docs: Data protection, erasure)",
         {
-            "200": _json(_OBJECT, "The erasure: id, time, counts and its chain link."),
+            "200": _json(
+                openapi_erasures.ERASED,
+                "The erasure: id, time, counts, its chain link and each destination's status.",
+            ),
             "400": "MalformedJson",
             "404": "UnknownContact",
             "409": _problem(

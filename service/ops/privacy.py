@@ -1,13 +1,18 @@
-"""`/ops/contacts/<id>/erase`: the operator page's erasure button (docs/data-protection.md#erasure).
+"""`/ops/contacts/<id>/erase`: the operator page's erasure button (docs/data-protection.md#erasure),
+and the Retry and Acknowledge buttons of a failed erasure at a destination
+(docs/data-protection.md#failed-at-destination).
 
 Behind the same sign-in and CSRF check as every other form of the page (service/ops/page.py's
-guard); the form asks who requested it and why, and a confirmation box, because an erasure
-cannot be undone. It runs the function the admin API and the CLI run (relay/ledger/erasure.py).
+guard); the erasure form asks who requested it and why, and a confirmation box, because an
+erasure cannot be undone; an acknowledgement asks for a note, as the admin API does. Each runs
+the function the admin API and the CLI run (relay/ledger/erasure.py, erasure_failures.py),
+audited the same way, with the operator as the actor.
 """
 
 from __future__ import annotations
 
 import logging
+import uuid
 
 from flask import (
     Blueprint,
@@ -21,10 +26,14 @@ from flask import (
 )
 from flask.typing import ResponseReturnValue
 from marshmallow import ValidationError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from werkzeug.wrappers import Response
 
 from relay.errors import ProblemError
-from relay.ledger import audit, destination_erasures, erasure
-from schemas.admin import ErasureBodySchema
+from relay.ledger import audit, destination_erasures, erasure, erasure_failures
+from relay.ledger.models import Erasure
+from schemas.admin import AcknowledgeBodySchema, ErasureBodySchema
 from service.http.actors import operator_actor
 from service.ops import auth as ops_auth
 
@@ -41,6 +50,11 @@ def add_routes(bp: Blueprint) -> None:
         methods=["POST"],
     )
     bp.add_url_rule("/audit", "audit_log", audit_log, methods=["GET"])
+    failed = "/erasures/<uuid:erasure_id>/destinations/<destination>"
+    bp.add_url_rule(f"{failed}/retry", "retry_erasure", retry_erasure, methods=["POST"])
+    bp.add_url_rule(
+        f"{failed}/acknowledge", "acknowledge_erasure", acknowledge_erasure, methods=["POST"]
+    )
 
 
 def audit_log() -> ResponseReturnValue:
@@ -88,3 +102,60 @@ def erase_contact(contact_id: int) -> ResponseReturnValue:
         "ok",
     )
     return back
+
+
+def retry_erasure(erasure_id: uuid.UUID, destination: str) -> ResponseReturnValue:
+    """A failed erasure at a destination back to pending; enqueued after the commit."""
+    runtime = current_app.extensions["consent_relay"]
+    with runtime.sessions() as session:
+        back = _back_to_contact(session, erasure_id)
+        try:
+            row_id = erasure_failures.retry(
+                session, str(erasure_id), destination, operator_actor(ops_auth.operator())
+            )
+        except ProblemError as exc:
+            flash(f"Not retried: {exc}", "warn")
+            return back
+    current_app.extensions["publisher"].publish_erasures([(row_id, destination)])
+    log.info("ops: destination erasure retried erasure=%s destination=%s", erasure_id, destination)
+    flash(f"The erasure at {destination} is pending again: the worker calls it now.", "ok")
+    return back
+
+
+def acknowledge_erasure(erasure_id: uuid.UUID, destination: str) -> ResponseReturnValue:
+    """The operator takes a failed erasure at a destination over: its sealed identifier goes."""
+    runtime = current_app.extensions["consent_relay"]
+    with runtime.sessions() as session:
+        back = _back_to_contact(session, erasure_id)
+        try:
+            body = AcknowledgeBodySchema().load({"note": request.form.get("note", "").strip()})
+        except ValidationError:
+            flash("Not acknowledged: write a note on what is done instead (a ticket).", "warn")
+            return back
+        try:
+            erasure_failures.acknowledge(
+                session,
+                str(erasure_id),
+                destination,
+                operator_actor(ops_auth.operator()),
+                body["note"],
+            )
+        except ProblemError as exc:
+            flash(f"Not acknowledged: {exc}", "warn")
+            return back
+    log.info(
+        "ops: destination erasure acknowledged erasure=%s destination=%s", erasure_id, destination
+    )
+    flash(
+        f"The failed erasure at {destination} is acknowledged: its sealed identifier is wiped.",
+        "ok",
+    )
+    return back
+
+
+def _back_to_contact(session: Session, erasure_id: uuid.UUID) -> Response:
+    """To the erased contact's view; a 404 for an unknown erasure."""
+    found = session.scalar(select(Erasure.contact_id).where(Erasure.public_id == str(erasure_id)))
+    if found is None:
+        abort(404, f"No erasure {erasure_id}.")
+    return redirect(url_for("ops.contact", contact_id=found), 303)

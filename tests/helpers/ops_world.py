@@ -6,6 +6,7 @@ and a Flask test client that signs in. The `ops` fixture is in tests/unit/servic
 from __future__ import annotations
 
 import html
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,10 +53,15 @@ source = "registration_form"
 @dataclass
 class RecordingPublisher:
     published: list[tuple[str, int]] = field(default_factory=list)
+    erasures: list[tuple[int, str]] = field(default_factory=list)
 
     def publish(self, destination: str, contact_id: int) -> bool:
         self.published.append((destination, contact_id))
         return True
+
+    def publish_erasures(self, forwarded: Sequence[tuple[int, str]]) -> int:
+        self.erasures.extend(forwarded)
+        return len(forwarded)
 
 
 @dataclass

@@ -1,8 +1,9 @@
 """Retention (issue 17, section 5) on SQLite and PostgreSQL, through the real app: pruning
 removes exactly the rows past `[retention]` (delivery attempts, ignored events, resolved dead
 letters, the outbox rows of superseded decisions) and never a decision, an erasure or an audit
-entry; every chain still verifies afterwards; the operator page and the metrics report it; and
-pruning in small batches while the intake writes refuses no webhook."""
+entry; a failed erasure at a destination past its days is acknowledged, its sealed identifier
+wiped, audited as the system; every chain still verifies afterwards; the operator page and the
+metrics report it; and pruning in small batches while the intake writes refuses no webhook."""
 
 from __future__ import annotations
 
@@ -28,9 +29,11 @@ delivery_attempts_days = 30
 ignored_events_days = 30
 resolved_dead_letters_days = 30
 superseded_deliveries_days = 30
+failed_destination_erasures_days = 30
 batch_size = 5
 """
 OLD = (dt.datetime.now(dt.UTC) - dt.timedelta(days=40)).replace(tzinfo=None)
+WHO = {"requested_by": "DPO ticket 5", "reason": "Art. 17"}
 RECENT = (dt.datetime.now(dt.UTC) - dt.timedelta(days=5)).replace(tzinfo=None)
 
 
@@ -118,6 +121,7 @@ def test_pruning_removes_only_what_is_past_retention(world: EvidenceWorld) -> No
         "dead_letters": 1,
         "outbox": 1,
         "ignored_bodies": 0,
+        "failed_destination_erasures": 0,
     }
     assert {table: _count(world, table) for table in kept} == kept
     assert _count(world, "delivery_attempts") == 1
@@ -134,8 +138,8 @@ def test_pruning_removes_only_what_is_past_retention(world: EvidenceWorld) -> No
     assert _pruned_metric(world) == before + 12  # the counter is per process, not per ledger
 
 
-def _pruned_metric(world: EvidenceWorld) -> float:
-    series = 'consent_relay_pruned_total{table="ignored_events"} '
+def _pruned_metric(world: EvidenceWorld, table: str = "ignored_events") -> float:
+    series = f'consent_relay_pruned_total{{table="{table}"}} '
     lines = [line for line in world.metrics().splitlines() if line.startswith(series)]
     return float(lines[0].removeprefix(series)) if lines else 0.0
 
@@ -181,3 +185,71 @@ def test_a_real_worker_runs_the_beat_task(world: EvidenceWorld) -> None:
 def _last_run(world: EvidenceWorld) -> Any:
     with world.runtime.sessions() as session:
         return retention.last_run(session)
+
+
+def _passed_on(world: EvidenceWorld, rows: list[tuple[str, str, str | None, dt.datetime]]) -> str:
+    """An erased contact whose erasure has these destination rows (name, status, seal, when it
+    ended), as the worker leaves them (relay/ledger/destination_erasures.py `settle`)."""
+    contact, _events = _decisions(world)
+    assert world.admin("POST", f"/admin/contacts/{contact}/erase", json=WHO).status_code == 200
+    with world.engine.connect() as connection:
+        found = connection.execute(
+            text("SELECT id, public_id FROM erasures WHERE contact_id = :c"), {"c": contact}
+        ).one()
+    insert = (
+        "INSERT INTO destination_erasures (erasure_id, destination, status, sealed_address, "
+        "attempts, created_at, finished_at, detail) "
+        "VALUES (:e, :d, :s, :seal, 1, :at, :at, 'refused')"
+    )
+    for name, status, seal, when in rows:
+        world.execute(insert, e=found.id, d=name, s=status, seal=seal, at=when)
+    return str(found.public_id)
+
+
+def _seals(world: EvidenceWorld) -> dict[str, tuple[str, bool]]:
+    query = text("SELECT destination, status, sealed_address FROM destination_erasures")
+    with world.engine.connect() as connection:
+        return {d: (s, seal is not None) for d, s, seal in connection.execute(query)}
+
+
+def test_a_failed_erasure_at_a_destination_loses_its_seal_after_its_days(
+    world: EvidenceWorld,
+) -> None:
+    erasure_id = _passed_on(
+        world,
+        [
+            ("old", "failed", "gAAAA-sealed", OLD),
+            ("recent", "failed", "gAAAA-sealed", RECENT),
+            ("unsealed", "failed", None, OLD),  # failed at capture: nothing to wipe
+            ("done", "done", None, OLD),
+        ],
+    )
+
+    before = _pruned_metric(world, "failed_destination_erasures")
+    pruned = retention.prune(world.runtime.sessions, world.settings.retention)
+
+    assert pruned["failed_destination_erasures"] == 1
+    assert _pruned_metric(world, "failed_destination_erasures") == before + 1
+    assert _seals(world) == {
+        "old": ("acknowledged", False),
+        "recent": ("failed", True),
+        "unsealed": ("failed", False),
+        "done": ("done", False),
+    }
+    [entry] = [
+        e
+        for e in world.admin("GET", "/admin/audit").get_json()["entries"]
+        if e["action"] == "erasure-acknowledge"
+    ]
+    assert (entry["actor_kind"], entry["actor"], entry["channel"]) == (
+        "system",
+        "retention",
+        "beat",
+    )
+    assert entry["targets"] == [f"erasure {erasure_id}", "destination old"]
+    assert entry["outcome"] == "acknowledged: retention: failed over 30 days ago"
+    assert world.admin("POST", "/admin/ledger/verify").get_json()["ok"] is True
+    again = retention.prune(world.runtime.sessions, world.settings.retention)
+    assert again["failed_destination_erasures"] == 0
+    page = world.ops_client().get("/ops").get_data(as_text=True)
+    assert "failed_destination_erasures" in page

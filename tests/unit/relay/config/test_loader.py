@@ -236,12 +236,17 @@ def test_retention_defaults_are_conservative_and_values_are_checked(tmp_path: Pa
     # Attempts and superseded deliveries are kept for good unless the operator says otherwise.
     assert (kept.delivery_attempts_days, kept.superseded_deliveries_days) == (0, 0)
     assert (kept.ignored_events_days, kept.resolved_dead_letters_days) == (90, 365)
+    assert kept.failed_destination_erasures_days == 30  # a sealed identifier: not for good
     good = README_EXAMPLE + "\n[retention]\ndelivery_attempts_days = 730\nbatch_size = 50\n"
     loaded = load(tmp_path, good).retention
     assert (loaded.delivery_attempts_days, loaded.batch_size) == (730, 50)
-    bad = README_EXAMPLE + "\n[retention]\nignored_events_days = -1\nbatch_size = 0\n"
+    bad = README_EXAMPLE + (
+        "\n[retention]\nignored_events_days = -1\nbatch_size = 0\n"
+        "failed_destination_erasures_days = -1\n"
+    )
     message = config_error(tmp_path, bad)
     assert "retention.ignored_events_days" in message and "retention.batch_size" in message
+    assert "retention.failed_destination_erasures_days" in message
 
 
 def test_kept_bodies_need_a_fernet_key(tmp_path: Path) -> None:
