@@ -90,8 +90,9 @@ def test_a_pending_decision_erased_before_the_worker_runs_is_never_sent(
     assert _outbox(world, event.contact_id) == ["erased"]
     started = world.worker()
     try:
-        # The queued task for the erased contact runs, takes the lease and refuses to write.
-        started.wait_output('"outcome": "erased"')
+        # The queued task for the erased contact runs and finds nothing pending (the erasure
+        # settled its row): it leaves without the lease and without a write.
+        started.wait_output('"outcome": "settled"')
         assert world.send(control, "granted").status_code == 202
         wait_for(lambda: _at_engage(world, control, "granted"), what="the control decision")
     finally:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from sqlalchemy import ColumnElement, CursorResult, and_, or_, select, update
+from sqlalchemy import ColumnElement, and_, select
 from sqlalchemy.orm import Session, sessionmaker
 from structlog.contextvars import bound_contextvars
 
@@ -24,11 +24,11 @@ from relay.config.settings import DeliverySettings
 from relay.domain import ConsentWrite
 from relay.ledger import erasure
 from relay.ledger import pauses as destinations
-from relay.ledger.db import insert_ignoring_conflicts
 from relay.ledger.models import DeliveryState, Event, Outbox, utcnow
 from relay.telemetry import metrics
 from relay.telemetry.logs import get_logger
 from workers.delivery import outcomes, policy
+from workers.delivery.leases import acquire_lease, owes_anything, release_lease
 from workers.destinations.errors import DeliveryError
 from workers.destinations.toolkit import Written
 from workers.ratelimit.pace import RateLimiter, ThrottledError, one_write
@@ -78,11 +78,14 @@ class Job:
 def deliver_contact(ctx: DeliveryContext, destination: str, contact_id: int, owner: str) -> str:
     """Deliver until the destination holds the latest decision, or a write fails.
 
-    Returns an outcome: paused, busy, nothing, up_to_date, waiting, delivered, failed,
-    throttled, dead_lettered, erased, lease_lost.
+    Returns an outcome: settled (nothing pending), paused, busy, nothing, up_to_date, waiting,
+    delivered, failed, throttled, dead_lettered, erased, lease_lost.
     """
     job = Job(destination, contact_id, owner)
     with ctx.sessions() as session:
+        if not owes_anything(session, job):
+            session.rollback()
+            return "settled"  # an earlier task delivered or settled every row
         if destinations.is_paused(session, destination):
             session.rollback()
             return "paused"  # events stay pending; a probe or an operator resumes
@@ -343,34 +346,3 @@ def _apply_plan(
             session, key, owner, job.destination, latest, history, plan.reason, exc, now
         )
     return "failed", outcomes.record_retry(session, key, owner, latest, history, plan, exc)
-
-
-def acquire_lease(session: Session, ctx: DeliveryContext, job: Job) -> bool:
-    """Take the contact's lease row: works the same on SQLite and PostgreSQL."""
-    now = ctx.clock()
-    insert_ignoring_conflicts(
-        session, DeliveryState, [{"destination": job.destination, "contact_id": job.contact_id}]
-    )
-    taken: CursorResult[Any] = session.execute(  # type: ignore[assignment]
-        update(DeliveryState)
-        .where(
-            job.state_key,
-            or_(DeliveryState.lease_owner.is_(None), DeliveryState.lease_expires_at < now),
-        )
-        .values(
-            lease_owner=job.owner,
-            lease_expires_at=now + dt.timedelta(seconds=ctx.settings.lease_seconds),
-        )
-    )
-    session.commit()
-    return taken.rowcount == 1
-
-
-def release_lease(session: Session, job: Job) -> None:
-    session.rollback()
-    session.execute(
-        update(DeliveryState)
-        .where(job.state_key, DeliveryState.lease_owner == job.owner)
-        .values(lease_owner=None, lease_expires_at=None, dispatched_at=None)
-    )
-    session.commit()

@@ -53,19 +53,33 @@ def test_new_contact_is_delivered(delivery_world: DeliveryWorld) -> None:
     assert (attempt.outcome, attempt.http_status) == ("delivered", 200)
 
 
-def test_second_call_is_up_to_date_without_a_request(delivery_world: DeliveryWorld) -> None:
+def test_second_call_is_settled_without_a_request_or_the_lease(
+    delivery_world: DeliveryWorld,
+) -> None:
+    """The queue holds a task per decision: the later ones find nothing pending and leave at
+    once, without taking the lease (whose commits made them cost as much as a delivery)."""
     recorded = delivery_world.record("granted")
     ctx = delivery_world.context()
     assert deliver_contact(ctx, DESTINATION, recorded.contact_id, "worker-1") == "delivered"
     requests_before = delivery_world.requests()
+    state = delivery_world.delivery_state(recorded.contact_id)
+    assert state is not None
+    with delivery_world.ledger.sessions() as session:  # a lease held by someone else ...
+        session.execute(
+            update(DeliveryState)
+            .where(DeliveryState.contact_id == recorded.contact_id)
+            .values(lease_owner="someone", lease_expires_at=utcnow() + dt.timedelta(minutes=1))
+        )
+        session.commit()
 
-    assert deliver_contact(ctx, DESTINATION, recorded.contact_id, "worker-2") == "up_to_date"
+    # ... does not matter: not "busy", since nothing is owed
+    assert deliver_contact(ctx, DESTINATION, recorded.contact_id, "worker-2") == "settled"
 
     assert delivery_world.requests() == requests_before
     assert len(delivery_world.attempts(recorded.contact_id)) == 1
 
 
-def test_contact_without_events_for_this_destination_is_nothing(
+def test_contact_without_events_for_this_destination_is_settled(
     delivery_world: DeliveryWorld,
 ) -> None:
     with delivery_world.ledger.sessions() as session:
@@ -80,7 +94,7 @@ def test_contact_without_events_for_this_destination_is_nothing(
         )
     assert (
         deliver_contact(delivery_world.context(), DESTINATION, recorded.contact_id, "w")
-        == "nothing"
+        == "settled"
     )
     assert delivery_world.requests() == []
 
