@@ -31,7 +31,7 @@ from bench.sizes import (
 )
 from bench.sizes import intake_email as email
 
-CLOSED_CEILING = 8000  # requests/s a closed-loop run is given bodies for (more: "exhausted")
+CLOSED_CEILING = 3000  # requests/s a closed-loop run is given bodies for (more: "exhausted")
 OPEN_THREADS = (2, 8)  # open loop: load processes x connections each
 NAIVE_LATENCY_MS = 100
 NAIVE = f"naive relay, Engage inline {NAIVE_LATENCY_MS} ms (baseline 2)"
