@@ -28,7 +28,7 @@ class Sizes:
     recovery_kills: int  # pool processes killed per backend in the recovery run
 
 
-QUICK = Sizes("quick", 1, 4, 5, 300, 60, 60, 3, 300, 1)
+QUICK = Sizes("quick", 2, 4, 8, 300, 60, 60, 3, 300, 1)
 FULL = Sizes("full", 3, 30, 30, 10_000, 2_000, 1_000, 15, 2_000, 3)
 
 
