@@ -53,7 +53,7 @@ def test_the_alert_rules_are_valid() -> None:
         timeout=60,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 10 rules found" in result.stdout
+    assert "SUCCESS: 11 rules found" in result.stdout
 
 
 def test_the_alert_rules_pass_their_unit_tests() -> None:
