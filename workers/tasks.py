@@ -74,7 +74,8 @@ def deliver_contact_task(self: Any, destination: str, contact_id: int) -> str:
         if destination not in ctx.writers:
             log.error("unknown destination (configuration changed?)")
             return "unknown_destination"
-        outcome = deliver_contact(ctx, destination, contact_id, owner)
+        requeue = _requeue(self, destination, contact_id)
+        outcome = deliver_contact(ctx, destination, contact_id, owner, requeue)
         tracing.annotate(span, {"consent_relay.outcome": outcome})
         if outcome == "busy" and self.request.retries < BUSY_MAX_RETRIES:
             # Another task holds this contact; it re-checks for newer decisions before it lets
@@ -82,6 +83,26 @@ def deliver_contact_task(self: Any, destination: str, contact_id: int) -> str:
             raise self.retry(countdown=BUSY_RETRY_SECONDS)
         log.info("delivery task done", outcome=outcome)
         return outcome
+
+
+def _requeue(task: Any, destination: str, contact_id: int) -> Any:
+    """Sends this contact's task again at its turn (workers/ratelimit/turns.py), carrying the
+    same request id and trace; a failed send leaves the contact to the sweeper."""
+
+    def requeue(countdown: float, urgent: bool) -> bool:
+        base = task.app.conf.task_default_queue
+        request_id, trace = _request_id(task.request), _header(task.request, tracing.TRACEPARENT)
+        name, args, headers, queue = delivery_message(
+            base, destination, contact_id, request_id, urgent, trace=trace
+        )
+        try:
+            task.app.send_task(name, args=args, headers=headers, queue=queue, countdown=countdown)
+        except Exception as exc:  # noqa: BLE001 - the ledger keeps it due; the sweeper sends it
+            log.warning("could not requeue a throttled delivery", error=type(exc).__name__)
+            return False
+        return True
+
+    return requeue
 
 
 def _owner(request: Any) -> str:

@@ -2,7 +2,9 @@
 
 - a slow destination does not set a fast one's pace: Engage (10/s) delivers its contacts while
   Dotdigital (2 calls/s, two calls a contact) has delivered only a few of the same contacts;
-- a withdrawal overtakes a backlog of grants bound for the same destination.
+- a withdrawal overtakes a backlog of grants bound for the same destination;
+- writes the pace refused come back by themselves at their turns (workers/ratelimit/turns.py),
+  with no sweeper running at all.
 
 Both are ordering checks, not timings: "Engage finished while Dotdigital had done fewer than
 N", "the withdrawal was delivered while at least N grants still waited". Figures (drain-time
@@ -79,7 +81,9 @@ def violations(state: dict[str, Any]) -> int:
 def lanes_for(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     started: list[Any] = []
 
-    def start(broker: str, extra: str = "") -> Lanes:
+    def start(
+        broker: str, extra: str = "", delivery: dict[str, Any] | None = None, beat: bool = True
+    ) -> Lanes:
         database = broker_url = None
         if broker != "embedded":
             database = request.getfixturevalue("own_postgres_url")
@@ -93,14 +97,16 @@ def lanes_for(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
             database_url=database,
             broker_url=broker_url,
             queue=f"cr-lanes-{uuid.uuid4().hex[:8]}",
-            delivery=FAST_DELIVERY,
+            delivery=delivery or FAST_DELIVERY,
+            destination={"rate_limit_per_second": 2} if not beat else None,
             extra=extra,
         )
         settings = load_settings(config, environ={})
         upgrade(make_engine(settings.database_url))
         app = create_app({"SETTINGS": settings, "TESTING": True})
         started.append(celery_worker(config, tmp_path))  # 2 processes, as the Procfile
-        started.append(celery_beat(config, tmp_path))
+        if beat:
+            started.append(celery_beat(config, tmp_path))
         return Lanes(app, engage, started)
 
     yield start
@@ -149,3 +155,19 @@ def test_a_withdrawal_overtakes_a_backlog_of_grants(lanes_for: Any, broker: str)
 def _withdrawal_delivered(lanes: Lanes, broker: str) -> bool:
     contact = lanes.engage.state()["contacts"].get(f"withdraws.{broker}@example.com")
     return bool(contact) and contact["attributes"].get("tracking_consent") == "withdrawn"
+
+
+@pytest.mark.parametrize("broker", BROKERS)
+def test_refused_writes_come_back_without_a_sweeper(lanes_for: Any, broker: str) -> None:
+    """Engage paced at 2 calls/s (two calls a new contact), twelve contacts at once, and no
+    beat: the writes the pace refuses can only come back through their own countdown messages.
+    Before turns they waited for a sweep, which never comes here."""
+    never = {**FAST_DELIVERY, "sweep_interval_seconds": 3600, "redispatch_after_seconds": 3600}
+    lanes = lanes_for(broker, delivery=never, beat=False)
+    contacts = 12
+    for i in range(contacts):
+        consent = "withdrawn" if i % 4 == 0 else "granted"
+        lanes.send(f"turn.{i}.{broker}@example.com", consent)
+    wait_for(lambda: lanes.delivered("engage") == contacts, 90, "every contact, no sweeps")
+    assert lanes.pending("engage") == 0
+    assert violations(lanes.engage.state()) == 0

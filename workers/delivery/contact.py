@@ -25,6 +25,7 @@ from relay.domain import ConsentWrite
 from relay.ledger import erasure
 from relay.ledger import pauses as destinations
 from relay.ledger.models import DeliveryState, Event, Outbox, utcnow
+from relay.messaging.lanes import is_urgent
 from relay.telemetry import metrics
 from relay.telemetry.logs import get_logger
 from workers.delivery import outcomes, policy
@@ -32,6 +33,7 @@ from workers.delivery.leases import acquire_lease, owes_anything, release_lease
 from workers.destinations.errors import DeliveryError
 from workers.destinations.toolkit import Written
 from workers.ratelimit.pace import RateLimiter, ThrottledError, one_write
+from workers.ratelimit.turns import take_turn
 
 log = get_logger(__name__)
 MAX_ROUNDS = 5  # newer decisions that arrive while we write are picked up in the same lease
@@ -59,13 +61,21 @@ class DeliveryContext:
     limiter: RateLimiter | None = None
 
 
-@dataclass(frozen=True)
+# Sends this contact's task again after `countdown` seconds, in the urgent lane or not; False
+# when it could not be sent (the sweeper brings the contact back then).
+Requeue = Callable[[float, bool], bool]
+
+
+@dataclass
 class Job:
-    """One delivery run: which contact, for which destination, under whose lease."""
+    """One delivery run: which contact, for which destination, under whose lease; with
+    `requeue`, a write the pace refused comes back by itself at its turn (`requeued`)."""
 
     destination: str
     contact_id: int
     owner: str
+    requeue: Requeue | None = None
+    requeued: bool = False
 
     @property
     def state_key(self) -> ColumnElement[bool]:
@@ -75,13 +85,19 @@ class Job:
         )
 
 
-def deliver_contact(ctx: DeliveryContext, destination: str, contact_id: int, owner: str) -> str:
+def deliver_contact(
+    ctx: DeliveryContext,
+    destination: str,
+    contact_id: int,
+    owner: str,
+    requeue: Requeue | None = None,
+) -> str:
     """Deliver until the destination holds the latest decision, or a write fails.
 
     Returns an outcome: settled (nothing pending), paused, busy, nothing, up_to_date, waiting,
     delivered, failed, throttled, dead_lettered, erased, lease_lost.
     """
-    job = Job(destination, contact_id, owner)
+    job = Job(destination, contact_id, owner, requeue)
     with ctx.sessions() as session:
         if not owes_anything(session, job):
             session.rollback()
@@ -100,7 +116,7 @@ def deliver_contact(ctx: DeliveryContext, destination: str, contact_id: int, own
                 delivered = True
             return "delivered" if delivered and outcome == "up_to_date" else outcome
         finally:
-            release_lease(session, job)
+            release_lease(session, job, keep_dispatched=job.requeued)
 
 
 def _deliver_once(session: Session, ctx: DeliveryContext, job: Job) -> str:
@@ -166,9 +182,28 @@ def record_throttled(
     exc: ThrottledError,
 ) -> str:
     metrics.count_throttled(job.destination)
-    retry_at = ctx.clock() + dt.timedelta(seconds=exc.retry_in)
-    outcomes.record_throttled(session, job.state_key, job.owner, latest, state, retry_at)
+    now = ctx.clock()
+    turn = _turn(ctx, job, latest, exc)
+    retry_in = exc.retry_in if turn is None else turn
+    retry_at = now + dt.timedelta(seconds=retry_in)
+    # Marked dispatched while its own message is on the way: the sweeper leaves it alone for
+    # `redispatch_after_seconds` (longer than any turn), and then only as a backstop.
+    dispatched = now if turn is not None else None
+    outcomes.record_throttled(
+        session, job.state_key, job.owner, latest, state, retry_at, dispatched
+    )
+    if turn is not None and job.requeue is not None:  # enqueue after commit
+        job.requeued = job.requeue(turn, is_urgent(latest.decision))
     return "throttled"
+
+
+def _turn(ctx: DeliveryContext, job: Job, latest: Event, exc: ThrottledError) -> float | None:
+    """When the refused write comes back by itself (workers/ratelimit/turns.py), or None:
+    it waits for the sweeper (no requeue offered, no limiter, or no turn soon enough)."""
+    if job.requeue is None or ctx.limiter is None:
+        return None
+    calls = calls_per_write(ctx.writers[job.destination])
+    return take_turn(ctx.limiter, job.destination, calls, exc, is_urgent(latest.decision))
 
 
 def record_written(

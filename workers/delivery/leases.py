@@ -53,11 +53,16 @@ def acquire_lease(session: Session, ctx: DeliveryContext, job: Job) -> bool:
     return taken.rowcount == 1
 
 
-def release_lease(session: Session, job: Job) -> None:
+def release_lease(session: Session, job: Job, keep_dispatched: bool = False) -> None:
+    """Let go of the lease; the sweeper may send the contact again once it is due, unless
+    (`keep_dispatched`) the contact's own message is already on its way back."""
     session.rollback()
+    values: dict[str, Any] = {"lease_owner": None, "lease_expires_at": None}
+    if not keep_dispatched:
+        values["dispatched_at"] = None
     session.execute(
         update(DeliveryState)
         .where(job.state_key, DeliveryState.lease_owner == job.owner)
-        .values(lease_owner=None, lease_expires_at=None, dispatched_at=None)
+        .values(**values)
     )
     session.commit()

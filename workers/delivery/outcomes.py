@@ -239,10 +239,14 @@ def record_throttled(
     latest: Event,
     state: DeliveryState,
     retry_at: dt.datetime,
+    dispatched_at: dt.datetime | None = None,
 ) -> None:
     """The shared rate limit had no slot soon enough: nothing was sent, nothing is counted
-    against the decision; it is tried again at `retry_at`."""
+    against the decision; it is tried again at `retry_at` (by its own message when
+    `dispatched_at` is set, else by the sweeper)."""
     values: dict[str, Any] = {"next_attempt_at": retry_at, "last_attempt_event_id": latest.id}
+    if dispatched_at is not None:
+        values["dispatched_at"] = dispatched_at
     if state.last_attempt_event_id != latest.id:
         values.update(attempts=0, rejections=0, failing_since=None)
     fenced_update(session, key, owner, **values)

@@ -44,7 +44,9 @@ from workers.ratelimit.pace import (
     ThrottledError,
     one_write,
     plan_slot,
+    refusal,
 )
+from workers.ratelimit.turns import MAX_TURN_AHEAD_SECONDS, take_turn
 
 T0 = 1_800_000_000.0  # a fake epoch time
 TEN_PER_SECOND = Pace.for_rate(10.0)  # interval 0.1 s
@@ -378,3 +380,38 @@ def test_a_write_of_two_calls_reserves_both_with_its_first(
     assert third.wait == pytest.approx(2.0, abs=1e-6)
     assert subject.stored(destination)[0] == pytest.approx(T0 + 3.0, abs=1e-6)  # pace kept
     assert sleeps == [pytest.approx(2.0, abs=1e-6)]
+
+
+# --- turns: when a refused write comes back (workers/ratelimit/turns.py) ------------------
+
+
+def test_refused_writes_get_turns_one_write_apart_and_reserve_no_slot(
+    subject: Subject, destination: str
+) -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(subject.make(clock), {destination: Pace.for_rate(2.0)}, lambda _: None)
+    refused = refusal(destination, 1.25)
+    turns = [take_turn(limiter, destination, 2, refused, urgent=False) for _ in range(3)]
+    # A write of two calls at 2 calls/s: one turn a second, counted from the refused slot.
+    assert turns == [pytest.approx(1.25), pytest.approx(2.25), pytest.approx(3.25)]
+    assert take_turn(limiter, destination, 2, refused, urgent=True) == pytest.approx(1.25)
+    assert subject.stored(destination) == (0.0, 0.0)  # the pace itself: untouched
+    clock.now += 10  # the turns drain with time
+    assert take_turn(limiter, destination, 2, refused, urgent=False) == pytest.approx(1.25)
+
+
+def test_turns_reach_only_so_far_ahead(subject: Subject, destination: str) -> None:
+    limiter = RateLimiter(subject.make(FakeClock()), {destination: Pace.for_rate(1.0)})
+    refused = refusal(destination, 0.6)
+    reach = int(MAX_TURN_AHEAD_SECONDS) + 1
+    turns = [take_turn(limiter, destination, 1, refused, urgent=False) for _ in range(reach)]
+    assert turns[-1] == pytest.approx(0.6 + MAX_TURN_AHEAD_SECONDS)
+    assert take_turn(limiter, destination, 1, refused, urgent=False) is None  # the sweeper's
+
+
+def test_no_turn_when_redis_is_unreachable(destination: str) -> None:
+    client = redis_client(f"redis://127.0.0.1:{free_port()}/0")
+    limiter = RateLimiter(RedisBackend(client, "nowhere"), {destination: TEN_PER_SECOND})
+    refused = ThrottledError(destination, REDIS_DOWN_RETRY_SECONDS, "rate limiter unavailable")
+    assert take_turn(limiter, destination, 1, refused, urgent=True) is None
+    assert take_turn(limiter, "not-configured", 1, refusal(destination, 1.0), urgent=False) is None
