@@ -33,7 +33,7 @@ from workers.delivery.leases import acquire_lease, owes_anything, release_lease
 from workers.destinations.errors import DeliveryError
 from workers.destinations.toolkit import Written
 from workers.ratelimit.pace import RateLimiter, ThrottledError, one_write
-from workers.ratelimit.turns import take_turn
+from workers.ratelimit.turns import take_turn, turn_reach
 
 log = get_logger(__name__)
 MAX_ROUNDS = 5  # newer decisions that arrive while we write are picked up in the same lease
@@ -203,7 +203,9 @@ def _turn(ctx: DeliveryContext, job: Job, latest: Event, exc: ThrottledError) ->
     if job.requeue is None or ctx.limiter is None:
         return None
     calls = calls_per_write(ctx.writers[job.destination])
-    return take_turn(ctx.limiter, job.destination, calls, exc, is_urgent(latest.decision))
+    reach = turn_reach(ctx.settings.redispatch_after_seconds)
+    urgent = is_urgent(latest.decision)
+    return take_turn(ctx.limiter, job.destination, calls, exc, urgent, reach)
 
 
 def record_written(

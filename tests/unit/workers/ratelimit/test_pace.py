@@ -46,7 +46,7 @@ from workers.ratelimit.pace import (
     plan_slot,
     refusal,
 )
-from workers.ratelimit.turns import MAX_TURN_AHEAD_SECONDS, take_turn
+from workers.ratelimit.turns import MAX_TURN_AHEAD_SECONDS, take_turn, turn_reach
 
 T0 = 1_800_000_000.0  # a fake epoch time
 TEN_PER_SECOND = Pace.for_rate(10.0)  # interval 0.1 s
@@ -403,10 +403,22 @@ def test_refused_writes_get_turns_one_write_apart_and_reserve_no_slot(
 def test_turns_reach_only_so_far_ahead(subject: Subject, destination: str) -> None:
     limiter = RateLimiter(subject.make(FakeClock()), {destination: Pace.for_rate(1.0)})
     refused = refusal(destination, 0.6)
-    reach = int(MAX_TURN_AHEAD_SECONDS) + 1
-    turns = [take_turn(limiter, destination, 1, refused, urgent=False) for _ in range(reach)]
-    assert turns[-1] == pytest.approx(0.6 + MAX_TURN_AHEAD_SECONDS)
-    assert take_turn(limiter, destination, 1, refused, urgent=False) is None  # the sweeper's
+    turns = [take_turn(limiter, destination, 1, refused, urgent=False) for _ in range(21)]
+    assert turns[:20] == [pytest.approx(0.6 + i) for i in range(20)]
+    assert turns[20] is None  # 20.6 s away: past MAX_TURN_AHEAD_SECONDS, the sweeper's
+    assert MAX_TURN_AHEAD_SECONDS == 20.0
+
+
+def test_turns_stay_within_half_the_redispatch_period(subject: Subject, destination: str) -> None:
+    """The sweeper leaves a requeued contact alone for `redispatch_after_seconds`: its own
+    message must come back well before that, or the contact would be sent twice."""
+    limiter = RateLimiter(subject.make(FakeClock()), {destination: Pace.for_rate(1.0)})
+    reach, refused = turn_reach(redispatch_after_seconds=4.0), refusal(destination, 0.6)
+    assert reach == 2.0
+    assert take_turn(limiter, destination, 1, refused, False, reach) == pytest.approx(0.6)
+    assert take_turn(limiter, destination, 1, refused, False, reach) == pytest.approx(1.6)
+    assert take_turn(limiter, destination, 1, refused, False, reach) is None  # 2.6 s away
+    assert take_turn(limiter, destination, 1, refusal(destination, 2.5), True, reach) is None
 
 
 def test_no_turn_when_redis_is_unreachable(destination: str) -> None:
