@@ -31,7 +31,7 @@ from relay.messaging.names import (
 from relay.telemetry import tracing
 from relay.telemetry.logs import get_logger, task_context
 from workers.delivery.batch import deliver_batch
-from workers.delivery.contact import deliver_contact
+from workers.delivery.contact import Requeue, deliver_contact
 from workers.delivery.context import delivery_context
 from workers.delivery.fanout import fan_out
 from workers.delivery.sweeper import probe_destination, schedule_probes, sweep
@@ -85,7 +85,7 @@ def deliver_contact_task(self: Any, destination: str, contact_id: int) -> str:
         return outcome
 
 
-def _requeue(task: Any, destination: str, contact_id: int) -> Any:
+def _requeue(task: Any, destination: str, contact_id: int) -> Requeue:
     """Sends this contact's task again at its turn (workers/ratelimit/turns.py), carrying the
     same request id and trace; a failed send leaves the contact to the sweeper."""
 

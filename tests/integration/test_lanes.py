@@ -82,7 +82,11 @@ def lanes_for(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     started: list[Any] = []
 
     def start(
-        broker: str, extra: str = "", delivery: dict[str, Any] | None = None, beat: bool = True
+        broker: str,
+        extra: str = "",
+        delivery: dict[str, Any] | None = None,
+        destination: dict[str, Any] | None = None,
+        beat: bool = True,
     ) -> Lanes:
         database = broker_url = None
         if broker != "embedded":
@@ -98,7 +102,7 @@ def lanes_for(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
             broker_url=broker_url,
             queue=f"cr-lanes-{uuid.uuid4().hex[:8]}",
             delivery=delivery or FAST_DELIVERY,
-            destination={"rate_limit_per_second": 2} if not beat else None,
+            destination=destination,
             extra=extra,
         )
         settings = load_settings(config, environ={})
@@ -163,7 +167,8 @@ def test_refused_writes_come_back_without_a_sweeper(lanes_for: Any, broker: str)
     beat: the writes the pace refuses can only come back through their own countdown messages.
     Before turns they waited for a sweep, which never comes here."""
     never = {**FAST_DELIVERY, "sweep_interval_seconds": 3600, "redispatch_after_seconds": 3600}
-    lanes = lanes_for(broker, delivery=never, beat=False)
+    slow = {"rate_limit_per_second": 2}
+    lanes = lanes_for(broker, delivery=never, destination=slow, beat=False)
     contacts = 12
     for i in range(contacts):
         consent = "withdrawn" if i % 4 == 0 else "granted"

@@ -182,8 +182,8 @@ def record_throttled(
     exc: ThrottledError,
 ) -> str:
     metrics.count_throttled(job.destination)
-    now = ctx.clock()
-    turn = _turn(ctx, job, latest, exc)
+    now, urgent = ctx.clock(), is_urgent(latest.decision)
+    turn = _turn(ctx, job, urgent, exc)
     retry_in = exc.retry_in if turn is None else turn
     retry_at = now + dt.timedelta(seconds=retry_in)
     # Marked dispatched while its own message is on the way: the sweeper leaves it alone for
@@ -193,18 +193,17 @@ def record_throttled(
         session, job.state_key, job.owner, latest, state, retry_at, dispatched
     )
     if turn is not None and job.requeue is not None:  # enqueue after commit
-        job.requeued = job.requeue(turn, is_urgent(latest.decision))
+        job.requeued = job.requeue(turn, urgent)
     return "throttled"
 
 
-def _turn(ctx: DeliveryContext, job: Job, latest: Event, exc: ThrottledError) -> float | None:
+def _turn(ctx: DeliveryContext, job: Job, urgent: bool, exc: ThrottledError) -> float | None:
     """When the refused write comes back by itself (workers/ratelimit/turns.py), or None:
     it waits for the sweeper (no requeue offered, no limiter, or no turn soon enough)."""
     if job.requeue is None or ctx.limiter is None:
         return None
     calls = calls_per_write(ctx.writers[job.destination])
     reach = turn_reach(ctx.settings.redispatch_after_seconds)
-    urgent = is_urgent(latest.decision)
     return take_turn(ctx.limiter, job.destination, calls, exc, urgent, reach)
 
 

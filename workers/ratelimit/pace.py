@@ -269,13 +269,16 @@ class RateLimiter:
     def for_destination(self, name: str) -> DestinationThrottle:
         if name not in self.paces:
             raise KeyError(f"no rate limit configured for destination {name!r}")
-        key = self.keys.get(name, name)
-        return DestinationThrottle(self.backend, key, self.paces[name], self._sleep)
+        return DestinationThrottle(self.backend, self.key_for(name), self.paces[name], self._sleep)
 
     def for_verification(self, name: str, share: float, calls: int = 1) -> ShareThrottle:
         """The read-backs' throttle of a destination: `share` of its pace, within it; each
         read reserves `calls` intervals, as one write of the destination does."""
         if name not in self.paces:
             raise KeyError(f"no rate limit configured for destination {name!r}")
-        key = self.keys.get(name, name)
+        key = self.key_for(name)
         return ShareThrottle(self.backend, key, self.paces[name], share, self._sleep, calls)
+
+    def key_for(self, name: str) -> str:
+        """The key of the destination's shared pace state (its name when it has none)."""
+        return self.keys.get(name, name)

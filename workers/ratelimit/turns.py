@@ -53,7 +53,7 @@ def take_turn(
     if room < 0:
         return None
     suffix = URGENT_TURNS_KEY_SUFFIX if urgent else TURNS_KEY_SUFFIX
-    key = limiter.keys.get(destination, destination) + suffix
+    key = limiter.key_for(destination) + suffix
     turns = Pace(pace.interval * max(calls, 1), max_wait=room)
     try:
         turn = limiter.backend.reserve(key, turns)
